@@ -1,0 +1,57 @@
+//! Build script: embeds an rpath to torch's `lib/` so binaries and tests run without
+//! LD_LIBRARY_PATH, and compiles the gRPC proto (with a descriptor set for reflection).
+use std::{env, path::PathBuf, process::Command};
+
+/// The gRPC API; every file listed here is compiled and watched.
+const PROTOS: &[&str] = &["proto/ctp/v1/ctp.proto"];
+
+fn torch_lib_dir() -> Option<PathBuf> {
+    if let Ok(dir) = env::var("LIBTORCH") {
+        return Some(PathBuf::from(dir).join("lib"));
+    }
+    if let Ok(dir) = env::var("LIBTORCH_LIB") {
+        return Some(PathBuf::from(dir).join("lib"));
+    }
+    let python = env::var("PYTHON_SYS_EXECUTABLE").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(python)
+        .args(["-c", "import torch,os;print(os.path.join(os.path.dirname(torch.__file__),'lib'))"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_LIB");
+    println!("cargo:rerun-if-env-changed=PYTHON_SYS_EXECUTABLE");
+    if let Some(dir) = torch_lib_dir() {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+    }
+    compile_protos().expect("compiling proto/ctp/v1/ctp.proto failed");
+    // `sqlx::migrate!` embeds the migration folders at compile time but does not watch
+    // them for new files; this makes adding a migration rebuild the crate.
+    println!("cargo:rerun-if-changed=migrations");
+}
+
+/// Generates the tonic client and server and a descriptor set for gRPC reflection
+/// (`OUT_DIR/ctp_descriptor.bin`, embedded by `api::pb::FILE_DESCRIPTOR_SET`).
+///
+/// protoc comes from `protoc-bin-vendored`, so building needs no system protoc, and its
+/// bundled include folder provides `google/protobuf/timestamp.proto`.
+fn compile_protos() -> std::io::Result<()> {
+    let protoc = protoc_bin_vendored::protoc_bin_path().expect("vendored protoc is missing");
+    // Edition 2021: `set_var` is safe here, and build scripts are single-threaded.
+    env::set_var("PROTOC", protoc);
+    let well_known = protoc_bin_vendored::include_path().expect("vendored protoc includes");
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let protos: Vec<PathBuf> = PROTOS.iter().map(PathBuf::from).collect();
+    let includes = [PathBuf::from("proto"), well_known];
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("ctp_descriptor.bin"))
+        .compile_protos(&protos, &includes)
+}

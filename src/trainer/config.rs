@@ -1,0 +1,277 @@
+//! Engine configuration: plain serde data, no libtorch. Every knob of the CTP method is here so
+//! a version's checkpoint records exactly how it was trained.
+use serde::{Deserialize, Serialize};
+
+/// Model size presets (ctp-method.md §B.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// Random-init ViT (patch 8, width 64) + 2-layer BERT + 1 fusion layer at 32 px. Tests.
+    Tiny,
+    /// EfficientNet-Lite0 (ImageNet) + all-MiniLM-L6-v2 + 2 fusion layers at 64 px. Demo/CPU.
+    Small,
+    /// ViT-B/16 + BERT-base shape (6 text + 6 fusion layers) at 224 px, as the paper. GPU.
+    Base,
+}
+
+impl Preset {
+    pub fn parse(s: &str) -> Option<Preset> {
+        match s {
+            "tiny" => Some(Preset::Tiny),
+            "small" => Some(Preset::Small),
+            "base" => Some(Preset::Base),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Preset::Tiny => "tiny",
+            Preset::Small => "small",
+            Preset::Base => "base",
+        }
+    }
+}
+
+/// What BatchNorm layers do during training (only EfficientNet has BN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BnPolicy {
+    /// Running statistics stay at their pretrained values in online, momentum and reference
+    /// models alike (affine weights still train). The pilot (§B.7) found this makes topology
+    /// preservation compare like with like; it is the default.
+    Frozen,
+    /// The online model normalises with batch statistics and updates running statistics.
+    Train,
+}
+
+/// Which training objective runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Full CTP: ITC + MLM + compatible momentum contrast + MLM distillation + topology preservation.
+    Ctp,
+    /// Sequential fine-tuning lower bound: ITC + MLM only (no momentum model, no reference model).
+    /// Joint training is SeqFT on the union of all tasks.
+    SeqFt,
+}
+
+/// How the text feature is pooled from the text encoder's last hidden state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextPool {
+    /// [CLS] token, as the paper.
+    Cls,
+    /// Mean over non-padding tokens, as all-MiniLM-L6-v2 was trained.
+    Mean,
+}
+
+/// How drift between the online and the momentum model is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftMetric {
+    /// ‖θ − θc‖₂ / ‖θc‖₂ over every synced parameter (one fused pass, deterministic).
+    Param,
+    /// 1 − mean cosine between online and momentum features on a fixed probe batch (the task's
+    /// first training batch), images and texts averaged.
+    Feature,
+}
+
+/// Architecture of one preset. Serialised into every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub preset: Preset,
+    pub image_size: i64,
+    /// Shared embedding space of the two projections (paper: 256).
+    pub embed_dim: i64,
+    /// BERT hidden size / heads / intermediate size / total layers.
+    pub hidden: i64,
+    pub heads: i64,
+    pub intermediate: i64,
+    pub layers: i64,
+    /// The last `fusion_layers` of `layers` get cross-attention to image tokens and form the
+    /// fusion encoder; the first `layers − fusion_layers` encode text alone.
+    pub fusion_layers: i64,
+    pub max_tokens: i64,
+    pub text_pool: TextPool,
+    pub bn_policy: BnPolicy,
+    /// Dropout in the online BERT (attention and hidden). Momentum/reference run without it.
+    pub dropout: f64,
+    /// ViT settings (tiny/base).
+    pub vit_patch: i64,
+    pub vit_width: i64,
+    pub vit_layers: i64,
+    pub vit_heads: i64,
+}
+
+impl ModelConfig {
+    pub fn preset(p: Preset) -> ModelConfig {
+        match p {
+            Preset::Tiny => ModelConfig {
+                preset: p,
+                image_size: 32,
+                embed_dim: 64,
+                hidden: 64,
+                heads: 4,
+                intermediate: 256,
+                layers: 3,
+                fusion_layers: 1,
+                max_tokens: 16,
+                text_pool: TextPool::Cls,
+                bn_policy: BnPolicy::Frozen,
+                dropout: 0.0,
+                vit_patch: 8,
+                vit_width: 64,
+                vit_layers: 2,
+                vit_heads: 4,
+            },
+            // MiniLM's 6 pretrained layers all stay text-only and 2 new fusion layers sit on top
+            // (the pilot's layout); see docs/decisions.md for the 3+3 split measurement.
+            Preset::Small => ModelConfig {
+                preset: p,
+                image_size: 64,
+                embed_dim: 256,
+                hidden: 384,
+                heads: 12,
+                intermediate: 1536,
+                layers: 8,
+                fusion_layers: 2,
+                max_tokens: 16,
+                text_pool: TextPool::Mean,
+                bn_policy: BnPolicy::Frozen,
+                dropout: 0.1,
+                vit_patch: 0,
+                vit_width: 0,
+                vit_layers: 0,
+                vit_heads: 0,
+            },
+            Preset::Base => ModelConfig {
+                preset: p,
+                image_size: 224,
+                embed_dim: 256,
+                hidden: 768,
+                heads: 12,
+                intermediate: 3072,
+                layers: 12,
+                fusion_layers: 6,
+                max_tokens: 30,
+                text_pool: TextPool::Cls,
+                bn_policy: BnPolicy::Frozen,
+                dropout: 0.1,
+                vit_patch: 16,
+                vit_width: 768,
+                vit_layers: 12,
+                vit_heads: 12,
+            },
+        }
+    }
+}
+
+/// Loss weights (all 1 in the paper's code).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LossWeights {
+    pub ita: f64,
+    pub ita_queue: f64,
+    pub mlm: f64,
+    pub mlm_distill: f64,
+    pub tp_cross: f64,
+    pub tp_intra: f64,
+}
+
+impl Default for LossWeights {
+    fn default() -> Self {
+        LossWeights { ita: 1.0, ita_queue: 1.0, mlm: 1.0, mlm_distill: 1.0, tp_cross: 1.0, tp_intra: 1.0 }
+    }
+}
+
+/// Drift-gated compatible momentum (ctp-method.md §B.2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MomentumConfig {
+    /// Task-0 momentum (paper: 0.995), target θ.
+    pub m0: f64,
+    /// Task ≥ 1 momentum (paper: 0.9), target α·θ_{t−1} + (1−α)·θ.
+    pub m: f64,
+    pub alpha: f64,
+    /// Sync when drift ≥ threshold. 0 with `check_every` 1 is the paper's per-step update.
+    pub threshold: f64,
+    pub check_every: i64,
+    pub metric: DriftMetric,
+}
+
+impl Default for MomentumConfig {
+    fn default() -> Self {
+        MomentumConfig { m0: 0.995, m: 0.9, alpha: 0.5, threshold: 0.0, check_every: 1, metric: DriftMetric::Param }
+    }
+}
+
+/// Everything that shapes one task's training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub method: Method,
+    pub epochs: i64,
+    pub batch_size: i64,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub weight_decay: f64,
+    pub betas: (f64, f64),
+    pub eps: f64,
+    pub queue_size: i64,
+    /// Fixed contrastive temperature τ (not learned).
+    pub temp: f64,
+    pub distill_temp: f64,
+    pub mlm_prob: f64,
+    pub weights: LossWeights,
+    pub momentum: MomentumConfig,
+    pub seed: u64,
+    /// Write a mid-task resume checkpoint every this many steps (0 = never).
+    pub checkpoint_every: i64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            method: Method::Ctp,
+            epochs: 5,
+            batch_size: 32,
+            lr: 1e-4,
+            min_lr: 1e-6,
+            weight_decay: 0.05,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            queue_size: 1024,
+            temp: 0.07,
+            distill_temp: 1.0,
+            mlm_prob: 0.15,
+            weights: LossWeights::default(),
+            momentum: MomentumConfig::default(),
+            seed: 42,
+            checkpoint_every: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks values a user can send; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let pos = |name: &str, v: f64| if v > 0.0 && v.is_finite() { Ok(()) } else { Err(format!("{name} must be > 0 (got {v})")) };
+        if self.epochs < 1 {
+            return Err(format!("epochs must be >= 1 (got {})", self.epochs));
+        }
+        if self.batch_size < 2 {
+            return Err(format!("batch_size must be >= 2 for a contrastive loss (got {})", self.batch_size));
+        }
+        pos("learning_rate", self.lr)?;
+        if self.queue_size < 1 {
+            return Err(format!("queue_size must be >= 1 (got {})", self.queue_size));
+        }
+        if !(self.momentum.threshold >= 0.0 && self.momentum.threshold.is_finite()) {
+            return Err(format!("drift_threshold must be >= 0 (got {})", self.momentum.threshold));
+        }
+        if self.momentum.check_every < 1 {
+            return Err(format!("drift_check_every must be >= 1 (got {})", self.momentum.check_every));
+        }
+        if !(0.0..1.0).contains(&self.mlm_prob) {
+            return Err(format!("mlm_prob must be in [0, 1) (got {})", self.mlm_prob));
+        }
+        Ok(())
+    }
+}

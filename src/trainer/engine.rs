@@ -1,0 +1,187 @@
+//! The engine thread: owns the device, the tokenizer and every tensor; serves one command at a
+//! time. A panic while serving a command fails that command only.
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::mpsc::Receiver;
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
+
+use super::data::{TaskTensors, TextTokenizer};
+use super::model::CtpModel;
+use super::session::Session;
+use super::{eval, Command, Embeddings, EvalSet, ModelConfig, Sample, TrainerError, TrainerHandle, VersionRef};
+
+/// Engine settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineConfig {
+    /// "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
+    pub device: String,
+    /// libtorch intra-op CPU threads (0 = libtorch's default).
+    pub threads: i32,
+    /// Folder with `minilm/{tokenizer.json,model.safetensors}` and `efficientnet-lite0.safetensors`.
+    pub weights_dir: PathBuf,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { device: "auto".into(), threads: 0, weights_dir: default_weights_dir() }
+    }
+}
+
+/// `$CTP_ASSETS/weights`, else `~/.cache/ctp/assets/weights` (where scripts/setup-data.sh installs).
+pub fn default_weights_dir() -> PathBuf {
+    if let Ok(a) = std::env::var("CTP_ASSETS") {
+        return PathBuf::from(a).join("weights");
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+    PathBuf::from(home).join(".cache/ctp/assets/weights")
+}
+
+fn parse_device(s: &str) -> Result<Device, TrainerError> {
+    match s {
+        "auto" | "" => Ok(Device::cuda_if_available()),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(Device::Cuda)
+            .ok_or_else(|| TrainerError::Input(format!("device must be auto, cpu, cuda or cuda:N (got {other:?})"))),
+    }
+}
+
+fn device_name(d: Device) -> String {
+    match d {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".into(),
+    }
+}
+
+struct Engine {
+    device: Device,
+    tok: TextTokenizer,
+    weights: PathBuf,
+    /// The last version loaded for evaluation/embedding (reloading a model per call is wasteful).
+    cached: Option<(VersionRef, ModelConfig, CtpModel)>,
+}
+
+pub(super) fn spawn(cfg: EngineConfig) -> Result<TrainerHandle, TrainerError> {
+    let device = parse_device(&cfg.device)?;
+    let tok = TextTokenizer::load(&cfg.weights_dir)?;
+    let (tx, rx) = std::sync::mpsc::channel::<Command>();
+    let name = device_name(device);
+    std::thread::Builder::new()
+        .name("ctp-engine".into())
+        .spawn(move || {
+            if cfg.threads > 0 {
+                tch::set_num_threads(cfg.threads);
+            }
+            let mut engine = Engine { device, tok, weights: cfg.weights_dir, cached: None };
+            engine.serve(rx);
+        })
+        .map_err(|e| TrainerError::Torch(format!("cannot start the engine thread: {e}")))?;
+    Ok(TrainerHandle { tx, device: name })
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Runs `f`, turning a panic into `TrainerError::Panic`.
+fn guarded<T>(f: impl FnOnce() -> Result<T, TrainerError>) -> Result<T, TrainerError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(TrainerError::Panic(panic_message(p))))
+}
+
+impl Engine {
+    fn serve(&mut self, rx: Receiver<Command>) {
+        while let Ok(cmd) = rx.recv() {
+            match cmd {
+                Command::Train { req, events, reply } => {
+                    let emit = |e| {
+                        let _ = events.send(e); // a gone listener never stops training
+                    };
+                    let r = guarded(|| {
+                        let data = self.tensors(&req.samples, &req.model)?;
+                        let mut s = Session::start(&req, data, self.tok.vocab, self.device, &self.weights)?;
+                        s.run(&req, &emit)
+                    });
+                    let _ = reply.send(r);
+                }
+                Command::Evaluate { model, version, sets, reply } => {
+                    let _ = reply.send(guarded(|| self.evaluate(&model, &version, &sets)));
+                }
+                Command::Embed { model, version, images, texts, reply } => {
+                    let _ = reply.send(guarded(|| self.embed(&model, &version, &images, &texts)));
+                }
+                Command::Verify { model, version, reply } => {
+                    let _ = reply.send(guarded(|| eval::load_online(&model, &version, self.tok.vocab, self.device).map(|_| ())));
+                }
+            }
+        }
+    }
+
+    fn tensors(&self, samples: &[Sample], cfg: &ModelConfig) -> Result<TaskTensors, TrainerError> {
+        if samples.is_empty() {
+            return Err(TrainerError::Input("no samples".into()));
+        }
+        TaskTensors::build(samples, cfg.image_size, cfg.max_tokens, &self.tok, self.device)
+    }
+
+    fn model(&mut self, cfg: &ModelConfig, v: &VersionRef) -> Result<&CtpModel, TrainerError> {
+        let hit = matches!(&self.cached, Some((cv, cc, _)) if cv == v && cc == cfg);
+        if !hit {
+            let m = eval::load_online(cfg, v, self.tok.vocab, self.device)?;
+            self.cached = Some((v.clone(), cfg.clone(), m));
+        }
+        Ok(&self.cached.as_ref().expect("filled above").2)
+    }
+
+    fn evaluate(&mut self, cfg: &ModelConfig, v: &VersionRef, sets: &[EvalSet]) -> Result<super::EvalReport, TrainerError> {
+        let data = sets
+            .iter()
+            .map(|s| {
+                self.tensors(&s.samples, cfg)
+                    .map(|t| (s.task_id, t))
+                    .map_err(|e| TrainerError::Input(format!("eval set of task {}: {e}", s.task_id)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let m = self.model(cfg, v)?;
+        eval::evaluate(m, &data)
+    }
+
+    fn embed(&mut self, cfg: &ModelConfig, v: &VersionRef, images: &[Vec<u8>], texts: &[String]) -> Result<Embeddings, TrainerError> {
+        let size = cfg.image_size;
+        let px = (size * size * 3) as usize;
+        if let Some(i) = images.iter().position(|p| p.len() != px) {
+            return Err(TrainerError::Input(format!("image {i}: expected {size}x{size}x3 pixels")));
+        }
+        let (ids, mask) = self.tok.encode(texts, cfg.max_tokens)?;
+        let device = self.device;
+        let m = self.model(cfg, v)?;
+        let rows = |t: Tensor| -> Result<Vec<Vec<f32>>, TrainerError> {
+            let t = t.to_device(Device::Cpu).contiguous();
+            let dim = t.size()[1] as usize;
+            let flat = Vec::<f32>::try_from(t.view([-1]))?;
+            Ok(flat.chunks(dim).map(|c| c.to_vec()).collect())
+        };
+        tch::no_grad(|| {
+            let images_out = if images.is_empty() {
+                Vec::new()
+            } else {
+                let flat: Vec<u8> = images.concat();
+                let x = super::model::images_to_tensor(&flat, images.len() as i64, size, device);
+                rows(m.image_feature(&x))?
+            };
+            let texts_out = if texts.is_empty() {
+                Vec::new()
+            } else {
+                rows(m.text_feature(&ids.to_device(device), &mask.to_device(device), false))?
+            };
+            Ok(Embeddings { images: images_out, texts: texts_out })
+        })
+    }
+}
