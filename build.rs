@@ -14,7 +14,10 @@ fn torch_lib_dir() -> Option<PathBuf> {
     }
     let python = env::var("PYTHON_SYS_EXECUTABLE").unwrap_or_else(|_| "python3".into());
     let out = Command::new(python)
-        .args(["-c", "import torch,os;print(os.path.join(os.path.dirname(torch.__file__),'lib'))"])
+        .args([
+            "-c",
+            "import torch,os;print(os.path.join(os.path.dirname(torch.__file__),'lib'))",
+        ])
         .output()
         .ok()?;
     out.status

@@ -2,11 +2,24 @@
 //!
 //! - [`trainer`]: the engine. Owns every libtorch tensor on one thread; models, CTP losses,
 //!   drift-gated compatible momentum, feature queue, AdamW, checkpoints, evaluation.
-//! - [`metrics`]: pure continual-learning metrics (retrieval recall, accuracy matrix,
-//!   forgetting, BWT).
-//! - [`images`]: image decoding and preprocessing to fixed-size RGB (no libtorch).
+//! - [`api`]: the gRPC control plane (`ctp.v1.ContinualTrainer`), auth, error mapping.
+//! - [`app`]: wiring, startup recovery, graceful shutdown; [`worker`]: the job dispatcher;
+//!   [`hub`]: task events (persist, then fan out).
+//! - [`store`]: SQLite/Postgres persistence: tasks, queue, versions, evaluations, history.
+//! - [`taskdata`]: content-addressed task data bundles.
+//! - [`config`]: layered settings; [`telemetry`]: tracing and Prometheus metrics.
+//! - [`metrics`]: pure continual-learning metrics (retrieval recall, forgetting, BWT).
+//! - [`images`]: image decoding and preprocessing (no libtorch).
+//! - [`client`] / [`datasets`]: `ctpctl` (the CLI client), WebDataset/JSONL readers, EmojiCL.
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod datasets;
+pub mod hub;
 pub mod images;
 pub mod metrics;
-pub mod trainer;
-pub mod api;
 pub mod store;
+pub mod taskdata;
+pub mod telemetry;
+pub mod trainer;
+pub mod worker;

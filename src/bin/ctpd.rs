@@ -1,1 +1,49 @@
-fn main() {}
+//! `ctpd`: the continual-training daemon.
+use std::path::PathBuf;
+
+use clap::Parser;
+use ctp::app::{shutdown_signal, Application};
+use ctp::config::{Overrides, Settings};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "ctp daemon: continual vision-language pretraining over gRPC"
+)]
+struct Cli {
+    /// gRPC listen address [default: 127.0.0.1:50051]
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory (database, task data, checkpoints) [default: ./ctp-data]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Database URL; `postgres://…` selects Postgres [default: SQLite inside the data dir]
+    #[arg(long)]
+    database_url: Option<String>,
+    /// TOML config file; `CTP__SECTION__KEY` environment variables override it
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Training device: auto, cpu, cuda, cuda:N [default: auto]
+    #[arg(long)]
+    device: Option<String>,
+    /// Prometheus /metrics listen address [default: off]
+    #[arg(long)]
+    metrics_listen: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    ctp::telemetry::init_tracing();
+    let cli = Cli::parse();
+    let flags = Overrides {
+        listen: cli.listen,
+        data_dir: cli.data_dir,
+        database_url: cli.database_url,
+        device: cli.device,
+        metrics_listen: cli.metrics_listen,
+    };
+    let settings = Settings::load(cli.config.as_deref(), std::env::vars(), &flags)
+        .map_err(anyhow::Error::msg)?;
+    let app = Application::build(settings).await?;
+    app.run_until_stopped(shutdown_signal()).await
+}

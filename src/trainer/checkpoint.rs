@@ -14,28 +14,45 @@ use super::TrainerError;
 pub const META: &str = "__meta__";
 
 /// Writes `tensors` plus `meta` to `path` atomically and returns the file's sha256 (hex).
-pub fn save(path: &Path, tensors: &[(String, Tensor)], meta: &serde_json::Value) -> Result<String, TrainerError> {
-    let dir = path.parent().ok_or_else(|| TrainerError::io(path, "checkpoint path has no parent directory"))?;
+pub fn save(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    meta: &serde_json::Value,
+) -> Result<String, TrainerError> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| TrainerError::io(path, "checkpoint path has no parent directory"))?;
     fs::create_dir_all(dir).map_err(|e| TrainerError::io(dir, e))?;
     let meta_bytes = serde_json::to_vec(meta).expect("JSON values always serialise");
     let meta_t = Tensor::from_slice(&meta_bytes);
-    let mut named: Vec<(String, Tensor)> =
-        tensors.iter().map(|(n, t)| (n.clone(), t.detach().to_device(Device::Cpu).contiguous())).collect();
+    let mut named: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.detach().to_device(Device::Cpu).contiguous()))
+        .collect();
     named.push((META.to_string(), meta_t));
     let tmp = tmp_path(path);
     Tensor::write_safetensors(&named, &tmp).map_err(|e| TrainerError::io(&tmp, e))?;
     let sha = {
-        let mut f = File::options().read(true).write(true).open(&tmp).map_err(|e| TrainerError::io(&tmp, e))?;
+        let mut f = File::options()
+            .read(true)
+            .write(true)
+            .open(&tmp)
+            .map_err(|e| TrainerError::io(&tmp, e))?;
         f.sync_all().map_err(|e| TrainerError::io(&tmp, e))?;
         sha256_reader(&mut f).map_err(|e| TrainerError::io(&tmp, e))?
     };
     fs::rename(&tmp, path).map_err(|e| TrainerError::io(path, e))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| TrainerError::io(dir, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| TrainerError::io(dir, e))?;
     Ok(sha)
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
@@ -59,6 +76,7 @@ pub fn sha256_file(path: &Path) -> Result<String, TrainerError> {
 }
 
 /// A loaded checkpoint: tensors by name (on the CPU) and the metadata.
+#[derive(Debug)]
 pub struct Loaded {
     pub tensors: HashMap<String, Tensor>,
     pub meta: serde_json::Value,
@@ -70,14 +88,19 @@ impl Loaded {
         let mut v: Vec<(String, Tensor)> = self
             .tensors
             .iter()
-            .filter_map(|(n, t)| n.strip_prefix(prefix).map(|s| (s.to_string(), t.shallow_clone())))
+            .filter_map(|(n, t)| {
+                n.strip_prefix(prefix)
+                    .map(|s| (s.to_string(), t.shallow_clone()))
+            })
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
 
     pub fn get(&self, name: &str) -> Result<&Tensor, TrainerError> {
-        self.tensors.get(name).ok_or_else(|| TrainerError::Checkpoint(format!("checkpoint lacks tensor {name}")))
+        self.tensors
+            .get(name)
+            .ok_or_else(|| TrainerError::Checkpoint(format!("checkpoint lacks tensor {name}")))
     }
 }
 
@@ -92,13 +115,18 @@ pub fn load(path: &Path, expected_sha256: Option<&str>) -> Result<Loaded, Traine
             )));
         }
     }
-    let list = Tensor::read_safetensors(path)
-        .map_err(|e| TrainerError::Checkpoint(format!("{}: not a readable safetensors file: {e}", path.display())))?;
+    let list = Tensor::read_safetensors(path).map_err(|e| {
+        TrainerError::Checkpoint(format!(
+            "{}: not a readable safetensors file: {e}",
+            path.display()
+        ))
+    })?;
     let mut tensors: HashMap<String, Tensor> = list.into_iter().collect();
     let meta_t = tensors
         .remove(META)
         .ok_or_else(|| TrainerError::Checkpoint(format!("{}: no {META} entry", path.display())))?;
-    let bytes = Vec::<u8>::try_from(&meta_t).map_err(|e| TrainerError::Checkpoint(e.to_string()))?;
+    let bytes =
+        Vec::<u8>::try_from(&meta_t).map_err(|e| TrainerError::Checkpoint(e.to_string()))?;
     let meta = serde_json::from_slice(&bytes)
         .map_err(|e| TrainerError::Checkpoint(format!("{}: bad metadata: {e}", path.display())))?;
     Ok(Loaded { tensors, meta })
@@ -113,7 +141,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("v.safetensors");
         let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
-        let sha = save(&p, &[("a.b".into(), t.shallow_clone())], &serde_json::json!({"k": 1})).unwrap();
+        let sha = save(
+            &p,
+            &[("a.b".into(), t.shallow_clone())],
+            &serde_json::json!({"k": 1}),
+        )
+        .unwrap();
         assert_eq!(sha, sha256_file(&p).unwrap());
         let l = load(&p, Some(&sha)).unwrap();
         assert_eq!(l.meta["k"], 1);
@@ -122,7 +155,10 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         // A corrupted file is refused by hash, then by format.
         fs::write(&p, b"garbage").unwrap();
-        assert!(load(&p, Some(&sha)).unwrap_err().to_string().contains("sha256"));
+        assert!(load(&p, Some(&sha))
+            .unwrap_err()
+            .to_string()
+            .contains("sha256"));
         assert!(load(&p, None).is_err());
     }
 }

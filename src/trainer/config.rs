@@ -179,7 +179,14 @@ pub struct LossWeights {
 
 impl Default for LossWeights {
     fn default() -> Self {
-        LossWeights { ita: 1.0, ita_queue: 1.0, mlm: 1.0, mlm_distill: 1.0, tp_cross: 1.0, tp_intra: 1.0 }
+        LossWeights {
+            ita: 1.0,
+            ita_queue: 1.0,
+            mlm: 1.0,
+            mlm_distill: 1.0,
+            tp_cross: 1.0,
+            tp_intra: 1.0,
+        }
     }
 }
 
@@ -199,7 +206,14 @@ pub struct MomentumConfig {
 
 impl Default for MomentumConfig {
     fn default() -> Self {
-        MomentumConfig { m0: 0.995, m: 0.9, alpha: 0.5, threshold: 0.0, check_every: 1, metric: DriftMetric::Param }
+        MomentumConfig {
+            m0: 0.995,
+            m: 0.9,
+            alpha: 0.5,
+            threshold: 0.0,
+            check_every: 1,
+            metric: DriftMetric::Param,
+        }
     }
 }
 
@@ -252,25 +266,43 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Checks values a user can send; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
-        let pos = |name: &str, v: f64| if v > 0.0 && v.is_finite() { Ok(()) } else { Err(format!("{name} must be > 0 (got {v})")) };
+        let pos = |name: &str, v: f64| {
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(format!("{name} must be > 0 (got {v})"))
+            }
+        };
         if self.epochs < 1 {
             return Err(format!("epochs must be >= 1 (got {})", self.epochs));
         }
         if self.batch_size < 2 {
-            return Err(format!("batch_size must be >= 2 for a contrastive loss (got {})", self.batch_size));
+            return Err(format!(
+                "batch_size must be >= 2 for a contrastive loss (got {})",
+                self.batch_size
+            ));
         }
         pos("learning_rate", self.lr)?;
         if self.queue_size < 1 {
             return Err(format!("queue_size must be >= 1 (got {})", self.queue_size));
         }
         if !(self.momentum.threshold >= 0.0 && self.momentum.threshold.is_finite()) {
-            return Err(format!("drift_threshold must be >= 0 (got {})", self.momentum.threshold));
+            return Err(format!(
+                "drift_threshold must be >= 0 (got {})",
+                self.momentum.threshold
+            ));
         }
         if self.momentum.check_every < 1 {
-            return Err(format!("drift_check_every must be >= 1 (got {})", self.momentum.check_every));
+            return Err(format!(
+                "drift_check_every must be >= 1 (got {})",
+                self.momentum.check_every
+            ));
         }
         if !(0.0..1.0).contains(&self.mlm_prob) {
-            return Err(format!("mlm_prob must be in [0, 1) (got {})", self.mlm_prob));
+            return Err(format!(
+                "mlm_prob must be in [0, 1) (got {})",
+                self.mlm_prob
+            ));
         }
         Ok(())
     }

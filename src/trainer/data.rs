@@ -22,7 +22,10 @@ impl TextTokenizer {
     pub fn load(weights_dir: &Path) -> Result<TextTokenizer, TrainerError> {
         let path = weights_dir.join("minilm").join("tokenizer.json");
         let mut tok = Tokenizer::from_file(&path).map_err(|e| {
-            TrainerError::Assets(format!("cannot load {} ({e}); run scripts/setup-data.sh", path.display()))
+            TrainerError::Assets(format!(
+                "cannot load {} ({e}); run scripts/setup-data.sh",
+                path.display()
+            ))
         })?;
         tok.with_padding(None);
         let vocab = tok.get_vocab_size(true) as i64;
@@ -35,7 +38,10 @@ impl TextTokenizer {
         let mut ids = vec![PAD; (n * max_len) as usize];
         let mut mask = vec![0i64; (n * max_len) as usize];
         for (i, t) in texts.iter().enumerate() {
-            let enc = self.tok.encode(t.as_str(), true).map_err(|e| TrainerError::Input(format!("caption {i}: {e}")))?;
+            let enc = self
+                .tok
+                .encode(t.as_str(), true)
+                .map_err(|e| TrainerError::Input(format!("caption {i}: {e}")))?;
             let toks = enc.get_ids();
             let keep = toks.len().min(max_len as usize);
             for (j, &id) in toks[..keep].iter().enumerate() {
@@ -43,10 +49,14 @@ impl TextTokenizer {
                 mask[i * max_len as usize + j] = 1;
             }
             if toks.len() > keep {
-                ids[i * max_len as usize + keep - 1] = *toks.last().unwrap() as i64; // keep [SEP]
+                ids[i * max_len as usize + keep - 1] = *toks.last().unwrap() as i64;
+                // keep [SEP]
             }
         }
-        Ok((Tensor::from_slice(&ids).view([n, max_len]), Tensor::from_slice(&mask).view([n, max_len])))
+        Ok((
+            Tensor::from_slice(&ids).view([n, max_len]),
+            Tensor::from_slice(&mask).view([n, max_len]),
+        ))
     }
 }
 
@@ -59,7 +69,13 @@ pub struct TaskTensors {
 }
 
 impl TaskTensors {
-    pub fn build(samples: &[Sample], size: i64, max_len: i64, tok: &TextTokenizer, device: Device) -> Result<TaskTensors, TrainerError> {
+    pub fn build(
+        samples: &[Sample],
+        size: i64,
+        max_len: i64,
+        tok: &TextTokenizer,
+        device: Device,
+    ) -> Result<TaskTensors, TrainerError> {
         let px = (size * size * 3) as usize;
         let mut pixels = Vec::with_capacity(samples.len() * px);
         for (i, s) in samples.iter().enumerate() {
@@ -74,7 +90,9 @@ impl TaskTensors {
         let captions: Vec<String> = samples.iter().map(|s| s.caption.clone()).collect();
         let (ids, mask) = tok.encode(&captions, max_len)?;
         Ok(TaskTensors {
-            pixels: Tensor::from_slice(&pixels).view([samples.len() as i64, size, size, 3]).to_device(device),
+            pixels: Tensor::from_slice(&pixels)
+                .view([samples.len() as i64, size, size, 3])
+                .to_device(device),
             ids: ids.to_device(device),
             mask: mask.to_device(device),
             size,
@@ -93,10 +111,26 @@ impl TaskTensors {
     pub fn batch(&self, idx: &Tensor) -> (Tensor, Tensor, Tensor) {
         let idx = idx.to_device(self.pixels.device());
         let pix = self.pixels.index_select(0, &idx);
-        let images = pix.permute([0, 3, 1, 2]).to_kind(Kind::Float).g_sub_scalar(127.0).g_div_scalar(128.0);
+        let images = pix
+            .permute([0, 3, 1, 2])
+            .to_kind(Kind::Float)
+            .g_sub_scalar(127.0)
+            .g_div_scalar(128.0);
         let mask = self.mask.index_select(0, &idx);
-        let len = mask.sum_dim_intlist(0, false, Kind::Int64).gt(0).sum(Kind::Int64).int64_value(&[]).max(1);
-        (images, self.ids.index_select(0, &idx).narrow(1, 0, len).contiguous(), mask.narrow(1, 0, len).contiguous())
+        let len = mask
+            .sum_dim_intlist(0, false, Kind::Int64)
+            .gt(0)
+            .sum(Kind::Int64)
+            .int64_value(&[])
+            .max(1);
+        (
+            images,
+            self.ids
+                .index_select(0, &idx)
+                .narrow(1, 0, len)
+                .contiguous(),
+            mask.narrow(1, 0, len).contiguous(),
+        )
     }
 }
 
@@ -148,7 +182,10 @@ pub fn mask_tokens(ids: &Tensor, p: f64, vocab: i64) -> (Tensor, Tensor, Tensor)
     let probs = ids.ones_like().to_kind(Kind::Float) * p;
     let mut chosen = probs.bernoulli().to_kind(Kind::Bool);
     chosen = chosen.logical_and(&ids.ne(PAD)).logical_and(&ids.ne(CLS));
-    let replace = (ids.ones_like().to_kind(Kind::Float) * 0.8).bernoulli().to_kind(Kind::Bool).logical_and(&chosen);
+    let replace = (ids.ones_like().to_kind(Kind::Float) * 0.8)
+        .bernoulli()
+        .to_kind(Kind::Bool)
+        .logical_and(&chosen);
     let random = (ids.ones_like().to_kind(Kind::Float) * 0.5)
         .bernoulli()
         .to_kind(Kind::Bool)
@@ -179,7 +216,11 @@ mod tests {
     #[test]
     fn masking_never_touches_pad_or_cls_and_rates_are_right() {
         tch::manual_seed(0);
-        let row: Vec<i64> = [CLS].into_iter().chain(2000..2030).chain([102, PAD, PAD]).collect();
+        let row: Vec<i64> = [CLS]
+            .into_iter()
+            .chain(2000..2030)
+            .chain([102, PAD, PAD])
+            .collect();
         let ids = Tensor::from_slice(&row).view([1, -1]).repeat([2000, 1]);
         let (masked, pos, labels) = mask_tokens(&ids, 0.15, 30522);
         let flat_ids = ids.view([-1]);
@@ -189,10 +230,20 @@ mod tests {
         let eligible = 2000.0 * 31.0;
         let rate = pos.size()[0] as f64 / eligible;
         assert!((rate - 0.15).abs() < 0.01, "mask rate {rate}");
-        let to_mask = masked.view([-1]).index_select(0, &pos).eq(MASK).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+        let to_mask = masked
+            .view([-1])
+            .index_select(0, &pos)
+            .eq(MASK)
+            .to_kind(Kind::Float)
+            .mean(Kind::Float)
+            .double_value(&[]);
         assert!((to_mask - 0.8).abs() < 0.02, "[MASK] share {to_mask}");
         // Unchosen positions keep their ids.
-        let same = masked.eq_tensor(&ids).to_kind(Kind::Int64).sum(Kind::Int64).int64_value(&[]);
+        let same = masked
+            .eq_tensor(&ids)
+            .to_kind(Kind::Int64)
+            .sum(Kind::Int64)
+            .int64_value(&[]);
         assert!(same >= ids.numel() as i64 - pos.size()[0]);
     }
 }

@@ -10,7 +10,10 @@ use tch::{Device, Tensor};
 use super::data::{TaskTensors, TextTokenizer};
 use super::model::CtpModel;
 use super::session::Session;
-use super::{eval, Command, Embeddings, EvalSet, ModelConfig, Sample, TrainerError, TrainerHandle, VersionRef};
+use super::{
+    eval, Command, Embeddings, EvalSet, ModelConfig, Sample, TrainerError, TrainerHandle,
+    VersionRef,
+};
 
 /// Engine settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,7 +28,11 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { device: "auto".into(), threads: 0, weights_dir: default_weights_dir() }
+        EngineConfig {
+            device: "auto".into(),
+            threads: 0,
+            weights_dir: default_weights_dir(),
+        }
     }
 }
 
@@ -47,7 +54,11 @@ fn parse_device(s: &str) -> Result<Device, TrainerError> {
             .strip_prefix("cuda:")
             .and_then(|n| n.parse().ok())
             .map(Device::Cuda)
-            .ok_or_else(|| TrainerError::Input(format!("device must be auto, cpu, cuda or cuda:N (got {other:?})"))),
+            .ok_or_else(|| {
+                TrainerError::Input(format!(
+                    "device must be auto, cpu, cuda or cuda:N (got {other:?})"
+                ))
+            }),
     }
 }
 
@@ -77,7 +88,12 @@ pub(super) fn spawn(cfg: EngineConfig) -> Result<TrainerHandle, TrainerError> {
             if cfg.threads > 0 {
                 tch::set_num_threads(cfg.threads);
             }
-            let mut engine = Engine { device, tok, weights: cfg.weights_dir, cached: None };
+            let mut engine = Engine {
+                device,
+                tok,
+                weights: cfg.weights_dir,
+                cached: None,
+            };
             engine.serve(rx);
         })
         .map_err(|e| TrainerError::Torch(format!("cannot start the engine thread: {e}")))?;
@@ -106,19 +122,37 @@ impl Engine {
                     };
                     let r = guarded(|| {
                         let data = self.tensors(&req.samples, &req.model)?;
-                        let mut s = Session::start(&req, data, self.tok.vocab, self.device, &self.weights)?;
+                        let mut s =
+                            Session::start(&req, data, self.tok.vocab, self.device, &self.weights)?;
                         s.run(&req, &emit)
                     });
                     let _ = reply.send(r);
                 }
-                Command::Evaluate { model, version, sets, reply } => {
+                Command::Evaluate {
+                    model,
+                    version,
+                    sets,
+                    reply,
+                } => {
                     let _ = reply.send(guarded(|| self.evaluate(&model, &version, &sets)));
                 }
-                Command::Embed { model, version, images, texts, reply } => {
+                Command::Embed {
+                    model,
+                    version,
+                    images,
+                    texts,
+                    reply,
+                } => {
                     let _ = reply.send(guarded(|| self.embed(&model, &version, &images, &texts)));
                 }
-                Command::Verify { model, version, reply } => {
-                    let _ = reply.send(guarded(|| eval::load_online(&model, &version, self.tok.vocab, self.device).map(|_| ())));
+                Command::Verify {
+                    model,
+                    version,
+                    reply,
+                } => {
+                    let _ = reply.send(guarded(|| {
+                        eval::load_online(&model, &version, self.tok.vocab, self.device).map(|_| ())
+                    }));
                 }
             }
         }
@@ -128,7 +162,13 @@ impl Engine {
         if samples.is_empty() {
             return Err(TrainerError::Input("no samples".into()));
         }
-        TaskTensors::build(samples, cfg.image_size, cfg.max_tokens, &self.tok, self.device)
+        TaskTensors::build(
+            samples,
+            cfg.image_size,
+            cfg.max_tokens,
+            &self.tok,
+            self.device,
+        )
     }
 
     fn model(&mut self, cfg: &ModelConfig, v: &VersionRef) -> Result<&CtpModel, TrainerError> {
@@ -140,24 +180,39 @@ impl Engine {
         Ok(&self.cached.as_ref().expect("filled above").2)
     }
 
-    fn evaluate(&mut self, cfg: &ModelConfig, v: &VersionRef, sets: &[EvalSet]) -> Result<super::EvalReport, TrainerError> {
+    fn evaluate(
+        &mut self,
+        cfg: &ModelConfig,
+        v: &VersionRef,
+        sets: &[EvalSet],
+    ) -> Result<super::EvalReport, TrainerError> {
         let data = sets
             .iter()
             .map(|s| {
                 self.tensors(&s.samples, cfg)
                     .map(|t| (s.task_id, t))
-                    .map_err(|e| TrainerError::Input(format!("eval set of task {}: {e}", s.task_id)))
+                    .map_err(|e| {
+                        TrainerError::Input(format!("eval set of task {}: {e}", s.task_id))
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let m = self.model(cfg, v)?;
         eval::evaluate(m, &data)
     }
 
-    fn embed(&mut self, cfg: &ModelConfig, v: &VersionRef, images: &[Vec<u8>], texts: &[String]) -> Result<Embeddings, TrainerError> {
+    fn embed(
+        &mut self,
+        cfg: &ModelConfig,
+        v: &VersionRef,
+        images: &[Vec<u8>],
+        texts: &[String],
+    ) -> Result<Embeddings, TrainerError> {
         let size = cfg.image_size;
         let px = (size * size * 3) as usize;
         if let Some(i) = images.iter().position(|p| p.len() != px) {
-            return Err(TrainerError::Input(format!("image {i}: expected {size}x{size}x3 pixels")));
+            return Err(TrainerError::Input(format!(
+                "image {i}: expected {size}x{size}x3 pixels"
+            )));
         }
         let (ids, mask) = self.tok.encode(texts, cfg.max_tokens)?;
         let device = self.device;
@@ -181,7 +236,10 @@ impl Engine {
             } else {
                 rows(m.text_feature(&ids.to_device(device), &mask.to_device(device), false))?
             };
-            Ok(Embeddings { images: images_out, texts: texts_out })
+            Ok(Embeddings {
+                images: images_out,
+                texts: texts_out,
+            })
         })
     }
 }

@@ -9,12 +9,22 @@ use super::{EvalReport, TaskEval, TrainerError, VersionRef};
 use crate::metrics;
 
 /// Loads a version's online weights into a fresh model.
-pub(crate) fn load_online(cfg: &ModelConfig, v: &VersionRef, vocab: i64, device: Device) -> Result<CtpModel, TrainerError> {
+pub(crate) fn load_online(
+    cfg: &ModelConfig,
+    v: &VersionRef,
+    vocab: i64,
+    device: Device,
+) -> Result<CtpModel, TrainerError> {
     let ck = checkpoint::load(&v.path, Some(&v.sha256))?;
     let mut m = CtpModel::new(cfg, vocab, device);
-    let missing = m.load_named(&ck.with_prefix("online."), "").map_err(TrainerError::Checkpoint)?;
+    let missing = m
+        .load_named(&ck.with_prefix("online."), "")
+        .map_err(TrainerError::Checkpoint)?;
     if !missing.is_empty() {
-        return Err(TrainerError::Checkpoint(format!("{}: lacks {missing:?}", v.path.display())));
+        return Err(TrainerError::Checkpoint(format!(
+            "{}: lacks {missing:?}",
+            v.path.display()
+        )));
     }
     m.freeze();
     Ok(m)
@@ -43,21 +53,35 @@ pub(crate) fn encode(m: &CtpModel, data: &TaskTensors) -> (Tensor, Tensor) {
 
 fn retrieval(img: &Tensor, txt: &Tensor) -> Result<metrics::Retrieval, TrainerError> {
     let n = img.size()[0] as usize;
-    let sim = img.matmul(&txt.tr()).to_device(Device::Cpu).contiguous().view([-1]);
+    let sim = img
+        .matmul(&txt.tr())
+        .to_device(Device::Cpu)
+        .contiguous()
+        .view([-1]);
     let sim = Vec::<f32>::try_from(&sim).map_err(|e| TrainerError::Torch(e.to_string()))?;
     metrics::retrieval(&sim, n).map_err(|e| TrainerError::Input(e.to_string()))
 }
 
 /// Retrieval on each task's eval split (candidates: that task's samples) and on their union.
-pub(crate) fn evaluate(m: &CtpModel, sets: &[(i64, TaskTensors)]) -> Result<EvalReport, TrainerError> {
+pub(crate) fn evaluate(
+    m: &CtpModel,
+    sets: &[(i64, TaskTensors)],
+) -> Result<EvalReport, TrainerError> {
     let mut per_task = Vec::new();
     let (mut all_i, mut all_t) = (Vec::new(), Vec::new());
     for (task_id, data) in sets {
         let (i, t) = encode(m, data);
-        per_task.push(TaskEval { task_id: *task_id, retrieval: retrieval(&i, &t)? });
+        per_task.push(TaskEval {
+            task_id: *task_id,
+            retrieval: retrieval(&i, &t)?,
+        });
         all_i.push(i);
         all_t.push(t);
     }
-    let union = if sets.is_empty() { None } else { Some(retrieval(&Tensor::cat(&all_i, 0), &Tensor::cat(&all_t, 0))?) };
+    let union = if sets.is_empty() {
+        None
+    } else {
+        Some(retrieval(&Tensor::cat(&all_i, 0), &Tensor::cat(&all_t, 0))?)
+    };
     Ok(EvalReport { per_task, union })
 }

@@ -24,7 +24,15 @@ pub fn itc(v: &Tensor, w: &Tensor, temp: f64) -> Tensor {
 
 /// Momentum-queue contrastive loss (§2.4): current queries against [momentum keys; queue] with
 /// one-hot targets on the sample's own momentum key. Queues are [Q, E] (one key per row).
-pub fn queue_itc(v: &Tensor, w: &Tensor, v_m: &Tensor, w_m: &Tensor, img_queue: &Tensor, txt_queue: &Tensor, temp: f64) -> Tensor {
+pub fn queue_itc(
+    v: &Tensor,
+    w: &Tensor,
+    v_m: &Tensor,
+    w_m: &Tensor,
+    img_queue: &Tensor,
+    txt_queue: &Tensor,
+    temp: f64,
+) -> Tensor {
     let y = targets(v.size()[0], v);
     let keys_t = Tensor::cat(&[w_m, txt_queue], 0);
     let keys_v = Tensor::cat(&[v_m, img_queue], 0);
@@ -48,7 +56,9 @@ pub fn mlm_distill(z: &Tensor, z_m: &Tensor, t: f64) -> Tensor {
     }
     let p = (z_m / t).softmax(-1, Kind::Float);
     let logq = (z / t).log_softmax(-1, Kind::Float);
-    -(p * logq).sum_dim_intlist(-1, false, Kind::Float).mean(Kind::Float)
+    -(p * logq)
+        .sum_dim_intlist(-1, false, Kind::Float)
+        .mean(Kind::Float)
 }
 
 /// KL(P_teacher ‖ P_student) with batch-mean reduction, both given as logits (already ÷τ).
@@ -71,7 +81,8 @@ fn mask_self(s: &Tensor) -> Tensor {
 pub fn tp_cross(v: &Tensor, w: &Tensor, v_ref: &Tensor, w_ref: &Tensor, temp: f64) -> Tensor {
     let s = v.matmul(&w.tr());
     let r = v_ref.matmul(&w_ref.tr());
-    (kl_batchmean(&(&r / temp), &(&s / temp)) + kl_batchmean(&(r.tr() / temp), &(s.tr() / temp))) * 0.5
+    (kl_batchmean(&(&r / temp), &(&s / temp)) + kl_batchmean(&(r.tr() / temp), &(s.tr() / temp)))
+        * 0.5
 }
 
 /// Intra-modal topology preservation L_s (§2.6): ½[KL(i2i_ref‖i2i) + KL(t2t_ref‖t2t)], self

@@ -24,7 +24,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-pub use config::{BnPolicy, DriftMetric, LossWeights, Method, ModelConfig, MomentumConfig, Preset, TextPool, TrainConfig};
+pub use config::{
+    BnPolicy, DriftMetric, LossWeights, Method, ModelConfig, MomentumConfig, Preset, TextPool,
+    TrainConfig,
+};
 pub use engine::EngineConfig;
 pub use momentum::SyncRecord;
 
@@ -54,7 +57,10 @@ pub enum TrainerError {
 
 impl TrainerError {
     pub(crate) fn io(path: &Path, e: impl std::fmt::Display) -> TrainerError {
-        TrainerError::Io { path: path.to_path_buf(), msg: e.to_string() }
+        TrainerError::Io {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        }
     }
 }
 
@@ -142,10 +148,17 @@ pub struct StepProgress {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum TrainEvent {
-    Started { total_steps: i64, resumed_from: Option<i64> },
+    Started {
+        total_steps: i64,
+        resumed_from: Option<i64>,
+    },
     Step(StepProgress),
     Sync(SyncRecord),
-    Checkpoint { step: i64, path: PathBuf, sha256: String },
+    Checkpoint {
+        step: i64,
+        path: PathBuf,
+        sha256: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,8 +172,13 @@ pub enum TrainOutcome {
         syncs: Vec<SyncRecord>,
         resumed_from: Option<i64>,
     },
-    Cancelled { step: i64 },
-    Paused { step: i64, resume_path: PathBuf },
+    Cancelled {
+        step: i64,
+    },
+    Paused {
+        step: i64,
+        resume_path: PathBuf,
+    },
 }
 
 /// One task's evaluation split.
@@ -191,10 +209,29 @@ pub struct Embeddings {
 }
 
 pub(crate) enum Command {
-    Train { req: Box<TrainRequest>, events: mpsc::UnboundedSender<TrainEvent>, reply: oneshot::Sender<Result<TrainOutcome, TrainerError>> },
-    Evaluate { model: ModelConfig, version: VersionRef, sets: Vec<EvalSet>, reply: oneshot::Sender<Result<EvalReport, TrainerError>> },
-    Embed { model: ModelConfig, version: VersionRef, images: Vec<Vec<u8>>, texts: Vec<String>, reply: oneshot::Sender<Result<Embeddings, TrainerError>> },
-    Verify { model: ModelConfig, version: VersionRef, reply: oneshot::Sender<Result<(), TrainerError>> },
+    Train {
+        req: Box<TrainRequest>,
+        events: mpsc::UnboundedSender<TrainEvent>,
+        reply: oneshot::Sender<Result<TrainOutcome, TrainerError>>,
+    },
+    Evaluate {
+        model: ModelConfig,
+        version: VersionRef,
+        sets: Vec<EvalSet>,
+        reply: oneshot::Sender<Result<EvalReport, TrainerError>>,
+    },
+    Embed {
+        model: ModelConfig,
+        version: VersionRef,
+        images: Vec<Vec<u8>>,
+        texts: Vec<String>,
+        reply: oneshot::Sender<Result<Embeddings, TrainerError>>,
+    },
+    Verify {
+        model: ModelConfig,
+        version: VersionRef,
+        reply: oneshot::Sender<Result<(), TrainerError>>,
+    },
 }
 
 /// Cloneable async face of the engine thread.
@@ -211,44 +248,114 @@ impl TrainerHandle {
         engine::spawn(cfg)
     }
 
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, TrainerError>>) -> Command) -> Result<T, TrainerError> {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, TrainerError>>) -> Command,
+    ) -> Result<T, TrainerError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).map_err(|_| TrainerError::Stopped)?;
+        self.tx
+            .send(make(reply))
+            .map_err(|_| TrainerError::Stopped)?;
         rx.await.map_err(|_| TrainerError::Stopped)?
     }
 
-    fn call_blocking<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, TrainerError>>) -> Command) -> Result<T, TrainerError> {
+    fn call_blocking<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, TrainerError>>) -> Command,
+    ) -> Result<T, TrainerError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).map_err(|_| TrainerError::Stopped)?;
+        self.tx
+            .send(make(reply))
+            .map_err(|_| TrainerError::Stopped)?;
         rx.blocking_recv().map_err(|_| TrainerError::Stopped)?
     }
 
     /// Trains one task; events stream on `events` while it runs. Cancel or pause through
     /// `req.control`. Training continues if `events`' receiver is dropped.
-    pub async fn train(&self, req: TrainRequest, events: mpsc::UnboundedSender<TrainEvent>) -> Result<TrainOutcome, TrainerError> {
-        self.call(|reply| Command::Train { req: Box::new(req), events, reply }).await
+    pub async fn train(
+        &self,
+        req: TrainRequest,
+        events: mpsc::UnboundedSender<TrainEvent>,
+    ) -> Result<TrainOutcome, TrainerError> {
+        self.call(|reply| Command::Train {
+            req: Box::new(req),
+            events,
+            reply,
+        })
+        .await
     }
 
     /// Blocking form of [`train`](Self::train) for threads outside a runtime (tests, bench).
-    pub fn train_blocking(&self, req: TrainRequest, events: mpsc::UnboundedSender<TrainEvent>) -> Result<TrainOutcome, TrainerError> {
-        self.call_blocking(|reply| Command::Train { req: Box::new(req), events, reply })
+    pub fn train_blocking(
+        &self,
+        req: TrainRequest,
+        events: mpsc::UnboundedSender<TrainEvent>,
+    ) -> Result<TrainOutcome, TrainerError> {
+        self.call_blocking(|reply| Command::Train {
+            req: Box::new(req),
+            events,
+            reply,
+        })
     }
 
-    pub async fn evaluate(&self, model: ModelConfig, version: VersionRef, sets: Vec<EvalSet>) -> Result<EvalReport, TrainerError> {
-        self.call(|reply| Command::Evaluate { model, version, sets, reply }).await
+    pub async fn evaluate(
+        &self,
+        model: ModelConfig,
+        version: VersionRef,
+        sets: Vec<EvalSet>,
+    ) -> Result<EvalReport, TrainerError> {
+        self.call(|reply| Command::Evaluate {
+            model,
+            version,
+            sets,
+            reply,
+        })
+        .await
     }
 
-    pub fn evaluate_blocking(&self, model: ModelConfig, version: VersionRef, sets: Vec<EvalSet>) -> Result<EvalReport, TrainerError> {
-        self.call_blocking(|reply| Command::Evaluate { model, version, sets, reply })
+    pub fn evaluate_blocking(
+        &self,
+        model: ModelConfig,
+        version: VersionRef,
+        sets: Vec<EvalSet>,
+    ) -> Result<EvalReport, TrainerError> {
+        self.call_blocking(|reply| Command::Evaluate {
+            model,
+            version,
+            sets,
+            reply,
+        })
     }
 
     /// Embeddings of preprocessed images (S×S×3 each) and texts from a version.
-    pub async fn embed(&self, model: ModelConfig, version: VersionRef, images: Vec<Vec<u8>>, texts: Vec<String>) -> Result<Embeddings, TrainerError> {
-        self.call(|reply| Command::Embed { model, version, images, texts, reply }).await
+    pub async fn embed(
+        &self,
+        model: ModelConfig,
+        version: VersionRef,
+        images: Vec<Vec<u8>>,
+        texts: Vec<String>,
+    ) -> Result<Embeddings, TrainerError> {
+        self.call(|reply| Command::Embed {
+            model,
+            version,
+            images,
+            texts,
+            reply,
+        })
+        .await
     }
 
     /// Checks that a version's checkpoint matches its hash and loads into the model.
-    pub async fn verify(&self, model: ModelConfig, version: VersionRef) -> Result<(), TrainerError> {
-        self.call(|reply| Command::Verify { model, version, reply }).await
+    pub async fn verify(
+        &self,
+        model: ModelConfig,
+        version: VersionRef,
+    ) -> Result<(), TrainerError> {
+        self.call(|reply| Command::Verify {
+            model,
+            version,
+            reply,
+        })
+        .await
     }
 }

@@ -52,7 +52,11 @@ pub struct DriftGate {
 
 impl DriftGate {
     pub fn new(cfg: MomentumConfig, task_index: i64) -> DriftGate {
-        DriftGate { cfg, task_index, state: GateState::default() }
+        DriftGate {
+            cfg,
+            task_index,
+            state: GateState::default(),
+        }
     }
 
     fn decay(&self) -> f64 {
@@ -132,7 +136,10 @@ mod tests {
 
     fn params(seed: i64) -> Vec<Tensor> {
         tch::manual_seed(seed);
-        vec![Tensor::randn([7, 3], (Kind::Float, Device::Cpu)), Tensor::randn([5], (Kind::Float, Device::Cpu))]
+        vec![
+            Tensor::randn([7, 3], (Kind::Float, Device::Cpu)),
+            Tensor::randn([5], (Kind::Float, Device::Cpu)),
+        ]
     }
 
     fn deep(v: &[Tensor]) -> Vec<Tensor> {
@@ -140,7 +147,10 @@ mod tests {
     }
 
     fn max_abs_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
-        a.iter().zip(b).map(|(x, y)| (x - y).abs().max().double_value(&[])).fold(0.0, f64::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs().max().double_value(&[]))
+            .fold(0.0, f64::max)
     }
 
     /// Threshold 0, check every step: the gate reproduces the paper's per-step update
@@ -151,12 +161,24 @@ mod tests {
         let mut online = params(2);
         let gated = deep(&reference); // θc reset to θ_{t−1} at task start
         let paper = deep(&reference);
-        let mut gate = DriftGate::new(MomentumConfig { threshold: 0.0, check_every: 1, ..Default::default() }, 1);
+        let mut gate = DriftGate::new(
+            MomentumConfig {
+                threshold: 0.0,
+                check_every: 1,
+                ..Default::default()
+            },
+            1,
+        );
         for step in 0..6 {
             for (i, o) in online.iter_mut().enumerate() {
-                *o = &*o + Tensor::randn(o.size(), (Kind::Float, Device::Cpu)) * 0.1 * (i + 1) as f64;
+                *o = &*o
+                    + Tensor::randn(o.size(), (Kind::Float, Device::Cpu)) * 0.1 * (i + 1) as f64;
             }
-            let gp = GateParams { online: &online, momentum: &gated, reference: Some(&reference) };
+            let gp = GateParams {
+                online: &online,
+                momentum: &gated,
+                reference: Some(&reference),
+            };
             let d = DriftGate::param_drift(&gp);
             let rec = gate.check(step, d, &gp).expect("threshold 0 always syncs");
             assert_eq!(rec.k, 1);
@@ -164,7 +186,11 @@ mod tests {
                 let next = &*m * 0.9 + o * 0.05 + r * 0.05;
                 m.shallow_clone().copy_(&next);
             }
-            assert!(max_abs_diff(&gated, &paper) < 1e-6, "step {step}: {}", max_abs_diff(&gated, &paper));
+            assert!(
+                max_abs_diff(&gated, &paper) < 1e-6,
+                "step {step}: {}",
+                max_abs_diff(&gated, &paper)
+            );
         }
         assert_eq!(gate.state.syncs.len(), 6);
     }
@@ -175,20 +201,39 @@ mod tests {
         let online = params(3);
         let momentum = deep(&params(4));
         let start = deep(&momentum);
-        let mut gate = DriftGate::new(MomentumConfig { threshold: 1e9, check_every: 1, ..Default::default() }, 0);
-        let gp = GateParams { online: &online, momentum: &momentum, reference: None };
+        let mut gate = DriftGate::new(
+            MomentumConfig {
+                threshold: 1e9,
+                check_every: 1,
+                ..Default::default()
+            },
+            0,
+        );
+        let gp = GateParams {
+            online: &online,
+            momentum: &momentum,
+            reference: None,
+        };
         assert!(gate.check(0, 0.5, &gp).is_none());
         assert!(gate.check(1, 0.5, &gp).is_none());
         gate.cfg.threshold = 0.1;
         let rec = gate.check(2, 0.5, &gp).unwrap();
         assert_eq!(rec.k, 3);
         let mk = 0.995f64.powi(3);
-        let expected: Vec<Tensor> = start.iter().zip(&online).map(|(m, o)| m * mk + o * (1.0 - mk)).collect();
+        let expected: Vec<Tensor> = start
+            .iter()
+            .zip(&online)
+            .map(|(m, o)| m * mk + o * (1.0 - mk))
+            .collect();
         assert!(max_abs_diff(&momentum, &expected) < 1e-6);
         // With a constant target, one sync of k steps equals k per-step updates.
         let mut per_step = deep(&start);
         for _ in 0..3 {
-            per_step = per_step.iter().zip(&online).map(|(m, o)| m * 0.995 + o * 0.005).collect();
+            per_step = per_step
+                .iter()
+                .zip(&online)
+                .map(|(m, o)| m * 0.995 + o * 0.005)
+                .collect();
         }
         assert!(max_abs_diff(&momentum, &per_step) < 1e-6);
     }
@@ -196,11 +241,22 @@ mod tests {
     #[test]
     fn drift_is_relative_distance() {
         let a = vec![Tensor::from_slice(&[3.0f32, 4.0])];
-        let b = vec![Tensor::from_slice(&[0.0f32, 0.0]), ];
+        let b = vec![Tensor::from_slice(&[0.0f32, 0.0])];
         let c = vec![Tensor::from_slice(&[6.0f32, 8.0])];
-        let gp = GateParams { online: &c, momentum: &a, reference: None };
+        let gp = GateParams {
+            online: &c,
+            momentum: &a,
+            reference: None,
+        };
         assert!((DriftGate::param_drift(&gp) - 1.0).abs() < 1e-9);
-        let gp = GateParams { online: &a, momentum: &b, reference: None };
-        assert!(DriftGate::param_drift(&gp) > 1e6, "zero momentum norm is guarded, not NaN");
+        let gp = GateParams {
+            online: &a,
+            momentum: &b,
+            reference: None,
+        };
+        assert!(
+            DriftGate::param_drift(&gp) > 1e6,
+            "zero momentum norm is guarded, not NaN"
+        );
     }
 }

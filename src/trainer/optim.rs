@@ -18,7 +18,15 @@ impl AdamW {
         let _guard = tch::no_grad_guard();
         let exp_avg = params.iter().map(|p| p.zeros_like()).collect();
         let exp_avg_sq = params.iter().map(|p| p.zeros_like()).collect();
-        AdamW { params, exp_avg, exp_avg_sq, t: 0, betas, eps, weight_decay }
+        AdamW {
+            params,
+            exp_avg,
+            exp_avg_sq,
+            t: 0,
+            betas,
+            eps,
+            weight_decay,
+        }
     }
 
     pub fn zero_grad(&mut self) {
@@ -92,7 +100,12 @@ mod tests {
         }
         let got = Vec::<f32>::try_from(&p.detach().to_device(Device::Cpu)).unwrap();
         for i in 0..3 {
-            assert!((got[i] as f64 - pv[i]).abs() < 1e-5, "{i}: {} vs {}", got[i], pv[i]);
+            assert!(
+                (got[i] as f64 - pv[i]).abs() < 1e-5,
+                "{i}: {} vs {}",
+                got[i],
+                pv[i]
+            );
         }
     }
 }

@@ -13,7 +13,11 @@ impl FeatureQueue {
     /// Random unit keys, as the paper initialises its queue buffers.
     pub fn new(size: i64, dim: i64, device: Device) -> FeatureQueue {
         let init = || super::model::normalize(&Tensor::randn([size, dim], (Kind::Float, device)));
-        FeatureQueue { image: init(), text: init(), ptr: 0 }
+        FeatureQueue {
+            image: init(),
+            text: init(),
+            ptr: 0,
+        }
     }
 
     pub fn size(&self) -> i64 {
@@ -27,7 +31,11 @@ impl FeatureQueue {
         let q = self.size();
         let b = img_keys.size()[0];
         let (img, txt, start) = if b > q {
-            (img_keys.narrow(0, b - q, q), txt_keys.narrow(0, b - q, q), (self.ptr + b - q) % q)
+            (
+                img_keys.narrow(0, b - q, q),
+                txt_keys.narrow(0, b - q, q),
+                (self.ptr + b - q) % q,
+            )
         } else {
             (img_keys.shallow_clone(), txt_keys.shallow_clone(), self.ptr)
         };
@@ -44,7 +52,9 @@ mod tests {
     use super::*;
 
     fn keys(start: i64, n: i64) -> Tensor {
-        (Tensor::arange(n, (Kind::Float, Device::Cpu)) + start as f64).unsqueeze(1).repeat([1, 2])
+        (Tensor::arange(n, (Kind::Float, Device::Cpu)) + start as f64)
+            .unsqueeze(1)
+            .repeat([1, 2])
     }
 
     fn col(t: &Tensor) -> Vec<f32> {

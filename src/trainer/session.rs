@@ -14,7 +14,9 @@ use super::model::CtpModel;
 use super::momentum::{DriftGate, GateParams, GateState};
 use super::optim::{cosine_lr, AdamW};
 use super::queue::FeatureQueue;
-use super::{Control, StepProgress, StepTimes, TrainEvent, TrainOutcome, TrainRequest, TrainerError};
+use super::{
+    Control, StepProgress, StepTimes, TrainEvent, TrainOutcome, TrainRequest, TrainerError,
+};
 
 /// Everything a run holds; dropped at the end of the task.
 pub(crate) struct Session {
@@ -54,7 +56,13 @@ fn sync_device(d: Device) {
 
 impl Session {
     /// Builds the three models (online, compatible momentum, reference θ_{t−1}) for a task.
-    pub fn start(req: &TrainRequest, data: TaskTensors, vocab: i64, device: Device, weights: &Path) -> Result<Session, TrainerError> {
+    pub fn start(
+        req: &TrainRequest,
+        data: TaskTensors,
+        vocab: i64,
+        device: Device,
+        weights: &Path,
+    ) -> Result<Session, TrainerError> {
         let cfg = req.train.clone();
         cfg.validate().map_err(TrainerError::Input)?;
         tch::manual_seed(data::mix(&[cfg.seed, req.task_index as u64, u64::MAX]) as i64);
@@ -63,9 +71,13 @@ impl Session {
         match &req.parent {
             Some(parent) => {
                 let ck = checkpoint::load(&parent.path, Some(&parent.sha256))?;
-                let missing = online.load_named(&ck.with_prefix("online."), "").map_err(TrainerError::Checkpoint)?;
+                let missing = online
+                    .load_named(&ck.with_prefix("online."), "")
+                    .map_err(TrainerError::Checkpoint)?;
                 if !missing.is_empty() {
-                    return Err(TrainerError::Checkpoint(format!("parent version lacks {missing:?}")));
+                    return Err(TrainerError::Checkpoint(format!(
+                        "parent version lacks {missing:?}"
+                    )));
                 }
                 // The queue carries over (§3: never reset between tasks). A changed queue_size
                 // starts a fresh random queue instead.
@@ -76,7 +88,9 @@ impl Session {
                     queue.ptr = ck.get("queue.ptr")?.int64_value(&[]);
                 }
             }
-            None => online.load_pretrained(weights).map_err(TrainerError::Assets)?,
+            None => online
+                .load_pretrained(weights)
+                .map_err(TrainerError::Assets)?,
         }
         let names: Vec<String> = online.trainable().into_iter().map(|(n, _)| n).collect();
         let online_params = named_params(&online, &names);
@@ -87,12 +101,31 @@ impl Session {
             m.freeze();
             Ok(m)
         };
-        let momentum = if ctp { Some(clone_frozen(&online)?) } else { None };
-        let reference = if ctp && req.task_index > 0 { Some(clone_frozen(&online)?) } else { None };
-        let momentum_params = momentum.as_ref().map(|m| named_params(m, &names)).unwrap_or_default();
-        let reference_params = reference.as_ref().map(|m| named_params(m, &names)).unwrap_or_default();
+        let momentum = if ctp {
+            Some(clone_frozen(&online)?)
+        } else {
+            None
+        };
+        let reference = if ctp && req.task_index > 0 {
+            Some(clone_frozen(&online)?)
+        } else {
+            None
+        };
+        let momentum_params = momentum
+            .as_ref()
+            .map(|m| named_params(m, &names))
+            .unwrap_or_default();
+        let reference_params = reference
+            .as_ref()
+            .map(|m| named_params(m, &names))
+            .unwrap_or_default();
         let spe = data::steps_per_epoch(data.len(), cfg.batch_size);
-        let opt = AdamW::new(online_params.iter().map(|t| t.shallow_clone()).collect(), cfg.betas, cfg.eps, cfg.weight_decay);
+        let opt = AdamW::new(
+            online_params.iter().map(|t| t.shallow_clone()).collect(),
+            cfg.betas,
+            cfg.eps,
+            cfg.weight_decay,
+        );
         let gate = ctp.then(|| DriftGate::new(cfg.momentum.clone(), req.task_index));
         let probe = (ctp && cfg.momentum.metric == DriftMetric::Feature).then(|| {
             let n = data.len().min(cfg.batch_size);
@@ -140,7 +173,9 @@ impl Session {
     }
 
     /// Runs one step; returns the loss terms and timings.
-    pub fn train_step(&mut self) -> Result<(BTreeMap<String, f64>, StepTimes, Option<super::SyncRecord>), TrainerError> {
+    pub fn train_step(
+        &mut self,
+    ) -> Result<(BTreeMap<String, f64>, StepTimes, Option<super::SyncRecord>), TrainerError> {
         let step = self.step;
         let dev = self.online.device();
         let idx = self.batch_indices(step);
@@ -158,7 +193,9 @@ impl Session {
 
         let f = self.online.features(&images, &ids, &mask, true);
         let (masked, positions, labels) = data::mask_tokens(&ids, self.cfg.mlm_prob, self.vocab);
-        let z = self.online.mlm_logits(&masked, &mask, &f.img_tokens, &positions, true);
+        let z = self
+            .online
+            .mlm_logits(&masked, &mask, &f.img_tokens, &positions, true);
         let l_ita = losses::itc(&f.img, &f.txt, temp);
         let l_mlm = losses::mlm(&z, &labels);
         let mut total = &l_ita * w.ita + &l_mlm * w.mlm;
@@ -170,10 +207,15 @@ impl Session {
                 let gp = GateParams {
                     online: &self.online_params,
                     momentum: &self.momentum_params,
-                    reference: self.reference.as_ref().map(|_| self.reference_params.as_slice()),
+                    reference: self
+                        .reference
+                        .as_ref()
+                        .map(|_| self.reference_params.as_slice()),
                 };
                 let drift = match &self.probe {
-                    Some((pi, pt, pm)) => tch::no_grad(|| feature_drift(&self.online, mom, pi, pt, pm)),
+                    Some((pi, pt, pm)) => {
+                        tch::no_grad(|| feature_drift(&self.online, mom, pi, pt, pm))
+                    }
                     None => DriftGate::param_drift(&gp),
                 };
                 lap(&mut times.drift_ms);
@@ -185,7 +227,15 @@ impl Session {
                 let zm = mom.mlm_logits(&masked, &mask, &fm.img_tokens, &positions, false);
                 (fm, zm)
             });
-            let l_q = losses::queue_itc(&f.img, &f.txt, &fm.img, &fm.txt, &self.queue.image, &self.queue.text, temp);
+            let l_q = losses::queue_itc(
+                &f.img,
+                &f.txt,
+                &fm.img,
+                &fm.txt,
+                &self.queue.image,
+                &self.queue.text,
+                temp,
+            );
             let l_dis = losses::mlm_distill(&z, &zm, self.cfg.distill_temp);
             self.queue.enqueue(&fm.img, &fm.txt);
             total = total + &l_q * w.ita_queue + &l_dis * w.mlm_distill;
@@ -213,7 +263,9 @@ impl Session {
         lap(&mut times.optimizer_ms);
         let total_v = total.double_value(&[]);
         if !total_v.is_finite() {
-            return Err(TrainerError::Input(format!("loss became {total_v} at step {step}; lower the learning rate")));
+            return Err(TrainerError::Input(format!(
+                "loss became {total_v} at step {step}; lower the learning rate"
+            )));
         }
         terms.insert("itc".to_string(), l_ita.double_value(&[]));
         terms.insert("mlm".to_string(), l_mlm.double_value(&[]));
@@ -225,7 +277,10 @@ impl Session {
     }
 
     pub fn syncs(&self) -> &[super::SyncRecord] {
-        self.gate.as_ref().map(|g| g.state.syncs.as_slice()).unwrap_or(&[])
+        self.gate
+            .as_ref()
+            .map(|g| g.state.syncs.as_slice())
+            .unwrap_or(&[])
     }
 
     fn meta(&self) -> serde_json::Value {
@@ -241,10 +296,18 @@ impl Session {
     }
 
     fn model_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> =
-            self.online.named().into_iter().map(|(n, t)| (format!("online.{n}"), t)).collect();
+        let mut out: Vec<(String, Tensor)> = self
+            .online
+            .named()
+            .into_iter()
+            .map(|(n, t)| (format!("online.{n}"), t))
+            .collect();
         if let Some(m) = &self.momentum {
-            out.extend(m.named().into_iter().map(|(n, t)| (format!("momentum.{n}"), t)));
+            out.extend(
+                m.named()
+                    .into_iter()
+                    .map(|(n, t)| (format!("momentum.{n}"), t)),
+            );
         }
         out.push(("queue.image".into(), self.queue.image.shallow_clone()));
         out.push(("queue.text".into(), self.queue.text.shallow_clone()));
@@ -260,7 +323,13 @@ impl Session {
     /// A mid-task resume checkpoint: the version contents plus optimizer moments and progress.
     pub fn save_resume(&self, path: &Path) -> Result<String, TrainerError> {
         let mut t = self.model_tensors();
-        for (i, (m, v)) in self.opt.exp_avg.iter().zip(&self.opt.exp_avg_sq).enumerate() {
+        for (i, (m, v)) in self
+            .opt
+            .exp_avg
+            .iter()
+            .zip(&self.opt.exp_avg_sq)
+            .enumerate()
+        {
             t.push((format!("adam.m.{i:05}"), m.shallow_clone()));
             t.push((format!("adam.v.{i:05}"), v.shallow_clone()));
         }
@@ -269,26 +338,35 @@ impl Session {
 
     fn restore(&mut self, path: &Path) -> Result<(), TrainerError> {
         let ck = checkpoint::load(path, None)?;
-        let bad = |what: &str| TrainerError::Checkpoint(format!("resume checkpoint {}: {what}", path.display()));
+        let bad = |what: &str| {
+            TrainerError::Checkpoint(format!("resume checkpoint {}: {what}", path.display()))
+        };
         if ck.meta["train"] != serde_json::to_value(&self.cfg).expect("config serialises") {
             return Err(bad("it was written with different training settings"));
         }
         if ck.meta["task_index"].as_i64() != Some(self.task_index) {
             return Err(bad("it belongs to another task position"));
         }
-        let missing = self.online.load_named(&ck.with_prefix("online."), "").map_err(TrainerError::Checkpoint)?;
+        let missing = self
+            .online
+            .load_named(&ck.with_prefix("online."), "")
+            .map_err(TrainerError::Checkpoint)?;
         if !missing.is_empty() {
             return Err(bad("online weights incomplete"));
         }
         if let Some(m) = self.momentum.as_mut() {
-            let missing = m.load_named(&ck.with_prefix("momentum."), "").map_err(TrainerError::Checkpoint)?;
+            let missing = m
+                .load_named(&ck.with_prefix("momentum."), "")
+                .map_err(TrainerError::Checkpoint)?;
             if !missing.is_empty() {
                 return Err(bad("momentum weights incomplete"));
             }
         }
         let dev = self.online.device();
         let _guard = tch::no_grad_guard();
-        self.queue.image.copy_(&ck.get("queue.image")?.to_device(dev));
+        self.queue
+            .image
+            .copy_(&ck.get("queue.image")?.to_device(dev));
         self.queue.text.copy_(&ck.get("queue.text")?.to_device(dev));
         self.queue.ptr = ck.get("queue.ptr")?.int64_value(&[]);
         for i in 0..self.opt.params.len() {
@@ -298,15 +376,23 @@ impl Session {
         self.opt.t = ck.meta["adam_t"].as_i64().ok_or_else(|| bad("no adam_t"))?;
         self.step = ck.meta["step"].as_i64().ok_or_else(|| bad("no step"))?;
         if let Some(g) = self.gate.as_mut() {
-            g.state = serde_json::from_value::<GateState>(ck.meta["gate"].clone()).map_err(|e| bad(&e.to_string()))?;
+            g.state = serde_json::from_value::<GateState>(ck.meta["gate"].clone())
+                .map_err(|e| bad(&e.to_string()))?;
         }
         self.resumed_from = Some(self.step);
         Ok(())
     }
 
     /// Runs steps until the task ends or `control` asks to stop.
-    pub fn run(&mut self, req: &TrainRequest, emit: &dyn Fn(TrainEvent)) -> Result<TrainOutcome, TrainerError> {
-        emit(TrainEvent::Started { total_steps: self.total_steps, resumed_from: self.resumed_from });
+    pub fn run(
+        &mut self,
+        req: &TrainRequest,
+        emit: &dyn Fn(TrainEvent),
+    ) -> Result<TrainOutcome, TrainerError> {
+        emit(TrainEvent::Started {
+            total_steps: self.total_steps,
+            resumed_from: self.resumed_from,
+        });
         let started = Instant::now();
         let first = self.step;
         while self.step < self.total_steps {
@@ -314,8 +400,15 @@ impl Session {
                 Control::CANCEL => return Ok(TrainOutcome::Cancelled { step: self.step }),
                 Control::PAUSE => {
                     let sha = self.save_resume(&req.resume_path)?;
-                    emit(TrainEvent::Checkpoint { step: self.step, path: req.resume_path.clone(), sha256: sha });
-                    return Ok(TrainOutcome::Paused { step: self.step, resume_path: req.resume_path.clone() });
+                    emit(TrainEvent::Checkpoint {
+                        step: self.step,
+                        path: req.resume_path.clone(),
+                        sha256: sha,
+                    });
+                    return Ok(TrainOutcome::Paused {
+                        step: self.step,
+                        resume_path: req.resume_path.clone(),
+                    });
                 }
                 _ => {}
             }
@@ -338,7 +431,11 @@ impl Session {
             let every = self.cfg.checkpoint_every;
             if every > 0 && self.step % every == 0 && self.step < self.total_steps {
                 let sha = self.save_resume(&req.resume_path)?;
-                emit(TrainEvent::Checkpoint { step: self.step, path: req.resume_path.clone(), sha256: sha });
+                emit(TrainEvent::Checkpoint {
+                    step: self.step,
+                    path: req.resume_path.clone(),
+                    sha256: sha,
+                });
             }
         }
         let sha256 = self.save_version(&req.out_version)?;
@@ -346,7 +443,11 @@ impl Session {
             version_path: req.out_version.clone(),
             sha256,
             steps: self.total_steps,
-            momentum_steps: if self.momentum.is_some() { self.total_steps } else { 0 },
+            momentum_steps: if self.momentum.is_some() {
+                self.total_steps
+            } else {
+                0
+            },
             syncs: self.syncs().to_vec(),
             resumed_from: self.resumed_from,
         })
@@ -354,11 +455,21 @@ impl Session {
 }
 
 /// 1 − mean cosine between online and momentum features on the probe batch.
-fn feature_drift(online: &CtpModel, mom: &CtpModel, images: &Tensor, ids: &Tensor, mask: &Tensor) -> f64 {
+fn feature_drift(
+    online: &CtpModel,
+    mom: &CtpModel,
+    images: &Tensor,
+    ids: &Tensor,
+    mask: &Tensor,
+) -> f64 {
     let a = online.features(images, ids, mask, false);
     let b = mom.features(images, ids, mask, false);
-    let cos = ((&a.img * &b.img).sum_dim_intlist(-1, false, Kind::Float).mean(Kind::Float)
-        + (&a.txt * &b.txt).sum_dim_intlist(-1, false, Kind::Float).mean(Kind::Float))
+    let cos = ((&a.img * &b.img)
+        .sum_dim_intlist(-1, false, Kind::Float)
+        .mean(Kind::Float)
+        + (&a.txt * &b.txt)
+            .sum_dim_intlist(-1, false, Kind::Float)
+            .mean(Kind::Float))
         * 0.5;
     1.0 - cos.double_value(&[])
 }

@@ -10,7 +10,9 @@ fn cache() -> PathBuf {
 
 /// The assets folder installed by `scripts/setup-data.sh`; panics with the fix if missing.
 pub fn assets() -> PathBuf {
-    let dir = std::env::var("CTP_ASSETS").map(PathBuf::from).unwrap_or_else(|_| cache().join("assets"));
+    let dir = std::env::var("CTP_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| cache().join("assets"));
     assert!(
         dir.join("weights/minilm/tokenizer.json").exists(),
         "assets missing in {}: run scripts/setup-data.sh (the README's test command does)",
@@ -25,7 +27,13 @@ pub fn weights() -> PathBuf {
 
 /// Python with torch 2.11 + safetensors (installed by scripts/setup-torch.sh).
 pub fn python() -> PathBuf {
-    let p = std::env::var("CTP_PYTHON").map(PathBuf::from).unwrap_or_else(|_| cache().join("venv/bin/python"));
-    assert!(p.exists(), "{} missing: run scripts/setup-torch.sh", p.display());
+    let p = std::env::var("CTP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| cache().join("venv/bin/python"));
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/setup-torch.sh",
+        p.display()
+    );
     p
 }

@@ -10,7 +10,10 @@ use tch::{Kind, Tensor};
 fn init_linear(p: nn::Path, i: i64, o: i64) -> nn::Linear {
     // BERT init: N(0, 0.02) weights, zero bias.
     let cfg = nn::LinearConfig {
-        ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 },
+        ws_init: nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        },
         bs_init: Some(nn::Init::Const(0.0)),
         bias: true,
     };
@@ -18,7 +21,14 @@ fn init_linear(p: nn::Path, i: i64, o: i64) -> nn::Linear {
 }
 
 fn ln(p: nn::Path, d: i64) -> nn::LayerNorm {
-    nn::layer_norm(p, vec![d], nn::LayerNormConfig { eps: 1e-12, ..Default::default() })
+    nn::layer_norm(
+        p,
+        vec![d],
+        nn::LayerNormConfig {
+            eps: 1e-12,
+            ..Default::default()
+        },
+    )
 }
 
 /// Multi-head attention + output projection + residual LayerNorm (`BertAttention`).
@@ -55,7 +65,8 @@ impl Attention {
         let q = split(x.apply(&self.query), l);
         let k = split(kv.apply(&self.key), s);
         let v = split(kv.apply(&self.value), s);
-        let ctx = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, dropout, false, None, false);
+        let ctx =
+            Tensor::scaled_dot_product_attention(&q, &k, &v, mask, dropout, false, None, false);
         let ctx = ctx.transpose(1, 2).contiguous().view([b, l, h]);
         let y = ctx.apply(&self.out).dropout(dropout, dropout > 0.0);
         (y + x).apply(&self.norm)
@@ -78,7 +89,11 @@ impl Layer {
         if let (Some(cross), Some(img)) = (&self.cross, image) {
             h = cross.forward(&h, img, None, dropout);
         }
-        let y = h.apply(&self.inter).gelu("none").apply(&self.out).dropout(dropout, dropout > 0.0);
+        let y = h
+            .apply(&self.inter)
+            .gelu("none")
+            .apply(&self.out)
+            .dropout(dropout, dropout > 0.0);
         (y + h).apply(&self.norm)
     }
 }
@@ -114,15 +129,22 @@ pub struct Bert {
 impl Bert {
     pub fn new(p: &nn::Path, s: BertShape) -> Bert {
         let emb = p / "embeddings";
-        let ecfg = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 }, ..Default::default() };
+        let ecfg = nn::EmbeddingConfig {
+            ws_init: nn::Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
+            ..Default::default()
+        };
         let text_layers = (s.layers - s.fusion_layers) as usize;
         let layers = (0..s.layers as usize)
             .map(|i| {
                 let lp = p / "encoder" / "layer" / i;
                 Layer {
                     attn: Attention::new(&lp / "attention", s.hidden, s.hidden, s.heads),
-                    cross: (i >= text_layers)
-                        .then(|| Attention::new(&lp / "crossattention", s.hidden, s.image_width, s.heads)),
+                    cross: (i >= text_layers).then(|| {
+                        Attention::new(&lp / "crossattention", s.hidden, s.image_width, s.heads)
+                    }),
                     inter: init_linear(&lp / "intermediate" / "dense", s.hidden, s.intermediate),
                     out: init_linear(&lp / "output" / "dense", s.intermediate, s.hidden),
                     norm: ln(&lp / "output" / "LayerNorm", s.hidden),
@@ -146,7 +168,9 @@ impl Bert {
     fn embed(&self, ids: &Tensor, dropout: f64) -> Tensor {
         let l = ids.size()[1];
         let pos = Tensor::arange(l, (Kind::Int64, ids.device())).unsqueeze(0);
-        let x = ids.apply(&self.word) + pos.apply(&self.position) + ids.zeros_like().apply(&self.token_type);
+        let x = ids.apply(&self.word)
+            + pos.apply(&self.position)
+            + ids.zeros_like().apply(&self.token_type);
         x.apply(&self.emb_norm).dropout(dropout, dropout > 0.0)
     }
 
@@ -165,7 +189,13 @@ impl Bert {
     }
 
     /// Full model on (masked) ids with cross-attention to `image` [B, S, D] (`mode='multi_modal'`).
-    pub fn encode_fused(&self, ids: &Tensor, mask: &Tensor, image: &Tensor, dropout: f64) -> Tensor {
+    pub fn encode_fused(
+        &self,
+        ids: &Tensor,
+        mask: &Tensor,
+        image: &Tensor,
+        dropout: f64,
+    ) -> Tensor {
         let m = Self::attn_mask(mask);
         let mut x = self.embed(ids, dropout);
         for layer in &self.layers {
@@ -176,7 +206,10 @@ impl Bert {
 
     /// MLM logits for selected hidden states [M, H] → [M, vocab] (decoder tied to word embeddings).
     pub fn mlm_logits(&self, hidden: &Tensor) -> Tensor {
-        let h = hidden.apply(&self.mlm_dense).gelu("none").apply(&self.mlm_norm);
+        let h = hidden
+            .apply(&self.mlm_dense)
+            .gelu("none")
+            .apply(&self.mlm_norm);
         h.matmul(&self.word.ws.tr()) + &self.mlm_bias
     }
 }
@@ -184,5 +217,6 @@ impl Bert {
 /// Mean of `x` [B, L, H] over positions where `mask` [B, L] is 1.
 pub fn masked_mean(x: &Tensor, mask: &Tensor) -> Tensor {
     let m = mask.to_kind(x.kind()).unsqueeze(-1);
-    (x * &m).sum_dim_intlist(1, false, x.kind()) / m.sum_dim_intlist(1, false, x.kind()).clamp_min(1e-9)
+    (x * &m).sum_dim_intlist(1, false, x.kind())
+        / m.sum_dim_intlist(1, false, x.kind()).clamp_min(1e-9)
 }

@@ -20,12 +20,26 @@ const STAGES: [(i64, i64, i64, i64, i64, i64); 7] = [
 pub const FEATURE_DIM: i64 = 1280;
 
 fn conv(p: nn::Path, i: i64, o: i64, k: i64, stride: i64, groups: i64) -> nn::Conv2D {
-    let cfg = nn::ConvConfig { stride, padding: 0, bias: false, groups, ..Default::default() };
+    let cfg = nn::ConvConfig {
+        stride,
+        padding: 0,
+        bias: false,
+        groups,
+        ..Default::default()
+    };
     nn::conv2d(p, i, o, k, cfg)
 }
 
 fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
-    nn::batch_norm2d(p, c, nn::BatchNormConfig { eps: 1e-3, momentum: 0.01, ..Default::default() })
+    nn::batch_norm2d(
+        p,
+        c,
+        nn::BatchNormConfig {
+            eps: 1e-3,
+            momentum: 0.01,
+            ..Default::default()
+        },
+    )
 }
 
 /// TensorFlow "SAME" padding: total max((ceil(i/s)−1)·s + k − i, 0), the extra pixel right/bottom.
@@ -57,7 +71,10 @@ impl Block {
         if let Some((c, b)) = &self.expand {
             h = h.apply(c).apply_t(b, bn_train).relu6();
         }
-        h = same_pad(&h, self.kernel, self.stride).apply(&self.dw).apply_t(&self.bn1, bn_train).relu6();
+        h = same_pad(&h, self.kernel, self.stride)
+            .apply(&self.dw)
+            .apply_t(&self.bn1, bn_train)
+            .relu6();
         h = h.apply(&self.project).apply_t(&self.bn2, bn_train);
         if self.residual {
             h + x
@@ -85,7 +102,12 @@ impl EfficientNetLite0 {
                 let (i, s) = if r == 0 { (cin, stride) } else { (cout, 1) };
                 let mid = i * e;
                 blocks.push(Block {
-                    expand: (e != 1).then(|| (conv(&bp / "_expand_conv", i, mid, 1, 1, 1), bn(&bp / "_bn0", mid))),
+                    expand: (e != 1).then(|| {
+                        (
+                            conv(&bp / "_expand_conv", i, mid, 1, 1, 1),
+                            bn(&bp / "_bn0", mid),
+                        )
+                    }),
                     dw: conv(&bp / "_depthwise_conv", mid, mid, k, s, mid),
                     bn1: bn(&bp / "_bn1", mid),
                     project: conv(&bp / "_project_conv", mid, cout, 1, 1, 1),
@@ -107,7 +129,10 @@ impl EfficientNetLite0 {
 
     /// Head feature map [B, 1280, h, w]. `bn_train` selects batch statistics (BN train mode).
     pub fn feature_map(&self, x: &Tensor, bn_train: bool) -> Tensor {
-        let mut h = same_pad(x, 3, 2).apply(&self.stem).apply_t(&self.bn0, bn_train).relu6();
+        let mut h = same_pad(x, 3, 2)
+            .apply(&self.stem)
+            .apply_t(&self.bn0, bn_train)
+            .relu6();
         for b in &self.blocks {
             h = b.forward(&h, bn_train);
         }

@@ -55,7 +55,10 @@ impl CtpModel {
                     layers: cfg.vit_layers,
                     heads: cfg.vit_heads,
                 };
-                (Vision::Vit(vit::Vit::new(&(&root / "visual"), shape)), cfg.vit_width)
+                (
+                    Vision::Vit(vit::Vit::new(&(&root / "visual"), shape)),
+                    cfg.vit_width,
+                )
             }
         };
         let shape = BertShape {
@@ -69,8 +72,18 @@ impl CtpModel {
         };
         let bert = Bert::new(&(&root / "bert"), shape);
         CtpModel {
-            vision_proj: nn::linear(&root / "vision_proj", width, cfg.embed_dim, Default::default()),
-            text_proj: nn::linear(&root / "text_proj", cfg.hidden, cfg.embed_dim, Default::default()),
+            vision_proj: nn::linear(
+                &root / "vision_proj",
+                width,
+                cfg.embed_dim,
+                Default::default(),
+            ),
+            text_proj: nn::linear(
+                &root / "text_proj",
+                cfg.hidden,
+                cfg.embed_dim,
+                Default::default(),
+            ),
             bert,
             vision,
             cfg: cfg.clone(),
@@ -137,7 +150,9 @@ impl CtpModel {
         positions: &Tensor,
         train: bool,
     ) -> Tensor {
-        let h = self.bert.encode_fused(masked_ids, mask, img_tokens, self.dropout(train));
+        let h = self
+            .bert
+            .encode_fused(masked_ids, mask, img_tokens, self.dropout(train));
         let hsz = h.size()[2];
         let picked = h.reshape([-1, hsz]).index_select(0, positions);
         self.bert.mlm_logits(&picked)
@@ -145,8 +160,12 @@ impl CtpModel {
 
     /// Trainable parameters in sorted-name order (the order EMA, drift, AdamW and checkpoints use).
     pub fn trainable(&self) -> Vec<(String, Tensor)> {
-        let mut v: Vec<(String, Tensor)> =
-            self.vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut v: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
@@ -160,7 +179,11 @@ impl CtpModel {
 
     /// Copies `tensors` whose name (after `prefix`) matches a variable of the same shape.
     /// Returns the model variables under `prefix` that were not filled.
-    pub fn load_named(&mut self, tensors: &[(String, Tensor)], prefix: &str) -> Result<Vec<String>, String> {
+    pub fn load_named(
+        &mut self,
+        tensors: &[(String, Tensor)],
+        prefix: &str,
+    ) -> Result<Vec<String>, String> {
         let vars = self.vs.variables();
         let mut filled = std::collections::HashSet::new();
         let _guard = tch::no_grad_guard();
@@ -168,15 +191,22 @@ impl CtpModel {
             let full = format!("{prefix}{name}");
             if let Some(var) = vars.get(&full) {
                 if var.size() != t.size() {
-                    return Err(format!("{full}: shape {:?} in file, {:?} in model", t.size(), var.size()));
+                    return Err(format!(
+                        "{full}: shape {:?} in file, {:?} in model",
+                        t.size(),
+                        var.size()
+                    ));
                 }
                 let mut var = var.shallow_clone();
                 var.copy_(&t.to_kind(var.kind()).to_device(var.device()));
                 filled.insert(full);
             }
         }
-        let mut missing: Vec<String> =
-            vars.keys().filter(|k| k.starts_with(prefix) && !filled.contains(*k)).cloned().collect();
+        let mut missing: Vec<String> = vars
+            .keys()
+            .filter(|k| k.starts_with(prefix) && !filled.contains(*k))
+            .cloned()
+            .collect();
         missing.sort();
         Ok(missing)
     }
@@ -188,7 +218,10 @@ impl CtpModel {
         }
         let read = |p: &Path| {
             Tensor::read_safetensors(p).map_err(|e| {
-                format!("cannot read {} ({e}); run scripts/setup-data.sh", p.display())
+                format!(
+                    "cannot read {} ({e}); run scripts/setup-data.sh",
+                    p.display()
+                )
             })
         };
         let eff = read(&weights_dir.join("efficientnet-lite0.safetensors"))?;
@@ -202,7 +235,9 @@ impl CtpModel {
         // may stay random.
         let text_layers = 6;
         if let Some(bad) = missing.iter().find(|n| {
-            !(n.contains("crossattention") || n.starts_with("bert.cls.") || layer_index(n).is_some_and(|i| i >= text_layers))
+            !(n.contains("crossattention")
+                || n.starts_with("bert.cls.")
+                || layer_index(n).is_some_and(|i| i >= text_layers))
         }) {
             return Err(format!("MiniLM weights lack {bad}"));
         }
@@ -235,7 +270,9 @@ fn layer_index(name: &str) -> Option<usize> {
 
 /// Row-wise L2 normalisation (F.normalize, eps 1e-12).
 pub fn normalize(x: &Tensor) -> Tensor {
-    let n = x.norm_scalaropt_dim(2.0, &[-1i64][..], true).clamp_min(1e-12);
+    let n = x
+        .norm_scalaropt_dim(2.0, &[-1i64][..], true)
+        .clamp_min(1e-12);
     x / n
 }
 

@@ -25,12 +25,22 @@ struct Block {
 }
 
 fn ln(p: nn::Path, d: i64) -> nn::LayerNorm {
-    nn::layer_norm(p, vec![d], nn::LayerNormConfig { eps: 1e-6, ..Default::default() })
+    nn::layer_norm(
+        p,
+        vec![d],
+        nn::LayerNormConfig {
+            eps: 1e-6,
+            ..Default::default()
+        },
+    )
 }
 
 fn lin(p: nn::Path, i: i64, o: i64) -> nn::Linear {
     let cfg = nn::LinearConfig {
-        ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 },
+        ws_init: nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        },
         bs_init: Some(nn::Init::Const(0.0)),
         bias: true,
     };
@@ -41,11 +51,32 @@ impl Block {
     fn forward(&self, x: &Tensor) -> Tensor {
         let (b, l, w) = x.size3().expect("ViT tokens must be [B, L, W]");
         let d = w / self.heads;
-        let qkv = x.apply(&self.norm1).apply(&self.qkv).view([b, l, 3, self.heads, d]).permute([2, 0, 3, 1, 4]);
+        let qkv = x
+            .apply(&self.norm1)
+            .apply(&self.qkv)
+            .view([b, l, 3, self.heads, d])
+            .permute([2, 0, 3, 1, 4]);
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-        let a = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, false, None, false);
-        let x = x + a.transpose(1, 2).contiguous().view([b, l, w]).apply(&self.proj);
-        let h = x.apply(&self.norm2).apply(&self.fc1).gelu("none").apply(&self.fc2);
+        let a = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<Tensor>,
+            0.0,
+            false,
+            None,
+            false,
+        );
+        let x = x + a
+            .transpose(1, 2)
+            .contiguous()
+            .view([b, l, w])
+            .apply(&self.proj);
+        let h = x
+            .apply(&self.norm2)
+            .apply(&self.fc1)
+            .gelu("none")
+            .apply(&self.fc2);
         x + h
     }
 }
@@ -62,7 +93,10 @@ pub struct Vit {
 impl Vit {
     pub fn new(p: &nn::Path, s: VitShape) -> Vit {
         let n = (s.image / s.patch) * (s.image / s.patch);
-        let cfg = nn::ConvConfig { stride: s.patch, ..Default::default() };
+        let cfg = nn::ConvConfig {
+            stride: s.patch,
+            ..Default::default()
+        };
         let blocks = (0..s.layers)
             .map(|i| {
                 let bp = p / "blocks" / i;
@@ -77,7 +111,10 @@ impl Vit {
                 }
             })
             .collect();
-        let init = nn::Init::Randn { mean: 0.0, stdev: 0.02 };
+        let init = nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
         Vit {
             patch: nn::conv2d(p / "patch_embed" / "proj", 3, s.width, s.patch, cfg),
             cls: p.var("cls_token", &[1, 1, s.width], init),

@@ -1,0 +1,12 @@
+//! The gRPC control plane: `ctp.v1.ContinualTrainer` plus health and reflection.
+//!
+//! - `pb`: generated code; `service`: the RPC handlers; `submit` / `watch`: the two streaming
+//!   RPCs; `convert`: pb ↔ store ↔ engine types; `status`: the one error → status mapping;
+//!   `auth`: bearer tokens and scopes.
+pub mod auth;
+pub mod convert;
+pub mod pb;
+pub mod service;
+pub mod status;
+mod submit;
+mod watch;

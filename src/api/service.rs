@@ -1,0 +1,254 @@
+//! `ctp.v1.ContinualTrainer`: thin handlers that check scope, validate, call the store / engine
+//! and convert. Errors go through [`ApiError`] → `Status` in one place.
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::auth::{require, Scope};
+use super::convert;
+use super::pb::{self, continual_trainer_server::ContinualTrainer};
+use super::status::ApiError;
+use super::{submit, watch};
+use crate::app::AppState;
+use crate::store::VersionRow;
+use crate::trainer::{Control, ModelConfig, Preset, VersionRef};
+
+pub struct Service {
+    pub state: Arc<AppState>,
+}
+
+type Res<T> = Result<Response<T>, Status>;
+
+fn version_ref(v: &VersionRow) -> VersionRef {
+    VersionRef {
+        path: PathBuf::from(&v.checkpoint_path),
+        sha256: v.sha256.clone(),
+    }
+}
+
+impl Service {
+    async fn model_config(&self, model: &str) -> Result<ModelConfig, ApiError> {
+        let m = self.state.store.get_model(model).await?;
+        let preset = Preset::parse(&m.preset).ok_or_else(|| {
+            ApiError::Internal(format!("model {model} has preset {:?}", m.preset))
+        })?;
+        Ok(ModelConfig::preset(preset))
+    }
+
+    async fn version_or_head(
+        &self,
+        model: &str,
+        version: Option<i64>,
+    ) -> Result<VersionRow, ApiError> {
+        match version {
+            Some(v) => Ok(self.state.store.get_version(model, v).await?),
+            None => {
+                self.state.store.head(model).await?.ok_or_else(|| {
+                    ApiError::NotFound(format!("model {model:?} has no versions yet"))
+                })
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ContinualTrainer for Service {
+    #[tracing::instrument(skip_all, fields(rpc = "SubmitTask"))]
+    async fn submit_task(&self, req: Request<Streaming<pb::SubmitTaskRequest>>) -> Res<pb::Task> {
+        require(&req, Scope::Submit)?;
+        let (task, existing) = submit::submit(&self.state, req.into_inner()).await?;
+        tracing::info!(task_id = %task.id, existing, "SubmitTask done");
+        Ok(Response::new(convert::task_to_pb(&task)))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "GetTask"))]
+    async fn get_task(&self, req: Request<pb::GetTaskRequest>) -> Res<pb::Task> {
+        require(&req, Scope::Read)?;
+        let t = self
+            .state
+            .store
+            .get_task(&req.get_ref().task_id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(convert::task_to_pb(&t)))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ListTasks"))]
+    async fn list_tasks(&self, req: Request<pb::ListTasksRequest>) -> Res<pb::ListTasksResponse> {
+        require(&req, Scope::Read)?;
+        let r = req.into_inner();
+        let state = convert::state_from_pb(r.state)?;
+        let token = Some(r.page_token.as_str()).filter(|t| !t.is_empty());
+        let (rows, next) = self
+            .state
+            .store
+            .list_tasks(r.model.as_deref(), state, r.page_size, token)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListTasksResponse {
+            tasks: rows.iter().map(convert::task_to_pb).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    type WatchTaskStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::TaskEvent, Status>> + Send>>;
+
+    #[tracing::instrument(skip_all, fields(rpc = "WatchTask"))]
+    async fn watch_task(&self, req: Request<pb::WatchTaskRequest>) -> Res<Self::WatchTaskStream> {
+        require(&req, Scope::Read)?;
+        let r = req.into_inner();
+        let rx = watch::watch(self.state.clone(), r.task_id, r.after_seq).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "CancelTask"))]
+    async fn cancel_task(&self, req: Request<pb::CancelTaskRequest>) -> Res<pb::Task> {
+        let caller = require(&req, Scope::Admin)?;
+        let id = req.into_inner().task_id;
+        let t = self
+            .state
+            .store
+            .cancel_task(&id)
+            .await
+            .map_err(ApiError::from)?;
+        if t.state.is_terminal() {
+            // It was queued and is now cancelled: tell watchers.
+            let ev = convert::StoredEvent::Terminal {
+                state: t.state.as_str().into(),
+                error: format!("cancelled by {}", caller.name),
+                produced_version: None,
+            };
+            self.state
+                .hub
+                .emit(&self.state.store, &id, ev)
+                .await
+                .map_err(ApiError::from)?;
+        } else {
+            self.state.running.signal(Some(&id), Control::CANCEL);
+        }
+        tracing::info!(task_id = %id, who = %caller.name, "Cancel requested");
+        Ok(Response::new(convert::task_to_pb(&t)))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ListVersions"))]
+    async fn list_versions(
+        &self,
+        req: Request<pb::ListVersionsRequest>,
+    ) -> Res<pb::ListVersionsResponse> {
+        require(&req, Scope::Read)?;
+        let r = req.into_inner();
+        self.state
+            .store
+            .get_model(&r.model)
+            .await
+            .map_err(ApiError::from)?;
+        let token = Some(r.page_token.as_str()).filter(|t| !t.is_empty());
+        let (rows, next) = self
+            .state
+            .store
+            .list_versions(&r.model, r.page_size, token)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(pb::ListVersionsResponse {
+            versions: rows.iter().map(convert::version_to_pb).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "GetVersion"))]
+    async fn get_version(&self, req: Request<pb::GetVersionRequest>) -> Res<pb::Version> {
+        require(&req, Scope::Read)?;
+        let r = req.into_inner();
+        let v = self.version_or_head(&r.model, r.version).await?;
+        Ok(Response::new(convert::version_to_pb(&v)))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "Rollback"))]
+    async fn rollback(&self, req: Request<pb::RollbackRequest>) -> Res<pb::RollbackResponse> {
+        let caller = require(&req, Scope::Admin)?;
+        let r = req.into_inner();
+        let target = self
+            .state
+            .store
+            .get_version(&r.model, r.version)
+            .await
+            .map_err(ApiError::from)?;
+        // Verify before moving the head: the hash matches and the weights load.
+        let cfg = self.model_config(&r.model).await?;
+        self.state
+            .engine
+            .verify(cfg, version_ref(&target))
+            .await
+            .map_err(|e| {
+                ApiError::FailedPrecondition(format!("version {} cannot be used: {e}", r.version))
+            })?;
+        let reason = if r.reason.is_empty() {
+            "rollback".to_string()
+        } else {
+            r.reason
+        };
+        let change = self
+            .state
+            .store
+            .rollback(&r.model, r.version, r.expected_head, &caller.name, &reason)
+            .await
+            .map_err(ApiError::from)?;
+        let head = self
+            .state
+            .store
+            .get_version(&r.model, r.version)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(model = %r.model, from = ?change.from_version, to = change.to_version, who = %caller.name, "Rolled back");
+        Ok(Response::new(pb::RollbackResponse {
+            head: Some(convert::version_to_pb(&head)),
+            change: Some(convert::head_change_to_pb(&change)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "Embed"))]
+    async fn embed(&self, req: Request<pb::EmbedRequest>) -> Res<pb::EmbedResponse> {
+        require(&req, Scope::Read)?;
+        let r = req.into_inner();
+        let cfg = self.model_config(&r.model).await?;
+        let v = self.version_or_head(&r.model, r.version).await?;
+        let size = cfg.image_size as u32;
+        let limits = self.state.image_limits();
+        let images = tokio::task::spawn_blocking(move || {
+            r.images
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    crate::images::decode_rgb(b, &limits, size)
+                        .map_err(|e| ApiError::Invalid(format!("images[{i}]: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        if let Some(i) = r.texts.iter().position(|t| t.trim().is_empty()) {
+            return Err(ApiError::Invalid(format!("texts[{i}] is empty")).into());
+        }
+        let e = self
+            .state
+            .engine
+            .embed(cfg.clone(), version_ref(&v), images, r.texts)
+            .await
+            .map_err(ApiError::from)?;
+        let wrap = |rows: Vec<Vec<f32>>| {
+            rows.into_iter()
+                .map(|values| pb::Embedding { values })
+                .collect()
+        };
+        Ok(Response::new(pb::EmbedResponse {
+            version: v.version,
+            dim: cfg.embed_dim as u32,
+            image_embeddings: wrap(e.images),
+            text_embeddings: wrap(e.texts),
+        }))
+    }
+}

@@ -1,0 +1,155 @@
+//! WatchTask: a snapshot, then every event after `after_seq` (replayed from the store), then
+//! live events, heartbeats on idle streams, and a terminal event. A disconnecting client only
+//! ends its stream; training goes on.
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+use tonic::Status;
+
+use super::convert::{self, StoredEvent};
+use super::pb;
+use super::status::ApiError;
+use crate::app::AppState;
+
+type Tx = mpsc::Sender<Result<pb::TaskEvent, Status>>;
+
+/// Starts the stream task; returns its receiver.
+pub async fn watch(
+    state: Arc<AppState>,
+    task_id: String,
+    after_seq: u64,
+) -> Result<mpsc::Receiver<Result<pb::TaskEvent, Status>>, ApiError> {
+    let live = state.hub.subscribe(&task_id);
+    let task = state.store.get_task(&task_id).await?;
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let snapshot_seq = state.store.last_event_seq(&task_id).await.unwrap_or(0);
+        let snap = pb::TaskEvent {
+            seq: snapshot_seq as u64,
+            time: Some(convert::timestamp(chrono::Utc::now())),
+            event: Some(pb::task_event::Event::Snapshot(convert::task_to_pb(&task))),
+        };
+        if tx.send(Ok(snap)).await.is_err() {
+            return;
+        }
+        if let Err(e) = stream_events(&state, &task_id, after_seq as i64, live, &tx).await {
+            let _ = tx.send(Err(e.into())).await;
+        }
+    });
+    Ok(rx)
+}
+
+fn is_terminal(ev: &pb::TaskEvent) -> bool {
+    matches!(ev.event, Some(pb::task_event::Event::Terminal(_)))
+}
+
+async fn stream_events(
+    state: &AppState,
+    task_id: &str,
+    after: i64,
+    mut live: broadcast::Receiver<pb::TaskEvent>,
+    tx: &Tx,
+) -> Result<(), ApiError> {
+    let mut last = after;
+    // Backlog from the store.
+    if catch_up(state, task_id, &mut last, tx).await? {
+        return Ok(());
+    }
+    // Already finished and the client has seen everything: end with a terminal event anyway.
+    let task = state.store.get_task(task_id).await?;
+    if task.state.is_terminal() {
+        let _ = tx
+            .send(Ok(terminal_of(
+                &task,
+                last,
+                task.error.clone().unwrap_or_default(),
+            )))
+            .await;
+        return Ok(());
+    }
+    let beat = Duration::from_secs(state.settings.heartbeat_seconds.max(1));
+    let mut shutdown = state.hub.shutdown_signal();
+    loop {
+        tokio::select! {
+            ev = live.recv() => match ev {
+                Ok(ev) => {
+                    if (ev.seq as i64) <= last {
+                        continue;
+                    }
+                    if ev.seq as i64 > last + 1 && catch_up(state, task_id, &mut last, tx).await? {
+                        return Ok(());
+                    }
+                    if (ev.seq as i64) <= last {
+                        continue;
+                    }
+                    last = ev.seq as i64;
+                    let terminal = is_terminal(&ev);
+                    if tx.send(Ok(ev)).await.is_err() || terminal {
+                        return Ok(());
+                    }
+                }
+                // Fell behind or the task's channel closed: the store has everything.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if catch_up(state, task_id, &mut last, tx).await? {
+                        return Ok(());
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    catch_up(state, task_id, &mut last, tx).await?;
+                    return Ok(());
+                }
+            },
+            _ = tokio::time::sleep(beat) => {
+                let hb = pb::TaskEvent { seq: last as u64, time: Some(convert::timestamp(chrono::Utc::now())), event: Some(pb::task_event::Event::Heartbeat(pb::Heartbeat {})) };
+                if tx.send(Ok(hb)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            _ = tx.closed() => return Ok(()),
+            _ = shutdown.changed() => {
+                let task = state.store.get_task(task_id).await?;
+                let msg = format!("daemon shutting down; reconnect with after_seq={last} to continue");
+                let _ = tx.send(Ok(terminal_of(&task, last, msg))).await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn terminal_of(task: &crate::store::TaskRow, seq: i64, error: String) -> pb::TaskEvent {
+    pb::TaskEvent {
+        seq: seq as u64,
+        time: Some(convert::timestamp(chrono::Utc::now())),
+        event: Some(pb::task_event::Event::Terminal(pb::Terminal {
+            state: convert::state_to_pb(task.state) as i32,
+            error,
+            produced_version: task.produced_version,
+        })),
+    }
+}
+
+/// Sends stored events after `last`; true if a terminal event was sent.
+async fn catch_up(
+    state: &AppState,
+    task_id: &str,
+    last: &mut i64,
+    tx: &Tx,
+) -> Result<bool, ApiError> {
+    loop {
+        let rows = state.store.events_after(task_id, *last, 500).await?;
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        for r in rows {
+            let stored: StoredEvent = serde_json::from_str(&r.payload_json)
+                .map_err(|e| ApiError::Internal(format!("stored event {}: {e}", r.seq)))?;
+            let ev = stored.to_pb(r.seq, r.at);
+            *last = r.seq;
+            let terminal = is_terminal(&ev);
+            if tx.send(Ok(ev)).await.is_err() || terminal {
+                return Ok(true);
+            }
+        }
+    }
+}

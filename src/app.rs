@@ -1,0 +1,249 @@
+//! Wires the daemon together: store → engine → dispatcher → gRPC server, with recovery at
+//! startup and a graceful drain at shutdown.
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use crate::api::auth::Auth;
+use crate::api::pb::continual_trainer_server::ContinualTrainerServer;
+use crate::api::{pb, service::Service};
+use crate::config::Settings;
+use crate::hub::Hub;
+use crate::images::ImageLimits;
+use crate::store::{Backend, Store};
+use crate::telemetry::Metrics;
+use crate::trainer::{Control, TrainerHandle};
+use crate::worker::{self, Running};
+
+/// Shared state of the daemon (cheap to reach from every handler through an `Arc`).
+pub struct AppState {
+    pub settings: Settings,
+    pub store: Store,
+    pub engine: TrainerHandle,
+    pub hub: Hub,
+    /// Wakes the dispatcher after a submission is durable.
+    pub wake: Notify,
+    pub running: Running,
+    pub metrics: Metrics,
+    pub worker_id: String,
+    draining: AtomicBool,
+    /// False until startup recovery (requeue, orphan cleanup) is done; submissions wait for it.
+    ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn image_limits(&self) -> ImageLimits {
+        let l = &self.settings.limits;
+        ImageLimits {
+            max_bytes: l.max_image_bytes,
+            max_width: l.max_image_side,
+            max_height: l.max_image_side,
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+pub struct Application {
+    state: Arc<AppState>,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+}
+
+impl Application {
+    /// Opens the store (running migrations), starts the engine and binds the listeners
+    /// (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+        let store = Store::connect(&settings.database_url())
+            .await
+            .context("opening the database")?;
+        let engine = TrainerHandle::start(settings.engine.clone())
+            .context("starting the training engine")?;
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let metrics_listener = match settings.metrics_listen.as_str() {
+            "" => None,
+            addr => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding metrics {addr}"))?,
+            ),
+        };
+        let worker_id = if settings.worker_id.is_empty() {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "host".into());
+            format!("{}-{}", host.trim(), std::process::id())
+        } else {
+            settings.worker_id.clone()
+        };
+        tracing::info!(device = %engine.device, backend = ?store.backend(), data_dir = %settings.data_dir.display(), "ctpd starting");
+        let state = Arc::new(AppState {
+            settings,
+            store,
+            engine,
+            hub: Hub::default(),
+            wake: Notify::new(),
+            running: Running::default(),
+            metrics: Metrics::default(),
+            worker_id,
+            draining: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+        });
+        Ok(Application {
+            state,
+            listener,
+            metrics_listener,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` resolves, then drains: health NOT_SERVING, refuse submissions,
+    /// checkpoint the running task at its next step, end watch streams, exit.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let state = self.state;
+        let (health, health_svc) = tonic_health::server::health_reporter();
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        health
+            .set_not_serving::<ContinualTrainerServer<Service>>()
+            .await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let auth = Auth::new(&state.settings.auth);
+        let max = state.settings.limits.max_message_bytes;
+        let trainer = ContinualTrainerServer::new(Service {
+            state: state.clone(),
+        })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+        let trainer = InterceptedService::new(trainer, move |req| auth.intercept(req));
+        let mut builder = Server::builder();
+        if let Some(tls) = &state.settings.tls {
+            let cert = std::fs::read(&tls.cert)
+                .with_context(|| format!("reading TLS cert {}", tls.cert.display()))?;
+            let key = std::fs::read(&tls.key)
+                .with_context(|| format!("reading TLS key {}", tls.key.display()))?;
+            builder = builder
+                .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
+        }
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let router = builder
+            .add_service(health_svc)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(trainer);
+        let incoming = TcpListenerStream::new(self.listener);
+        let server = tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+        });
+
+        // Recovery: put interrupted jobs back in the queue, drop orphaned files.
+        let requeued = match state.store.backend() {
+            Backend::Sqlite => state.store.requeue_all_running().await?,
+            Backend::Postgres => state.store.requeue_expired().await?,
+        };
+        if !requeued.is_empty() {
+            tracing::info!(tasks = ?requeued, "Requeued interrupted tasks");
+        }
+        let removed = worker::clean_orphans(&state).await?;
+        state.metrics.refresh(&state.store).await;
+        state.ready.store(true, Ordering::SeqCst);
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        health
+            .set_serving::<ContinualTrainerServer<Service>>()
+            .await;
+        tracing::info!(addr = %state.settings.listen, removed_orphans = removed, "ctpd serving");
+
+        let worker = tokio::spawn(worker::run(state.clone()));
+        let (metrics_stop_tx, metrics_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        if let Some(l) = self.metrics_listener {
+            tokio::spawn(crate::telemetry::serve_metrics(l, state.clone(), async {
+                let _ = metrics_stop_rx.await;
+            }));
+        }
+
+        shutdown.await;
+        tracing::info!("Shutting down: draining");
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        health
+            .set_not_serving::<ContinualTrainerServer<Service>>()
+            .await;
+        state.draining.store(true, Ordering::SeqCst);
+        state.running.signal(None, Control::PAUSE);
+        state.hub.begin_shutdown();
+        let grace = Duration::from_secs(state.settings.shutdown_grace_seconds);
+        if tokio::time::timeout(grace, worker).await.is_err() {
+            tracing::warn!("The running task did not checkpoint within the grace period");
+        }
+        let _ = metrics_stop_tx.send(());
+        let _ = stop_tx.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        state.store.close().await;
+        tracing::info!("ctpd stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on the first SIGINT or SIGTERM; a second one exits immediately.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("Signal received; draining (send again to exit now)");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        std::process::exit(130);
+    });
+}

@@ -1,0 +1,350 @@
+//! Daemon settings: compiled-in defaults, then an optional TOML file (`--config`), then
+//! `CTP__SECTION__KEY` environment overrides, then command-line flags.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::trainer::EngineConfig;
+
+/// All daemon settings. Every field has a default, so `ctpd` starts with no file at all.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// gRPC listen address.
+    pub listen: String,
+    /// Folder for the embedded database, task data, checkpoints.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; empty = SQLite inside `data_dir`.
+    pub database_url: String,
+    /// Prometheus `/metrics` listen address; empty disables it.
+    pub metrics_listen: String,
+    pub engine: EngineConfig,
+    pub limits: Limits,
+    pub training: TrainingDefaults,
+    pub auth: Auth,
+    pub tls: Option<Tls>,
+    /// Worker identity in the job table (defaults to host name + pid).
+    pub worker_id: String,
+    /// Job lease; a running job whose heartbeat is older than this is presumed dead.
+    pub lease_seconds: u64,
+    /// Seconds between heartbeats on idle WatchTask streams.
+    pub heartbeat_seconds: u64,
+    /// How long graceful shutdown waits for the running task to checkpoint.
+    pub shutdown_grace_seconds: u64,
+}
+
+/// Input limits; violations are INVALID_ARGUMENT naming the sample.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_image_bytes: usize,
+    pub max_image_side: u32,
+    pub max_caption_bytes: usize,
+    pub max_samples_per_task: usize,
+    /// gRPC message size limit (each SubmitTask chunk must fit).
+    pub max_message_bytes: usize,
+}
+
+/// Server-side defaults for training settings a submission leaves unset.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainingDefaults {
+    pub epochs: u32,
+    pub batch_size: u32,
+    pub learning_rate: f64,
+    pub drift_threshold: f64,
+    pub drift_check_every: u32,
+    pub queue_size: i64,
+    /// Mid-task resume checkpoint cadence (steps).
+    pub checkpoint_every: i64,
+}
+
+/// Bearer tokens. Empty = no authentication.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    pub tokens: Vec<Token>,
+}
+
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Token {
+    /// Who this token belongs to (recorded in audit history; the token itself is never logged).
+    pub name: String,
+    pub token: String,
+    /// Any of "read", "submit", "admin" (admin implies submit implies read).
+    pub scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: "127.0.0.1:50051".into(),
+            data_dir: PathBuf::from("ctp-data"),
+            database_url: String::new(),
+            metrics_listen: String::new(),
+            engine: EngineConfig::default(),
+            limits: Limits::default(),
+            training: TrainingDefaults::default(),
+            auth: Auth::default(),
+            tls: None,
+            worker_id: String::new(),
+            lease_seconds: 60,
+            heartbeat_seconds: 10,
+            shutdown_grace_seconds: 60,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_image_bytes: 8 << 20,
+            max_image_side: 4096,
+            max_caption_bytes: 1024,
+            max_samples_per_task: 200_000,
+            max_message_bytes: 32 << 20,
+        }
+    }
+}
+
+impl Default for TrainingDefaults {
+    fn default() -> Self {
+        TrainingDefaults {
+            epochs: 5,
+            batch_size: 32,
+            learning_rate: 1e-4,
+            drift_threshold: 0.0,
+            drift_check_every: 1,
+            queue_size: 1024,
+            checkpoint_every: 20,
+        }
+    }
+}
+
+/// Command-line overrides (the highest-priority layer).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub device: Option<String>,
+    pub metrics_listen: Option<String>,
+}
+
+impl Settings {
+    /// Defaults ← file ← environment (`CTP__A__B=value`, parsed as TOML values) ← flags.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Overrides,
+    ) -> Result<Settings, String> {
+        let mut doc = toml::Value::try_from(Settings::default()).map_err(|e| e.to_string())?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+            let file_doc: toml::Value = text
+                .parse::<toml::Table>()
+                .map(toml::Value::Table)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            merge(&mut doc, file_doc);
+        }
+        for (key, value) in env {
+            let Some(rest) = key.strip_prefix("CTP__") else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            let parsed = format!("v = {value}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value.clone()));
+            set_path(&mut doc, &path, parsed).map_err(|e| format!("{key}: {e}"))?;
+        }
+        let mut s: Settings = doc
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("invalid settings: {e}"))?;
+        if let Some(v) = &flags.listen {
+            s.listen = v.clone();
+        }
+        if let Some(v) = &flags.data_dir {
+            s.data_dir = v.clone();
+        }
+        if let Some(v) = &flags.database_url {
+            s.database_url = v.clone();
+        }
+        if let Some(v) = &flags.device {
+            s.engine.device = v.clone();
+        }
+        if let Some(v) = &flags.metrics_listen {
+            s.metrics_listen = v.clone();
+        }
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.listen
+            .parse::<SocketAddr>()
+            .map_err(|e| format!("listen {:?}: {e}", self.listen))?;
+        if !self.metrics_listen.is_empty() {
+            self.metrics_listen
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("metrics_listen {:?}: {e}", self.metrics_listen))?;
+        }
+        for t in &self.auth.tokens {
+            if t.token.len() < 16 {
+                return Err(format!(
+                    "auth token {:?} is shorter than 16 characters",
+                    t.name
+                ));
+            }
+            if let Some(bad) = t
+                .scopes
+                .iter()
+                .find(|s| !["read", "submit", "admin"].contains(&s.as_str()))
+            {
+                return Err(format!(
+                    "auth token {:?}: unknown scope {bad:?} (read, submit, admin)",
+                    t.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL to use: explicit, else SQLite inside the data dir.
+    pub fn database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("ctp.sqlite").display()
+            )
+        } else {
+            self.database_url.clone()
+        }
+    }
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+fn set_path(doc: &mut toml::Value, path: &[String], value: toml::Value) -> Result<(), String> {
+    let mut cur = doc;
+    for (i, key) in path.iter().enumerate() {
+        let table = cur
+            .as_table_mut()
+            .ok_or_else(|| format!("{} is not a section", path[..i].join(".")))?;
+        if i + 1 == path.len() {
+            let value = match (table.get(key), value) {
+                // Keep strings strings even when they look like numbers ("8080" stays text).
+                (Some(toml::Value::String(_)), v) if !v.is_str() => {
+                    toml::Value::String(v.to_string())
+                }
+                (_, v) => v,
+            };
+            table.insert(key.clone(), value);
+            return Ok(());
+        }
+        cur = table
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "listen = \"0.0.0.0:6000\"\n[training]\nepochs = 3\n[engine]\ndevice = \"cpu\"\n",
+        )
+        .unwrap();
+        let env = vec![
+            ("CTP__TRAINING__BATCH_SIZE".to_string(), "16".to_string()),
+            ("CTP__ENGINE__DEVICE".to_string(), "cuda:1".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let flags = Overrides {
+            data_dir: Some("/tmp/d".into()),
+            ..Default::default()
+        };
+        let s = Settings::load(Some(&f), env, &flags).unwrap();
+        assert_eq!(s.listen, "0.0.0.0:6000");
+        assert_eq!(s.training.epochs, 3);
+        assert_eq!(s.training.batch_size, 16);
+        assert_eq!(s.engine.device, "cuda:1");
+        assert_eq!(s.data_dir, PathBuf::from("/tmp/d"));
+        assert!(s.database_url().starts_with("sqlite:///tmp/d/ctp.sqlite"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "lisen = \"x\"\n").unwrap();
+        let e = Settings::load(Some(&f), vec![], &Overrides::default()).unwrap_err();
+        assert!(e.contains("lisen"), "{e}");
+        let e = Settings::load(
+            None,
+            vec![("CTP__LISTEN".into(), "nope".into())],
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("listen"), "{e}");
+        let tok = vec![(
+            "CTP__AUTH__TOKENS".into(),
+            "[{name=\"a\", token=\"short\", scopes=[\"read\"]}]".into(),
+        )];
+        assert!(Settings::load(None, tok, &Overrides::default())
+            .unwrap_err()
+            .contains("shorter"));
+    }
+
+    #[test]
+    fn tokens_are_redacted_in_debug_output() {
+        let t = Token {
+            name: "ci".into(),
+            token: "supersecretvalue123".into(),
+            scopes: vec!["read".into()],
+        };
+        assert!(!format!("{t:?}").contains("supersecret"));
+    }
+}

@@ -1,0 +1,259 @@
+//! The job queue: claiming work, holding a lease, mid-task resume points, and putting
+//! interrupted jobs back after a restart.
+//!
+//! Order: FIFO by `enqueued_seq` over all models, but only the oldest queued job of a
+//! model is eligible, and never while that model has a running job — each version is
+//! trained from the previous one, so one model's tasks run strictly one after another
+//! while different models may run side by side.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::db::{args, now, Backend, Exec};
+use super::tasks::load_task;
+use super::{ClaimedJob, Result, Store, StoreError};
+
+/// The queue state of a claimed job.
+#[derive(sqlx::FromRow)]
+struct JobLease {
+    attempts: i64,
+    resume_checkpoint: Option<String>,
+    resume_step: Option<i64>,
+}
+
+/// Converts a lease length for time arithmetic.
+fn lease_delta(lease: Duration) -> Result<chrono::Duration> {
+    chrono::Duration::from_std(lease)
+        .map_err(|_| StoreError::Invalid(format!("lease {lease:?} is too long")))
+}
+
+/// The error for an operation on a job its worker no longer runs.
+async fn not_running(ex: &mut Exec<'_>, task_id: &str) -> StoreError {
+    match load_task(ex, task_id).await {
+        Ok(task) => {
+            StoreError::FailedPrecondition(format!("task {task_id} is {}, not running", task.state))
+        }
+        Err(e) => e,
+    }
+}
+
+/// True if the error is a unique-index violation (a lost race on Postgres).
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
+}
+
+impl Store {
+    /// Claims the next eligible job for `worker_id` with a lease of `lease`: the job
+    /// becomes running, its task RUNNING (`started_at` set on the first run) with
+    /// `base_version` = the model's current head. A job resumed from a mid-task
+    /// checkpoint keeps the base it started from, since the checkpoint was trained on it.
+    ///
+    /// Returns `None` when nothing is eligible. On Postgres the candidate row is locked
+    /// with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never wait on each other; if
+    /// two still pick jobs of one model, the partial unique index stops the second, which
+    /// returns `None` and simply polls again. On SQLite the write transaction serializes
+    /// claimers.
+    pub async fn claim_next_job(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+    ) -> Result<Option<ClaimedJob>> {
+        let lease = lease_delta(lease)?;
+        let mut tx = self.db.begin_write().await?;
+        let mut ex = tx.exec();
+        let lock = match ex.backend() {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let pick = format!(
+            "SELECT j.task_id, j.model FROM jobs j \
+             WHERE j.state = 'queued' \
+               AND NOT EXISTS (SELECT 1 FROM jobs r \
+                               WHERE r.model = j.model AND r.state = 'running') \
+               AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.model = j.model \
+                               AND e.state = 'queued' AND e.enqueued_seq < j.enqueued_seq) \
+             ORDER BY j.enqueued_seq LIMIT 1{lock}"
+        );
+        let Some((task_id, model)) = ex
+            .fetch_optional::<(String, String)>(&pick, args![])
+            .await?
+        else {
+            return Ok(None);
+        };
+        let at = now();
+        let lease_until = at + lease;
+        let claimed = ex
+            .execute(
+                "UPDATE jobs SET state = 'running', worker_id = $2, lease_until = $3, \
+                 attempts = attempts + 1 WHERE task_id = $1 AND state = 'queued'",
+                args![&task_id, worker_id, lease_until],
+            )
+            .await;
+        match claimed {
+            Err(e) if is_unique_violation(&e) => return Ok(None),
+            other => other?,
+        };
+        let job: JobLease = ex
+            .fetch_one(
+                "SELECT attempts, resume_checkpoint, resume_step FROM jobs WHERE task_id = $1",
+                args![&task_id],
+            )
+            .await?;
+        let (head,): (Option<i64>,) = ex
+            .fetch_one(
+                "SELECT head_version FROM models WHERE name = $1",
+                args![&model],
+            )
+            .await?;
+        let previous = load_task(&mut ex, &task_id).await?;
+        let base = match (&job.resume_checkpoint, previous.base_version) {
+            (Some(_), Some(base)) => Some(base),
+            _ => head,
+        };
+        ex.execute(
+            "UPDATE tasks SET state = 'running', started_at = COALESCE(started_at, $2), \
+             base_version = $3 WHERE id = $1",
+            args![&task_id, at, base],
+        )
+        .await?;
+        let task = load_task(&mut ex, &task_id).await?;
+        tx.commit().await?;
+        Ok(Some(ClaimedJob {
+            task,
+            worker_id: worker_id.to_owned(),
+            lease_until,
+            attempts: job.attempts,
+            resume_checkpoint: job.resume_checkpoint,
+            resume_step: job.resume_step,
+        }))
+    }
+
+    /// Extends the lease of a running job to now + `lease`. Returns whether a cancel was
+    /// requested for the task, so the worker learns about cancels from any daemon.
+    ///
+    /// # Errors
+    /// [`StoreError::LeaseLost`] if `worker_id` no longer holds the job: the worker must
+    /// stop and publish nothing.
+    pub async fn heartbeat(&self, task_id: &str, worker_id: &str, lease: Duration) -> Result<bool> {
+        let lease_until = now() + lease_delta(lease)?;
+        let mut conn = self.db.acquire().await?;
+        let mut ex = conn.exec();
+        let renewed = ex
+            .execute(
+                "UPDATE jobs SET lease_until = $3 \
+                 WHERE task_id = $1 AND worker_id = $2 AND state = 'running'",
+                args![task_id, worker_id, lease_until],
+            )
+            .await?;
+        if renewed == 0 {
+            return Err(StoreError::LeaseLost {
+                task_id: task_id.to_owned(),
+            });
+        }
+        let (cancel,): (bool,) = ex
+            .fetch_one(
+                "SELECT cancel_requested FROM tasks WHERE id = $1",
+                args![task_id],
+            )
+            .await?;
+        Ok(cancel)
+    }
+
+    /// Records the newest verified mid-task checkpoint of a running job; a restart
+    /// resumes from it. Write the file (and fsync) before calling this.
+    ///
+    /// # Errors
+    /// `NotFound`; `FailedPrecondition` if the job is not running.
+    pub async fn set_resume_checkpoint(&self, task_id: &str, path: &str, step: i64) -> Result<()> {
+        let mut conn = self.db.acquire().await?;
+        let mut ex = conn.exec();
+        let changed = ex
+            .execute(
+                "UPDATE jobs SET resume_checkpoint = $2, resume_step = $3 \
+                 WHERE task_id = $1 AND state = 'running'",
+                args![task_id, path, step],
+            )
+            .await?;
+        if changed == 0 {
+            return Err(not_running(&mut ex, task_id).await);
+        }
+        Ok(())
+    }
+
+    /// Stores the task's latest progress (caller's JSON), read back by `GetTask`.
+    ///
+    /// # Errors
+    /// `NotFound` if the task does not exist.
+    pub async fn update_progress(&self, task_id: &str, progress_json: &str) -> Result<()> {
+        let mut conn = self.db.acquire().await?;
+        let changed = conn
+            .exec()
+            .execute(
+                "UPDATE tasks SET progress_json = $2 WHERE id = $1",
+                args![task_id, progress_json],
+            )
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::not_found(format!("task {task_id}")));
+        }
+        Ok(())
+    }
+
+    /// Startup recovery of a single daemon: every running job was interrupted, so each
+    /// goes back to the queue (task QUEUED, resume checkpoint and base kept, same queue
+    /// position); a task whose cancel was requested becomes CANCELLED instead.
+    /// Returns the requeued task ids.
+    pub async fn requeue_all_running(&self) -> Result<Vec<String>> {
+        self.requeue(None).await
+    }
+
+    /// Like [`Store::requeue_all_running`], but only for jobs whose lease has expired:
+    /// the sweep for several daemons sharing one database.
+    pub async fn requeue_expired(&self) -> Result<Vec<String>> {
+        self.requeue(Some(now())).await
+    }
+
+    /// Requeues running jobs, all of them or those whose lease ended before `expired_before`.
+    async fn requeue(&self, expired_before: Option<DateTime<Utc>>) -> Result<Vec<String>> {
+        const STALE: &str = "state = 'running' AND ($1 IS NULL OR lease_until < $1)";
+        let at = now();
+        let mut tx = self.db.begin_write().await?;
+        let mut ex = tx.exec();
+        // Jobs before tasks, the lock order of every transaction (see `finish_task`).
+        ex.execute(
+            &format!(
+                "UPDATE jobs SET state = 'done', worker_id = NULL, lease_until = NULL \
+                 WHERE {STALE} AND task_id IN (SELECT id FROM tasks WHERE cancel_requested)"
+            ),
+            args![expired_before],
+        )
+        .await?;
+        ex.execute(
+            "UPDATE tasks SET state = 'cancelled', finished_at = $1 \
+             WHERE state = 'running' AND cancel_requested \
+               AND id IN (SELECT task_id FROM jobs WHERE state = 'done')",
+            args![at],
+        )
+        .await?;
+        let mut requeued: Vec<(String,)> = ex
+            .fetch_all(
+                &format!(
+                    "UPDATE jobs SET state = 'queued', worker_id = NULL, lease_until = NULL \
+                     WHERE {STALE} RETURNING task_id"
+                ),
+                args![expired_before],
+            )
+            .await?;
+        ex.execute(
+            "UPDATE tasks SET state = 'queued' WHERE state = 'running' \
+             AND id IN (SELECT task_id FROM jobs WHERE state = 'queued')",
+            args![],
+        )
+        .await?;
+        tx.commit().await?;
+        requeued.sort();
+        Ok(requeued.into_iter().map(|(id,)| id).collect())
+    }
+}

@@ -1,0 +1,299 @@
+//! Models and tasks: creating, submitting, reading, listing, cancelling and failing.
+
+use super::db::{args, now, Exec};
+use super::{
+    decode_token, encode_token, page_limit, ModelRow, NewTask, Result, Store, StoreError,
+    Submitted, TaskRow, TaskState,
+};
+
+/// Columns of [`TaskRow`], in one place for every task query.
+pub(super) const TASK_COLUMNS: &str = "id, model, name, state, idempotency_key, settings_json, \
+     data_dir, n_train, n_eval, base_version, produced_version, error, progress_json, \
+     cancel_requested, created_at, started_at, finished_at";
+
+/// Reads one task, or `NotFound`.
+pub(super) async fn load_task(ex: &mut Exec<'_>, id: &str) -> Result<TaskRow> {
+    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
+    ex.fetch_optional(&sql, args![id])
+        .await?
+        .ok_or_else(|| StoreError::not_found(format!("task {id}")))
+}
+
+/// Reads one model, or `NotFound`.
+pub(super) async fn load_model(ex: &mut Exec<'_>, name: &str) -> Result<ModelRow> {
+    ex.fetch_optional(
+        "SELECT name, preset, head_version, created_at FROM models WHERE name = $1",
+        args![name],
+    )
+    .await?
+    .ok_or_else(|| StoreError::not_found(format!("model {name:?}")))
+}
+
+/// The error for an operation that needs a live task but found a finished one.
+fn already_terminal(task: &TaskRow) -> StoreError {
+    StoreError::FailedPrecondition(format!("task {} is already {}", task.id, task.state))
+}
+
+impl Store {
+    /// Returns the model `name`, creating it with `preset` if it does not exist.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] if the model exists with another preset: its checkpoints
+    /// could not be loaded by a model of a different size.
+    pub async fn create_model_if_absent(&self, name: &str, preset: &str) -> Result<ModelRow> {
+        let mut tx = self.db.begin_write().await?;
+        tx.exec()
+            .execute(
+                "INSERT INTO models (name, preset, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO NOTHING",
+                args![name, preset, now()],
+            )
+            .await?;
+        let model = load_model(&mut tx.exec(), name).await?;
+        tx.commit().await?;
+        if model.preset != preset {
+            return Err(StoreError::Invalid(format!(
+                "model {name:?} uses preset {:?}, not {preset:?}",
+                model.preset
+            )));
+        }
+        Ok(model)
+    }
+
+    /// Reads one model.
+    pub async fn get_model(&self, name: &str) -> Result<ModelRow> {
+        load_model(&mut self.db.acquire().await?.exec(), name).await
+    }
+
+    /// All models, by name.
+    pub async fn list_models(&self) -> Result<Vec<ModelRow>> {
+        let mut conn = self.db.acquire().await?;
+        Ok(conn
+            .exec()
+            .fetch_all(
+                "SELECT name, preset, head_version, created_at FROM models ORDER BY name",
+                args![],
+            )
+            .await?)
+    }
+
+    /// Stores a task (QUEUED) and its queue entry in one transaction.
+    ///
+    /// If the model already has a task with the same idempotency key, nothing is stored
+    /// and that task is returned with `existing = true` — also when two submits race
+    /// (the loser's insert conflicts and it reads the winner's task). `base_version` is
+    /// left unset: it is the head when the task is claimed, not when it is submitted.
+    ///
+    /// # Errors
+    /// `NotFound` if the model does not exist; `AlreadyExists` if the task id is taken.
+    pub async fn submit_task(&self, new: NewTask) -> Result<Submitted> {
+        let mut tx = self.db.begin_write().await?;
+        let mut ex = tx.exec();
+        load_model(&mut ex, &new.model).await?;
+        if let Some(task) = find_by_key(&mut ex, &new.model, new.idempotency_key.as_deref()).await?
+        {
+            return Ok(Submitted {
+                task,
+                existing: true,
+            });
+        }
+        if ex
+            .fetch_optional::<(String,)>("SELECT id FROM tasks WHERE id = $1", args![&new.id])
+            .await?
+            .is_some()
+        {
+            return Err(StoreError::AlreadyExists {
+                what: format!("task {}", new.id),
+            });
+        }
+        let at = now();
+        let inserted = ex
+            .execute(
+                "INSERT INTO tasks (id, model, name, state, idempotency_key, settings_json, \
+                 data_dir, n_train, n_eval, created_at) \
+                 VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (model, idempotency_key) DO NOTHING",
+                args![
+                    &new.id,
+                    &new.model,
+                    &new.name,
+                    new.idempotency_key.clone(),
+                    &new.settings_json,
+                    &new.data_dir,
+                    new.n_train,
+                    new.n_eval,
+                    at,
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            // A concurrent submit with the same key committed first (Postgres).
+            drop(tx);
+            let mut conn = self.db.acquire().await?;
+            let task = find_by_key(&mut conn.exec(), &new.model, new.idempotency_key.as_deref())
+                .await?
+                .ok_or_else(|| StoreError::not_found("task for the idempotency key"))?;
+            return Ok(Submitted {
+                task,
+                existing: true,
+            });
+        }
+        ex.execute(
+            "INSERT INTO jobs (task_id, model, state, enqueued_at) VALUES ($1, $2, 'queued', $3)",
+            args![&new.id, &new.model, at],
+        )
+        .await?;
+        let task = load_task(&mut ex, &new.id).await?;
+        tx.commit().await?;
+        Ok(Submitted {
+            task,
+            existing: false,
+        })
+    }
+
+    /// Reads one task.
+    pub async fn get_task(&self, id: &str) -> Result<TaskRow> {
+        load_task(&mut self.db.acquire().await?.exec(), id).await
+    }
+
+    /// Lists tasks in submission order (`created_at`, then id), optionally filtered.
+    /// Returns the page and the token of the next one (`None` on the last page).
+    ///
+    /// The token is an offset: new tasks sort after existing ones and tasks are never
+    /// deleted, so pages stay stable while tasks are being submitted.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a malformed token.
+    pub async fn list_tasks(
+        &self,
+        model: Option<&str>,
+        state: Option<TaskState>,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> Result<(Vec<TaskRow>, Option<String>)> {
+        let offset = decode_token("t1", page_token)?.unwrap_or(0);
+        let limit = page_limit(page_size);
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks \
+             WHERE ($1 IS NULL OR model = $1) AND ($2 IS NULL OR state = $2) \
+             ORDER BY created_at, id LIMIT $3 OFFSET $4"
+        );
+        let mut conn = self.db.acquire().await?;
+        // One extra row tells whether another page exists.
+        let mut tasks: Vec<TaskRow> = conn
+            .exec()
+            .fetch_all(
+                &sql,
+                args![model, state.map(TaskState::as_str), limit + 1, offset],
+            )
+            .await?;
+        let next = (tasks.len() as i64 > limit).then(|| {
+            tasks.truncate(limit as usize);
+            encode_token("t1", offset + limit)
+        });
+        Ok((tasks, next))
+    }
+
+    /// Cancels a task.
+    ///
+    /// - QUEUED: becomes CANCELLED at once and leaves the queue.
+    /// - RUNNING: stays RUNNING with `cancel_requested = true`; the caller tells the
+    ///   engine, which stops at a step boundary and calls [`Store::mark_cancelled`].
+    ///   (A daemon that restarts before that cancels it in `requeue_*`.)
+    ///
+    /// # Errors
+    /// `NotFound`; `FailedPrecondition` if the task already finished.
+    pub async fn cancel_task(&self, id: &str) -> Result<TaskRow> {
+        let mut tx = self.db.begin_write().await?;
+        let mut ex = tx.exec();
+        let at = now();
+        // Taking the job out of the queue first means a concurrent claim (Postgres) either
+        // got it before us (0 rows: handle it as running) or never will.
+        let dequeued = ex
+            .execute(
+                "UPDATE jobs SET state = 'done' WHERE task_id = $1 AND state = 'queued'",
+                args![id],
+            )
+            .await?;
+        if dequeued == 1 {
+            ex.execute(
+                "UPDATE tasks SET state = 'cancelled', finished_at = $2 WHERE id = $1",
+                args![id, at],
+            )
+            .await?;
+        } else {
+            let task = load_task(&mut ex, id).await?;
+            if task.state.is_terminal() {
+                return Err(already_terminal(&task));
+            }
+            ex.execute(
+                "UPDATE tasks SET cancel_requested = TRUE WHERE id = $1",
+                args![id],
+            )
+            .await?;
+        }
+        let task = load_task(&mut ex, id).await?;
+        tx.commit().await?;
+        Ok(task)
+    }
+
+    /// Records that the engine stopped a task because of a cancel: CANCELLED, finished,
+    /// out of the queue.
+    ///
+    /// # Errors
+    /// `NotFound`; `FailedPrecondition` if the task already finished.
+    pub async fn mark_cancelled(&self, id: &str) -> Result<TaskRow> {
+        self.finish_without_version(id, TaskState::Cancelled, None)
+            .await
+    }
+
+    /// Marks a queued or running task FAILED with `error` and takes it out of the queue.
+    ///
+    /// # Errors
+    /// `NotFound`; `FailedPrecondition` if the task already finished.
+    pub async fn fail_task(&self, id: &str, error: &str) -> Result<TaskRow> {
+        self.finish_without_version(id, TaskState::Failed, Some(error))
+            .await
+    }
+
+    /// Shared by cancel and fail: a terminal state that produces no version.
+    async fn finish_without_version(
+        &self,
+        id: &str,
+        state: TaskState,
+        error: Option<&str>,
+    ) -> Result<TaskRow> {
+        let mut tx = self.db.begin_write().await?;
+        let mut ex = tx.exec();
+        // Job first, then task: every transaction touching both locks them in this order
+        // (jobs, models, tasks), so concurrent ones cannot deadlock on Postgres. A job is
+        // done exactly when its task is terminal.
+        let closed = ex
+            .execute(
+                "UPDATE jobs SET state = 'done', worker_id = NULL, lease_until = NULL \
+                 WHERE task_id = $1 AND state <> 'done'",
+                args![id],
+            )
+            .await?;
+        if closed == 0 {
+            return Err(already_terminal(&load_task(&mut ex, id).await?));
+        }
+        ex.execute(
+            "UPDATE tasks SET state = $2, error = $3, finished_at = $4 WHERE id = $1",
+            args![id, state.as_str(), error, now()],
+        )
+        .await?;
+        let task = load_task(&mut ex, id).await?;
+        tx.commit().await?;
+        Ok(task)
+    }
+}
+
+/// The model's task with this idempotency key, if any (`None` key: never a match).
+async fn find_by_key(ex: &mut Exec<'_>, model: &str, key: Option<&str>) -> Result<Option<TaskRow>> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE model = $1 AND idempotency_key = $2");
+    Ok(ex.fetch_optional(&sql, args![model, key]).await?)
+}

@@ -1,0 +1,195 @@
+//! Logging (tracing) and Prometheus metrics, with one emission point per event.
+//!
+//! Metric names follow `ctp_<name>_<unit>[_total]`. `/metrics` is served by a tiny HTTP/1.1
+//! responder on `metrics_listen` (it answers GET /metrics and 404 otherwise).
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::store::{Store, TaskState};
+use crate::trainer::StepProgress;
+
+/// Initialises tracing once (`RUST_LOG` filters; default info).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,sqlx=warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}
+
+pub struct Metrics {
+    registry: Registry,
+    queue_depth: IntGauge,
+    tasks: IntGaugeVec,
+    steps: IntCounter,
+    samples_per_second: Gauge,
+    step_seconds: Histogram,
+    checkpoint_seconds: Histogram,
+    drift: Gauge,
+    syncs: IntCounter,
+    forgetting: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let registry = Registry::new();
+        let hist = |name: &str, help: &str, buckets: Vec<f64>| {
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("valid histogram")
+        };
+        let m = Metrics {
+            queue_depth: IntGauge::new("ctp_queue_depth", "Tasks waiting in the queue")
+                .expect("valid"),
+            tasks: IntGaugeVec::new(Opts::new("ctp_tasks", "Tasks by state"), &["state"])
+                .expect("valid"),
+            steps: IntCounter::new("ctp_train_steps_total", "Training steps completed")
+                .expect("valid"),
+            samples_per_second: Gauge::new(
+                "ctp_train_samples_per_second",
+                "Training throughput of the running task",
+            )
+            .expect("valid"),
+            step_seconds: hist(
+                "ctp_step_duration_seconds",
+                "Wall time of one training step",
+                vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0],
+            ),
+            checkpoint_seconds: hist(
+                "ctp_checkpoint_write_seconds",
+                "Recording a mid-task checkpoint",
+                vec![0.001, 0.01, 0.1, 0.5, 1.0, 5.0],
+            ),
+            drift: Gauge::new(
+                "ctp_momentum_drift_ratio",
+                "Last measured drift between online and momentum model",
+            )
+            .expect("valid"),
+            syncs: IntCounter::new("ctp_momentum_syncs_total", "Momentum model syncs")
+                .expect("valid"),
+            forgetting: Gauge::new(
+                "ctp_average_forgetting_rm",
+                "Average forgetting (Rm points) of the newest version",
+            )
+            .expect("valid"),
+            registry,
+        };
+        for c in [
+            Box::new(m.queue_depth.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.tasks.clone()),
+            Box::new(m.steps.clone()),
+            Box::new(m.samples_per_second.clone()),
+            Box::new(m.step_seconds.clone()),
+            Box::new(m.checkpoint_seconds.clone()),
+            Box::new(m.drift.clone()),
+            Box::new(m.syncs.clone()),
+            Box::new(m.forgetting.clone()),
+        ] {
+            m.registry.register(c).expect("metric names are unique");
+        }
+        m
+    }
+}
+
+impl Metrics {
+    pub fn observe_step(&self, p: &StepProgress) {
+        let t = &p.times;
+        let ms = t.forward_ms
+            + t.drift_ms
+            + t.sync_ms
+            + t.momentum_ms
+            + t.topology_ms
+            + t.backward_ms
+            + t.optimizer_ms;
+        self.steps.inc();
+        self.step_seconds.observe(ms / 1e3);
+        self.samples_per_second.set(p.samples_per_sec);
+    }
+
+    pub fn observe_sync(&self, drift: f64) {
+        self.syncs.inc();
+        self.drift.set(drift);
+    }
+
+    pub fn observe_checkpoint(&self, seconds: f64) {
+        self.checkpoint_seconds.observe(seconds);
+    }
+
+    pub fn observe_forgetting(&self, v: f64) {
+        self.forgetting.set(v);
+    }
+
+    /// Re-reads task counts per state from the store.
+    pub async fn refresh(&self, store: &Store) {
+        for s in [
+            TaskState::Queued,
+            TaskState::Running,
+            TaskState::Succeeded,
+            TaskState::Failed,
+            TaskState::Cancelled,
+        ] {
+            let mut n = 0i64;
+            let mut token: Option<String> = None;
+            loop {
+                let Ok((rows, next)) = store
+                    .list_tasks(None, Some(s), 1000, token.as_deref())
+                    .await
+                else {
+                    return;
+                };
+                n += rows.len() as i64;
+                match next {
+                    Some(t) => token = Some(t),
+                    None => break,
+                }
+            }
+            self.tasks.with_label_values(&[s.as_str()]).set(n);
+            if s == TaskState::Queued {
+                self.queue_depth.set(n);
+            }
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+/// Serves GET /metrics until `shutdown` resolves.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    state: std::sync::Arc<crate::app::AppState>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let conn = tokio::select! {
+            c = listener.accept() => c,
+            _ = &mut shutdown => return,
+        };
+        let Ok((mut sock, _)) = conn else { continue };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let n = sock.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let resp = if req.starts_with("GET /metrics") {
+                state.metrics.refresh(&state.store).await;
+                let body = state.metrics.render();
+                format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
+            };
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}
