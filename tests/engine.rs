@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering;
 use ctp::metrics::{self, LineageRow};
 use ctp::trainer::checkpoint;
 use ctp::trainer::{
-    Control, EngineConfig, EvalSet, Method, ModelConfig, Preset, Sample, TrainConfig, TrainEvent, TrainOutcome,
-    TrainRequest, TrainerHandle, VersionRef,
+    Control, EngineConfig, EvalSet, Method, ModelConfig, Preset, Sample, TrainConfig, TrainEvent,
+    TrainOutcome, TrainRequest, TrainerHandle, VersionRef,
 };
 
 const COLORS: [(&str, [u8; 3]); 8] = [
@@ -38,24 +38,42 @@ fn task_samples(t: usize) -> Vec<Sample> {
                     let inside = match SHAPES[t] {
                         "square" => dx.abs() <= r && dy.abs() <= r,
                         "disc" => dx * dx + dy * dy <= r * r,
-                        _ => (dx.abs() <= r / 3 && dy.abs() <= r) || (dy.abs() <= r / 3 && dx.abs() <= r),
+                        _ => {
+                            (dx.abs() <= r / 3 && dy.abs() <= r)
+                                || (dy.abs() <= r / 3 && dx.abs() <= r)
+                        }
                     };
                     if inside {
                         px[((y * 32 + x) * 3) as usize..][..3].copy_from_slice(&rgb);
                     }
                 }
             }
-            out.push(Sample { pixels: px, caption: format!("a {sname} {cname} {}", SHAPES[t]) });
+            out.push(Sample {
+                pixels: px,
+                caption: format!("a {sname} {cname} {}", SHAPES[t]),
+            });
         }
     }
     out
 }
 
 fn engine() -> TrainerHandle {
-    TrainerHandle::start(EngineConfig { device: "cpu".into(), threads: 2, weights_dir: assets::weights() }).unwrap()
+    TrainerHandle::start(EngineConfig {
+        device: "cpu".into(),
+        threads: 2,
+        weights_dir: assets::weights(),
+    })
+    .unwrap()
 }
 
-fn request(dir: &Path, name: &str, task: usize, task_index: i64, parent: Option<VersionRef>, train: TrainConfig) -> TrainRequest {
+fn request(
+    dir: &Path,
+    name: &str,
+    task: usize,
+    task_index: i64,
+    parent: Option<VersionRef>,
+    train: TrainConfig,
+) -> TrainRequest {
     TrainRequest {
         model: ModelConfig::preset(Preset::Tiny),
         train,
@@ -70,7 +88,13 @@ fn request(dir: &Path, name: &str, task: usize, task_index: i64, parent: Option<
 }
 
 fn cfg(epochs: i64) -> TrainConfig {
-    TrainConfig { epochs, batch_size: 8, lr: 1e-3, queue_size: 12, ..Default::default() }
+    TrainConfig {
+        epochs,
+        batch_size: 8,
+        lr: 1e-3,
+        queue_size: 12,
+        ..Default::default()
+    }
 }
 
 fn run(h: &TrainerHandle, req: TrainRequest) -> (TrainOutcome, Vec<TrainEvent>) {
@@ -85,7 +109,14 @@ fn run(h: &TrainerHandle, req: TrainRequest) -> (TrainOutcome, Vec<TrainEvent>) 
 
 fn completed(o: &TrainOutcome) -> VersionRef {
     match o {
-        TrainOutcome::Completed { version_path, sha256, .. } => VersionRef { path: version_path.clone(), sha256: sha256.clone() },
+        TrainOutcome::Completed {
+            version_path,
+            sha256,
+            ..
+        } => VersionRef {
+            path: version_path.clone(),
+            sha256: sha256.clone(),
+        },
         other => panic!("expected completion, got {other:?}"),
     }
 }
@@ -102,9 +133,14 @@ fn resume_from_mid_task_checkpoint_is_exact() {
     let mut c = cfg(2);
     c.checkpoint_every = 2;
     c.momentum.threshold = 0.001;
-    let (straight, events) = run(&h, request(dir.path(), "straight", 1, 1, Some(v1.clone()), c.clone()));
+    let (straight, events) = run(
+        &h,
+        request(dir.path(), "straight", 1, 1, Some(v1.clone()), c.clone()),
+    );
     let straight = completed(&straight);
-    assert!(events.iter().any(|e| matches!(e, TrainEvent::Checkpoint { step: 2, .. })));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, TrainEvent::Checkpoint { step: 2, .. })));
     drop(h);
 
     let mid = dir.path().join("mid.safetensors");
@@ -113,8 +149,27 @@ fn resume_from_mid_task_checkpoint_is_exact() {
     let mut req = request(dir.path(), "resumed", 1, 1, Some(v1), c);
     req.resume = Some(mid);
     let (o, events) = run(&fresh, req);
-    assert!(matches!(events[0], TrainEvent::Started { resumed_from: Some(2), .. }), "{:?}", events[0]);
-    let steps: Vec<i64> = events.iter().filter_map(|e| if let TrainEvent::Step(p) = e { Some(p.step) } else { None }).collect();
+    assert!(
+        matches!(
+            events[0],
+            TrainEvent::Started {
+                resumed_from: Some(2),
+                ..
+            }
+        ),
+        "{:?}",
+        events[0]
+    );
+    let steps: Vec<i64> = events
+        .iter()
+        .filter_map(|e| {
+            if let TrainEvent::Step(p) = e {
+                Some(p.step)
+            } else {
+                None
+            }
+        })
+        .collect();
     assert_eq!(steps, vec![3, 4], "only the second half ran");
     let resumed = completed(&o);
 
@@ -136,29 +191,75 @@ fn three_task_continual_run_produces_accuracy_matrix_and_forgetting() {
     let mut parent: Option<VersionRef> = None;
     let mut lineage: Vec<LineageRow> = Vec::new();
     for t in 0..3usize {
-        let (o, events) = run(&h, request(dir.path(), &format!("v{t}"), t, t as i64, parent.clone(), cfg(20)));
-        let losses: Vec<f64> =
-            events.iter().filter_map(|e| if let TrainEvent::Step(p) = e { Some(p.losses["total"]) } else { None }).collect();
+        let (o, events) = run(
+            &h,
+            request(
+                dir.path(),
+                &format!("v{t}"),
+                t,
+                t as i64,
+                parent.clone(),
+                cfg(20),
+            ),
+        );
+        let losses: Vec<f64> = events
+            .iter()
+            .filter_map(|e| {
+                if let TrainEvent::Step(p) = e {
+                    Some(p.losses["total"])
+                } else {
+                    None
+                }
+            })
+            .collect();
         assert_eq!(losses.len(), 40);
         let (first, last) = (losses[0], losses[36..].iter().sum::<f64>() / 4.0);
-        assert!(last < first, "task {t}: loss did not go down ({first} → {last})");
-        if let TrainOutcome::Completed { syncs, momentum_steps, .. } = &o {
-            assert_eq!(syncs.len() as i64, *momentum_steps, "threshold 0 syncs every step");
+        assert!(
+            last < first,
+            "task {t}: loss did not go down ({first} → {last})"
+        );
+        if let TrainOutcome::Completed {
+            syncs,
+            momentum_steps,
+            ..
+        } = &o
+        {
+            assert_eq!(
+                syncs.len() as i64,
+                *momentum_steps,
+                "threshold 0 syncs every step"
+            );
             assert!(syncs.iter().all(|s| s.k == 1));
         }
         let v = completed(&o);
-        let sets: Vec<EvalSet> = (0..=t).map(|j| EvalSet { task_id: j as i64, samples: task_samples(j) }).collect();
+        let sets: Vec<EvalSet> = (0..=t)
+            .map(|j| EvalSet {
+                task_id: j as i64,
+                samples: task_samples(j),
+            })
+            .collect();
         let report = h.evaluate_blocking(model.clone(), v.clone(), sets).unwrap();
         assert_eq!(report.per_task.len(), t + 1);
         let union = report.union.unwrap();
         assert!((0.0..=100.0).contains(&union.rm));
-        let rm: BTreeMap<i64, f64> = report.per_task.iter().map(|e| (e.task_id, e.retrieval.rm)).collect();
-        lineage.push(LineageRow { version: t as i64 + 1, task: t as i64, rm });
+        let rm: BTreeMap<i64, f64> = report
+            .per_task
+            .iter()
+            .map(|e| (e.task_id, e.retrieval.rm))
+            .collect();
+        lineage.push(LineageRow {
+            version: t as i64 + 1,
+            task: t as i64,
+            rm,
+        });
         parent = Some(v);
     }
     // Full lower-triangular matrix.
     for (i, row) in lineage.iter().enumerate() {
-        assert_eq!(row.rm.keys().copied().collect::<Vec<_>>(), (0..=i as i64).collect::<Vec<_>>());
+        assert_eq!(
+            row.rm.keys().copied().collect::<Vec<_>>(),
+            (0..=i as i64).collect::<Vec<_>>()
+        );
     }
     let f = metrics::forgetting_max(&lineage);
     assert_eq!(f.per_task.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
@@ -168,9 +269,16 @@ fn three_task_continual_run_produces_accuracy_matrix_and_forgetting() {
     assert!(metrics::bwt_paper(&lineage).is_some());
     // Every version retrieves its tasks better than chance (Rm = 33.3 for 16 candidates:
     // R@1/5/10 = 6.25/31.25/62.5).
-    eprintln!("accuracy matrix: {:?}", lineage.iter().map(|r| &r.rm).collect::<Vec<_>>());
+    eprintln!(
+        "accuracy matrix: {:?}",
+        lineage.iter().map(|r| &r.rm).collect::<Vec<_>>()
+    );
     for row in &lineage {
-        assert!(row.rm.values().all(|&rm| rm > 100.0 / 3.0 + 5.0), "{:?}", row.rm);
+        assert!(
+            row.rm.values().all(|&rm| rm > 100.0 / 3.0 + 5.0),
+            "{:?}",
+            row.rm
+        );
     }
 }
 
@@ -182,7 +290,12 @@ fn drift_gate_skips_syncs_and_cancel_stops_at_a_step_boundary() {
     let mut c = cfg(4);
     c.momentum.threshold = 1e9;
     let (o, _) = run(&h, request(dir.path(), "gated", 0, 0, None, c));
-    if let TrainOutcome::Completed { syncs, momentum_steps, .. } = o {
+    if let TrainOutcome::Completed {
+        syncs,
+        momentum_steps,
+        ..
+    } = o
+    {
         assert_eq!(momentum_steps, 8);
         assert!(syncs.is_empty());
     } else {
@@ -193,7 +306,10 @@ fn drift_gate_skips_syncs_and_cancel_stops_at_a_step_boundary() {
     c.momentum.check_every = 3;
     let (o, _) = run(&h, request(dir.path(), "every3", 0, 0, None, c));
     if let TrainOutcome::Completed { syncs, .. } = o {
-        assert_eq!(syncs.iter().map(|s| (s.step, s.k)).collect::<Vec<_>>(), vec![(2, 3), (5, 3)]);
+        assert_eq!(
+            syncs.iter().map(|s| (s.step, s.k)).collect::<Vec<_>>(),
+            vec![(2, 3), (5, 3)]
+        );
     }
     let req = request(dir.path(), "cancelled", 0, 0, None, cfg(4));
     req.control.store(Control::CANCEL, Ordering::SeqCst);
@@ -204,6 +320,12 @@ fn drift_gate_skips_syncs_and_cancel_stops_at_a_step_boundary() {
     let mut c = cfg(1);
     c.method = Method::SeqFt;
     let (o, events) = run(&h, request(dir.path(), "seqft", 0, 0, None, c));
-    assert!(matches!(o, TrainOutcome::Completed { momentum_steps: 0, .. }));
+    assert!(matches!(
+        o,
+        TrainOutcome::Completed {
+            momentum_steps: 0,
+            ..
+        }
+    ));
     assert!(events.iter().all(|e| !matches!(e, TrainEvent::Sync(_))));
 }

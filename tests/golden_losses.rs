@@ -22,8 +22,17 @@ fn every_loss_term_matches_pytorch() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.safetensors");
     let named: Vec<(String, Tensor)> = [
-        ("v", &v), ("w", &w), ("v_ref", &v_ref), ("w_ref", &w_ref), ("v_m", &v_m), ("w_m", &w_m),
-        ("img_queue", &img_queue), ("txt_queue", &txt_queue), ("z", &z), ("z_m", &z_m), ("labels", &labels),
+        ("v", &v),
+        ("w", &w),
+        ("v_ref", &v_ref),
+        ("w_ref", &w_ref),
+        ("v_m", &v_m),
+        ("w_m", &w_m),
+        ("img_queue", &img_queue),
+        ("txt_queue", &txt_queue),
+        ("z", &z),
+        ("z_m", &z_m),
+        ("labels", &labels),
     ]
     .iter()
     .map(|(n, t)| (n.to_string(), t.shallow_clone()))
@@ -32,7 +41,10 @@ fn every_loss_term_matches_pytorch() {
     checkpoint::save(&input, &named, &serde_json::json!({})).unwrap();
     let output = dir.path().join("out.json");
     let status = std::process::Command::new(assets::python())
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/losses.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/golden/losses.py"
+        ))
         .arg(&input)
         .arg(&output)
         .status()
@@ -42,7 +54,10 @@ fn every_loss_term_matches_pytorch() {
 
     let got = [
         ("itc", losses::itc(&v, &w, temp)),
-        ("itc_queue", losses::queue_itc(&v, &w, &v_m, &w_m, &img_queue, &txt_queue, temp)),
+        (
+            "itc_queue",
+            losses::queue_itc(&v, &w, &v_m, &w_m, &img_queue, &txt_queue, temp),
+        ),
         ("mlm", losses::mlm(&z, &labels)),
         ("mlm_distill", losses::mlm_distill(&z, &z_m, 1.0)),
         ("tp_cross", losses::tp_cross(&v, &w, &v_ref, &w_ref, temp)),
@@ -53,9 +68,22 @@ fn every_loss_term_matches_pytorch() {
         let wv = want[name].as_f64().unwrap();
         let tol = 1e-5 * wv.abs().max(1.0);
         assert!((g - wv).abs() < tol, "{name}: ctp {g} vs pytorch {wv}");
-        assert!(g.is_finite() && g.abs() > 1e-6, "{name} is degenerate ({g}); the test would prove nothing");
+        assert!(
+            g.is_finite() && g.abs() > 1e-6,
+            "{name} is degenerate ({g}); the test would prove nothing"
+        );
     }
     // Topology preservation vanishes when the current model equals the reference.
-    assert!(losses::tp_cross(&v, &w, &v, &w, temp).double_value(&[]).abs() < 1e-6);
-    assert!(losses::tp_intra(&v, &w, &v, &w, temp).double_value(&[]).abs() < 1e-6);
+    assert!(
+        losses::tp_cross(&v, &w, &v, &w, temp)
+            .double_value(&[])
+            .abs()
+            < 1e-6
+    );
+    assert!(
+        losses::tp_intra(&v, &w, &v, &w, temp)
+            .double_value(&[])
+            .abs()
+            < 1e-6
+    );
 }

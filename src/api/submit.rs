@@ -55,7 +55,7 @@ fn parse_header(state: &AppState, h: pb::TaskHeader) -> Result<Header, ApiError>
     };
     let preset = Preset::parse(preset_name).ok_or_else(|| {
         ApiError::Invalid(format!(
-            "header.preset: unknown model preset {:?} (tiny, small, base)",
+            "header.preset: unknown model preset {:?} (tiny, small, small-split, base)",
             h.preset
         ))
     })?;

@@ -10,6 +10,11 @@ pub enum Preset {
     Tiny,
     /// EfficientNet-Lite0 (ImageNet) + all-MiniLM-L6-v2 + 2 fusion layers at 64 px. Demo/CPU.
     Small,
+    /// `small` with the paper's split instead: MiniLM layers 0–2 encode text, layers 3–5 get
+    /// cross-attention and form the fusion encoder (no extra layers). Kept for the layout
+    /// measurement in docs/decisions.md.
+    #[serde(rename = "small-split")]
+    SmallSplit,
     /// ViT-B/16 + BERT-base shape (6 text + 6 fusion layers) at 224 px, as the paper. GPU.
     Base,
 }
@@ -19,6 +24,7 @@ impl Preset {
         match s {
             "tiny" => Some(Preset::Tiny),
             "small" => Some(Preset::Small),
+            "small-split" => Some(Preset::SmallSplit),
             "base" => Some(Preset::Base),
             _ => None,
         }
@@ -27,6 +33,7 @@ impl Preset {
         match self {
             Preset::Tiny => "tiny",
             Preset::Small => "small",
+            Preset::SmallSplit => "small-split",
             Preset::Base => "base",
         }
     }
@@ -144,6 +151,7 @@ impl ModelConfig {
                 vit_layers: 0,
                 vit_heads: 0,
             },
+            Preset::SmallSplit => ModelConfig { preset: p, layers: 6, fusion_layers: 3, ..ModelConfig::preset(Preset::Small) },
             Preset::Base => ModelConfig {
                 preset: p,
                 image_size: 224,

@@ -112,19 +112,25 @@ impl DriftGate {
         Some(rec)
     }
 
-    /// θc ← m^k·θc + (1 − m^k)·T.
+    /// θc ← m^k·θc + (1 − m^k)·T, as one or two in-place `lerp_` passes (no temporaries).
+    ///
+    /// Task ≥ 1 expands to θc ← m^k·θc + a·θ_{t−1} + b·θ with a = (1−m^k)α, b = (1−m^k)(1−α):
+    /// lerp toward θ_{t−1} with w1 = 1 − m^k/(1−b), then toward θ with w2 = b.
     fn sync(&self, k: i64, p: &GateParams) {
         let _guard = tch::no_grad_guard();
         let mk = self.decay().powi(k as i32);
-        let alpha = self.cfg.alpha;
         for (i, (o, m)) in p.online.iter().zip(p.momentum).enumerate() {
             let mut m = m.shallow_clone();
-            let target = match p.reference {
-                Some(r) => &r[i] * alpha + o * (1.0 - alpha),
-                None => o.shallow_clone(),
-            };
-            let _ = m.g_mul_scalar_(mk);
-            let _ = m.g_add_(&(target * (1.0 - mk)));
+            match p.reference {
+                Some(r) => {
+                    let b = (1.0 - mk) * (1.0 - self.cfg.alpha);
+                    let _ = m.lerp_(&r[i], 1.0 - mk / (1.0 - b));
+                    let _ = m.lerp_(o, b);
+                }
+                None => {
+                    let _ = m.lerp_(o, 1.0 - mk);
+                }
+            }
         }
     }
 }

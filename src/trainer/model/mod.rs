@@ -43,7 +43,7 @@ impl CtpModel {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let (vision, width) = match cfg.preset {
-            Preset::Small => (
+            Preset::Small | Preset::SmallSplit => (
                 Vision::EfficientNet(efficientnet::EfficientNetLite0::new(&(&root / "visual"))),
                 efficientnet::FEATURE_DIM,
             ),
@@ -213,7 +213,7 @@ impl CtpModel {
 
     /// Loads the preset's pretrained weights (small: EfficientNet-Lite0 + MiniLM) from `weights_dir`.
     pub fn load_pretrained(&mut self, weights_dir: &Path) -> Result<(), String> {
-        if self.cfg.preset != Preset::Small {
+        if !matches!(self.cfg.preset, Preset::Small | Preset::SmallSplit) {
             return Ok(());
         }
         let read = |p: &Path| {

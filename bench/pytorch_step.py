@@ -1,0 +1,247 @@
+"""The CTP training step of ctp's `small` preset, written in eager PyTorch, for throughput
+comparison (`ctp-bench compare` runs this and ctp's own step in the same invocation).
+
+Same architecture (EfficientNet-Lite0 with TF SAME padding + all-MiniLM-L6-v2 + 2 fusion layers
+with cross-attention, mean-pooled text, 256-d projections), same pretrained weights (read from
+the same safetensors), same batch, and every CTP loss term of a task >= 1 step: ITC, MLM (logits
+at masked positions only), compatible momentum update + momentum forward + queue ITC + MLM
+distillation, topology preservation against the frozen previous-task model, AdamW.
+
+Usage: python pytorch_step.py WEIGHTS_DIR BATCH STEPS THREADS  -> one JSON line.
+"""
+import copy
+import json
+import math
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from tokenizers import Tokenizer
+
+WEIGHTS, BATCH, STEPS, THREADS = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(THREADS)
+torch.manual_seed(0)
+TAU, SIZE, MAXLEN, QUEUE = 0.07, 64, 16, 1024
+
+
+def same_pad(x, k, s):
+    h, w = x.shape[-2:]
+    ph = max((math.ceil(h / s) - 1) * s + k - h, 0)
+    pw = max((math.ceil(w / s) - 1) * s + k - w, 0)
+    return F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+
+
+class MBConv(nn.Module):
+    def __init__(self, i, o, k, s, e):
+        super().__init__()
+        m = i * e
+        self.k, self.s, self.res = k, s, s == 1 and i == o
+        if e != 1:
+            self._expand_conv = nn.Conv2d(i, m, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(m, eps=1e-3)
+        self.e = e
+        self._depthwise_conv = nn.Conv2d(m, m, k, s, groups=m, bias=False)
+        self._bn1 = nn.BatchNorm2d(m, eps=1e-3)
+        self._project_conv = nn.Conv2d(m, o, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(o, eps=1e-3)
+
+    def forward(self, x):
+        h = x
+        if self.e != 1:
+            h = F.relu6(self._bn0(self._expand_conv(h)))
+        h = F.relu6(self._bn1(self._depthwise_conv(same_pad(h, self.k, self.s))))
+        h = self._bn2(self._project_conv(h))
+        return h + x if self.res else h
+
+
+class EffNet(nn.Module):
+    STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
+              (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
+
+    def __init__(self):
+        super().__init__()
+        self._conv_stem = nn.Conv2d(3, 32, 3, 2, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, eps=1e-3)
+        blocks = []
+        for r, k, s, e, i, o in self.STAGES:
+            for j in range(r):
+                blocks.append(MBConv(i if j == 0 else o, o, k, s if j == 0 else 1, e))
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(1280, eps=1e-3)
+
+    def forward(self, x):
+        h = F.relu6(self._bn0(self._conv_stem(same_pad(x, 3, 2))))
+        for b in self._blocks:
+            h = b(h)
+        m = F.relu6(self._bn1(self._conv_head(h)))
+        pooled = m.mean((2, 3))
+        return torch.cat([pooled.unsqueeze(1), m.flatten(2).transpose(1, 2)], 1), pooled
+
+
+class Attn(nn.Module):
+    def __init__(self, h, kv, heads):
+        super().__init__()
+        self.heads = heads
+        self.query, self.key, self.value = nn.Linear(h, h), nn.Linear(kv, h), nn.Linear(kv, h)
+        self.dense, self.norm = nn.Linear(h, h), nn.LayerNorm(h, eps=1e-12)
+
+    def forward(self, x, kv, mask, p):
+        b, l, h = x.shape
+        sp = lambda t: t.view(b, t.shape[1], self.heads, h // self.heads).transpose(1, 2)
+        ctx = F.scaled_dot_product_attention(sp(self.query(x)), sp(self.key(kv)), sp(self.value(kv)), attn_mask=mask, dropout_p=p)
+        y = F.dropout(self.dense(ctx.transpose(1, 2).reshape(b, l, h)), p)
+        return self.norm(y + x)
+
+
+class Layer(nn.Module):
+    def __init__(self, h, inter, heads, cross, img_w):
+        super().__init__()
+        self.attn = Attn(h, h, heads)
+        self.cross = Attn(h, img_w, heads) if cross else None
+        self.inter, self.out, self.norm = nn.Linear(h, inter), nn.Linear(inter, h), nn.LayerNorm(h, eps=1e-12)
+
+    def forward(self, x, mask, img, p):
+        h = self.attn(x, x, mask, p)
+        if self.cross is not None and img is not None:
+            h = self.cross(h, img, None, p)
+        return self.norm(F.dropout(self.out(F.gelu(self.inter(h))), p) + h)
+
+
+class CTP(nn.Module):
+    def __init__(self, vocab):
+        super().__init__()
+        H = 384
+        self.visual = EffNet()
+        self.word, self.pos, self.tt = nn.Embedding(vocab, H), nn.Embedding(512, H), nn.Embedding(2, H)
+        self.emb_norm = nn.LayerNorm(H, eps=1e-12)
+        self.layers = nn.ModuleList([Layer(H, 1536, 12, i >= 6, 1280) for i in range(8)])
+        self.mlm_dense, self.mlm_norm = nn.Linear(H, H), nn.LayerNorm(H, eps=1e-12)
+        self.mlm_bias = nn.Parameter(torch.zeros(vocab))
+        self.vision_proj, self.text_proj = nn.Linear(1280, 256), nn.Linear(H, 256)
+
+    def embed(self, ids, p):
+        pos = torch.arange(ids.shape[1]).unsqueeze(0)
+        return F.dropout(self.emb_norm(self.word(ids) + self.pos(pos) + self.tt(torch.zeros_like(ids))), p)
+
+    def features(self, img, ids, mask, p):
+        tokens, pooled = self.visual(img)
+        m = mask.bool()[:, None, None, :]
+        x = self.embed(ids, p)
+        for layer in self.layers[:6]:
+            x = layer(x, m, None, p)
+        mm = mask.unsqueeze(-1).float()
+        txt = (x * mm).sum(1) / mm.sum(1).clamp_min(1e-9)
+        return F.normalize(self.vision_proj(pooled), dim=-1), F.normalize(self.text_proj(txt), dim=-1), tokens
+
+    def mlm_logits(self, mids, mask, img_tokens, positions, p):
+        m = mask.bool()[:, None, None, :]
+        x = self.embed(mids, p)
+        for layer in self.layers:
+            x = layer(x, m, img_tokens, p)
+        h = x.reshape(-1, x.shape[-1]).index_select(0, positions)
+        h = self.mlm_norm(F.gelu(self.mlm_dense(h)))
+        return h @ self.word.weight.t() + self.mlm_bias
+
+
+def load(model):
+    eff = load_file(f"{WEIGHTS}/efficientnet-lite0.safetensors")
+    model.visual.load_state_dict({k: v for k, v in eff.items() if not k.startswith("_fc")}, strict=False)
+    ml = load_file(f"{WEIGHTS}/minilm/model.safetensors")
+    sd = {"word.weight": ml["embeddings.word_embeddings.weight"], "pos.weight": ml["embeddings.position_embeddings.weight"],
+          "tt.weight": ml["embeddings.token_type_embeddings.weight"], "emb_norm.weight": ml["embeddings.LayerNorm.weight"],
+          "emb_norm.bias": ml["embeddings.LayerNorm.bias"]}
+    for i in range(6):
+        p = f"encoder.layer.{i}."
+        for a, b in [("query", "attention.self.query"), ("key", "attention.self.key"), ("value", "attention.self.value"),
+                     ("dense", "attention.output.dense")]:
+            for w in ("weight", "bias"):
+                sd[f"layers.{i}.attn.{a}.{w}"] = ml[p + b + "." + w]
+        for w in ("weight", "bias"):
+            sd[f"layers.{i}.attn.norm.{w}"] = ml[p + "attention.output.LayerNorm." + w]
+            sd[f"layers.{i}.inter.{w}"] = ml[p + "intermediate.dense." + w]
+            sd[f"layers.{i}.out.{w}"] = ml[p + "output.dense." + w]
+            sd[f"layers.{i}.norm.{w}"] = ml[p + "output.LayerNorm." + w]
+    model.load_state_dict(sd, strict=False)
+
+
+tok = Tokenizer.from_file(f"{WEIGHTS}/minilm/tokenizer.json")
+tok.no_padding()
+vocab = tok.get_vocab_size()
+online = CTP(vocab)
+load(online)
+online.train()
+online.visual.eval()  # BN frozen (ctp's default policy)
+ref = copy.deepcopy(online).eval().requires_grad_(False)
+mom = copy.deepcopy(online).eval().requires_grad_(False)
+iq, tq = F.normalize(torch.randn(QUEUE, 256), dim=-1), F.normalize(torch.randn(QUEUE, 256), dim=-1)
+ptr = 0
+opt = torch.optim.AdamW(online.parameters(), lr=1e-4, weight_decay=0.05)
+g = torch.Generator().manual_seed(1)
+words = ["red", "smiling", "face", "dog", "flag", "blue", "car", "music", "heart", "tree"]
+
+
+def batch():
+    img = (torch.randint(0, 256, (BATCH, 3, SIZE, SIZE), generator=g).float() - 127) / 128
+    caps = [" ".join(words[(i * 7 + j * 3) % 10] for j in range(6)) for i in range(BATCH)]
+    enc = [e.ids[:MAXLEN] for e in tok.encode_batch(caps)]
+    L = max(len(e) for e in enc)
+    ids = torch.tensor([e + [0] * (L - len(e)) for e in enc])
+    return img, ids, (ids != 0).long()
+
+
+def mask_tokens(ids):
+    chosen = torch.bernoulli(torch.full(ids.shape, 0.15)).bool() & (ids != 0) & (ids != 101)
+    replace = torch.bernoulli(torch.full(ids.shape, 0.8)).bool() & chosen
+    rand = torch.bernoulli(torch.full(ids.shape, 0.5)).bool() & chosen & ~replace
+    m = ids.masked_fill(replace, 103)
+    m = torch.where(rand, torch.randint(vocab, ids.shape), m)
+    pos = chosen.view(-1).nonzero().view(-1)
+    return m, pos, ids.view(-1)[pos]
+
+
+def kl(t, s):
+    return F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")
+
+
+params_o = [p for p in online.parameters()]
+params_m, params_r = list(mom.parameters()), list(ref.parameters())
+times = []
+for step in range(STEPS + 2):
+    img, ids, mask = batch()
+    t0 = time.perf_counter()
+    v, w, tokens = online.features(img, ids, mask, 0.1)
+    mids, pos, labels = mask_tokens(ids)
+    z = online.mlm_logits(mids, mask, tokens, pos, 0.1)
+    y = torch.arange(BATCH)
+    l_ita = 0.5 * (F.cross_entropy(v @ w.t() / TAU, y) + F.cross_entropy(w @ v.t() / TAU, y))
+    l_mlm = F.cross_entropy(z, labels)
+    with torch.no_grad():
+        for pm, po, pr in zip(params_m, params_o, params_r):  # per-step compatible momentum update
+            pm.mul_(0.9).add_(po, alpha=0.05).add_(pr, alpha=0.05)
+        vm, wm, tm = mom.features(img, ids, mask, 0.0)
+        zm = mom.mlm_logits(mids, mask, tm, pos, 0.0)
+    l_q = 0.5 * (F.cross_entropy(v @ torch.cat([wm, tq]).t() / TAU, y) + F.cross_entropy(w @ torch.cat([vm, iq]).t() / TAU, y))
+    l_dis = -(F.softmax(zm, -1) * F.log_softmax(z, -1)).sum(-1).mean()
+    idx = (torch.arange(BATCH) + ptr) % QUEUE
+    iq[idx], tq[idx] = vm, wm
+    ptr = (ptr + BATCH) % QUEUE
+    with torch.no_grad():
+        vr, wr, _ = ref.features(img, ids, mask, 0.0)
+    eye = torch.arange(BATCH).unsqueeze(1)
+    sm = lambda a: (a @ a.t()).scatter(1, eye, -1000) / TAU
+    l_c = 0.5 * (kl(vr @ wr.t() / TAU, v @ w.t() / TAU) + kl(wr @ vr.t() / TAU, w @ v.t() / TAU))
+    l_s = 0.5 * (kl(sm(vr), sm(v)) + kl(sm(wr), sm(w)))
+    loss = l_ita + l_mlm + l_q + l_dis + l_c + l_s
+    opt.zero_grad(set_to_none=False)
+    loss.backward()
+    opt.step()
+    loss.item()
+    times.append(time.perf_counter() - t0)
+meas = times[2:]
+sps = len(meas) / sum(meas)
+print(json.dumps({"impl": "pytorch-eager", "batch": BATCH, "steps_per_sec": sps, "samples_per_sec": sps * BATCH,
+                  "threads": THREADS, "torch": torch.__version__}))
