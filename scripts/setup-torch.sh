@@ -3,13 +3,13 @@
 set -euo pipefail
 . "$(dirname "$0")/env.sh"
 want=2.11.0
-if [ -x "$CTP_PYTHON" ] && "$CTP_PYTHON" -c "import torch,sys; import safetensors, tokenizers; sys.exit(0 if torch.__version__.split('+')[0]=='$want' else 1)" 2>/dev/null; then
+if [ -x "$CTP_PYTHON" ] && "$CTP_PYTHON" -c "import torch,sys; import safetensors, tokenizers, grpc, grpc_tools; sys.exit(0 if torch.__version__.split('+')[0]=='$want' else 1)" 2>/dev/null; then
   exit 0
 fi
 echo "ctp: installing torch==$want into $CTP_VENV (about 1 minute, 4.6 GB) ..." >&2
 mkdir -p "$CTP_CACHE"
 python3 -m venv "$CTP_VENV"
-if ! "$CTP_VENV/bin/pip" install -q --disable-pip-version-check "torch==$want" numpy safetensors tokenizers; then
+if ! "$CTP_VENV/bin/pip" install -q --disable-pip-version-check "torch==$want" numpy safetensors tokenizers grpcio grpcio-tools; then
   echo "ctp: error: could not install torch==$want from PyPI (is https://pypi.org reachable?)" >&2
   exit 1
 fi

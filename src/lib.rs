@@ -13,6 +13,7 @@
 //! - [`client`] / [`datasets`]: `ctpctl` (the CLI client), WebDataset/JSONL readers, EmojiCL.
 pub mod api;
 pub mod app;
+pub mod client;
 pub mod config;
 pub mod datasets;
 pub mod hub;

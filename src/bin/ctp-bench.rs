@@ -229,32 +229,80 @@ fn child_row(args: &[String]) -> Result<Row> {
     Ok(serde_json::from_slice(out.stdout.trim_ascii())?)
 }
 
-fn step_args(preset: &str, batch: i64, steps: i64, threshold: f64, device: &str, threads: i32) -> Vec<String> {
-    ["step-one", "--preset", preset, "--batch", &batch.to_string(), "--steps", &steps.to_string()]
-        .into_iter()
-        .map(String::from)
-        .chain(["--threshold".into(), threshold.to_string(), "--device".into(), device.into(), "--threads".into(), threads.to_string()])
-        .collect()
+fn step_args(
+    preset: &str,
+    batch: i64,
+    steps: i64,
+    threshold: f64,
+    device: &str,
+    threads: i32,
+) -> Vec<String> {
+    [
+        "step-one",
+        "--preset",
+        preset,
+        "--batch",
+        &batch.to_string(),
+        "--steps",
+        &steps.to_string(),
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain([
+        "--threshold".into(),
+        threshold.to_string(),
+        "--device".into(),
+        device.into(),
+        "--threads".into(),
+        threads.to_string(),
+    ])
+    .collect()
 }
 
-fn compare(batch: i64, steps: i64, threads: i32, gated: f64, python: &str, json: Option<std::path::PathBuf>) -> Result<()> {
+fn compare(
+    batch: i64,
+    steps: i64,
+    threads: i32,
+    gated: f64,
+    python: &str,
+    json: Option<std::path::PathBuf>,
+) -> Result<()> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/pytorch_step.py");
     let weights = ctp::trainer::EngineConfig::default().weights_dir;
     let out = Command::new(python)
-        .args([script, &weights.to_string_lossy(), &batch.to_string(), &steps.to_string(), &threads.to_string()])
+        .args([
+            script,
+            &weights.to_string_lossy(),
+            &batch.to_string(),
+            &steps.to_string(),
+            &threads.to_string(),
+        ])
         .output()
         .context("running the PyTorch step")?;
     if !out.status.success() {
-        bail!("PyTorch step failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "PyTorch step failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let torch: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii())?;
     let every = child_row(&step_args("small", batch, steps, 0.0, "cpu", threads))?;
     let gated_row = child_row(&step_args("small", batch, steps, gated, "cpu", threads))?;
-    let torch_sps = torch["samples_per_sec"].as_f64().context("no samples_per_sec from PyTorch")?;
+    let torch_sps = torch["samples_per_sec"]
+        .as_f64()
+        .context("no samples_per_sec from PyTorch")?;
     println!("| implementation | momentum sync | samples/s | step ms | vs PyTorch | syncs |");
     println!("|---|---|---|---|---|---|");
-    println!("| PyTorch eager {} | every step | {:.1} | {:.0} | 1.00x | - |", torch["torch"].as_str().unwrap_or(""), torch_sps, 1e3 * batch as f64 / torch_sps);
-    for (name, r) in [("every step (threshold 0)", &every), (&*format!("drift-gated (threshold {gated})"), &gated_row)] {
+    println!(
+        "| PyTorch eager {} | every step | {:.1} | {:.0} | 1.00x | - |",
+        torch["torch"].as_str().unwrap_or(""),
+        torch_sps,
+        1e3 * batch as f64 / torch_sps
+    );
+    for (name, r) in [
+        ("every step (threshold 0)", &every),
+        (&*format!("drift-gated (threshold {gated})"), &gated_row),
+    ] {
         println!(
             "| ctp | {name} | {:.1} | {:.0} | {:.2}x | {}/{} |",
             r.samples_per_sec,
@@ -265,7 +313,8 @@ fn compare(batch: i64, steps: i64, threads: i32, gated: f64, python: &str, json:
         );
     }
     if let Some(path) = json {
-        let v = serde_json::json!({"pytorch": torch, "ctp_every_step": every, "ctp_gated": gated_row});
+        let v =
+            serde_json::json!({"pytorch": torch, "ctp_every_step": every, "ctp_gated": gated_row});
         std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
     }
     Ok(())
@@ -273,7 +322,14 @@ fn compare(batch: i64, steps: i64, threads: i32, gated: f64, python: &str, json:
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Compare { batch, steps, threads, gated_threshold, python, json } => {
+        Cmd::Compare {
+            batch,
+            steps,
+            threads,
+            gated_threshold,
+            python,
+            json,
+        } => {
             compare(batch, steps, threads, gated_threshold, &python, json)?;
         }
         Cmd::StepOne {

@@ -151,7 +151,12 @@ impl ModelConfig {
                 vit_layers: 0,
                 vit_heads: 0,
             },
-            Preset::SmallSplit => ModelConfig { preset: p, layers: 6, fusion_layers: 3, ..ModelConfig::preset(Preset::Small) },
+            Preset::SmallSplit => ModelConfig {
+                preset: p,
+                layers: 6,
+                fusion_layers: 3,
+                ..ModelConfig::preset(Preset::Small)
+            },
             Preset::Base => ModelConfig {
                 preset: p,
                 image_size: 224,

@@ -112,9 +112,15 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, TrainerError>) -> Result<T, TrainerE
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(TrainerError::Panic(panic_message(p))))
 }
 
+/// libtorch's default CPU generator is process-wide, so two engines in one process (tests,
+/// benchmarks) would interleave their seeded random streams. Engines therefore take turns, one
+/// command at a time; the daemon runs a single engine, which never waits here.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl Engine {
     fn serve(&mut self, rx: Receiver<Command>) {
         while let Ok(cmd) = rx.recv() {
+            let _turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             match cmd {
                 Command::Train { req, events, reply } => {
                     let emit = |e| {

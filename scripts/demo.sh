@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The main job: EmojiCL (nine emoji domains, real registry data) through ctpd on the embedded
+# default (SQLite + a local data dir), driven by ctpctl. Installs what it needs, builds, starts the
+# daemon, trains the nine tasks with progress bars, shows a rollback, prints the accuracy /
+# forgetting table and writes an HTML report.
+#
+#   bash scripts/demo.sh            # about 10 minutes of training on 2 CPU cores; a GPU is used if present
+#   CTP_DEMO_MAX_TRAIN=64 CTP_DEMO_EPOCHS=4 bash scripts/demo.sh   # a quicker look
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+. "$here/env.sh"
+"$here/setup-data.sh" >/dev/null
+cd "$here/.."
+echo "== building ctpd and ctpctl" >&2
+cargo build --bins -q
+bin="$CARGO_TARGET_DIR/debug"
+work="${CTP_DEMO_DIR:-$PWD/ctp-demo}"
+rm -rf "$work"
+mkdir -p "$work"
+port="${CTP_DEMO_PORT:-50551}"
+export CTP_ADDR="http://127.0.0.1:$port"
+max_train="${CTP_DEMO_MAX_TRAIN:-128}"
+max_eval="${CTP_DEMO_MAX_EVAL:-64}"
+epochs="${CTP_DEMO_EPOCHS:-10}"
+
+echo "== exporting EmojiCL as WebDataset shards (Noto art to train, Twemoji art to evaluate)" >&2
+"$bin/ctpctl" emojicl export --out "$work/emojicl" --format webdataset --max-train "$max_train" --max-eval "$max_eval" >&2
+
+echo "== starting ctpd (SQLite in $work/data)" >&2
+"$bin/ctpd" --listen "127.0.0.1:$port" --data-dir "$work/data" >"$work/ctpd.log" 2>&1 &
+daemon=$!
+trap 'kill -TERM $daemon 2>/dev/null; wait $daemon 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  "$bin/ctpctl" health >/dev/null 2>&1 && break
+  sleep 0.2
+done
+"$bin/ctpctl" health
+
+shards=("$work"/emojicl/*/)
+submit() { # name dir learning-rate
+  "$bin/ctpctl" submit --model emoji --preset small --name "$1" --epochs "$epochs" --batch-size 32 --lr "$3" --wait "$2"
+}
+i=0
+for dir in "${shards[@]}"; do
+  name="$(basename "$dir")"
+  i=$((i + 1))
+  if [ "$i" -eq 5 ]; then
+    echo "== task $name with a learning rate that is far too high: this version will forget" >&2
+    submit "$name (lr 3e-3)" "$dir" 3e-3 || true
+    echo "== the new version is worse on earlier tasks; roll back to the previous version" >&2
+    "$bin/ctpctl" versions --model emoji
+    head=$("$bin/ctpctl" --json versions --model emoji | python3 -c 'import json,sys; v=json.load(sys.stdin)["versions"]; print(max(x["version"] for x in v))')
+    "$bin/ctpctl" rollback --model emoji --to $((head - 1)) --expected-head "$head" --reason "lr 3e-3 forgot earlier tasks"
+    echo "== retrain $name from the rolled-back version" >&2
+  fi
+  submit "$name" "$dir" 3e-4
+done
+
+echo "== versions: Rm on every task seen so far, forgetting, momentum syncs" >&2
+"$bin/ctpctl" versions --model emoji
+"$bin/ctpctl" report --model emoji --out "$work/report"
+echo "report: $work/report/index.html"

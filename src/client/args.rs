@@ -1,0 +1,314 @@
+//! Command-line definitions of `ctpctl` (clap derive). Only parsing lives here, so the
+//! binary stays a two-liner and the argument grammar is unit-testable.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Shown under `ctpctl --help`: scripts branch on these, so they are part of the interface.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (for watch/submit --wait: the task SUCCEEDED)
+  1  usage or local error (bad arguments, unreadable dataset, cannot write output)
+  2  the daemon rejected the request (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION,
+     ABORTED, ALREADY_EXISTS, PERMISSION_DENIED, UNAUTHENTICATED, INTERNAL, ...)
+  3  daemon unavailable / connection failed (UNAVAILABLE, DEADLINE_EXCEEDED, not serving)
+  4  the watched task ended FAILED or CANCELLED
+
+Errors from the daemon are printed as one line on stderr: `error: <CODE>: <message>`.";
+
+/// ctpctl — control a ctpd continual-training daemon, and prepare datasets for it.
+#[derive(Debug, Parser)]
+#[command(name = "ctpctl", version, after_long_help = EXIT_CODES, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Daemon address (http://host:port, or https://… with TLS).
+    #[arg(
+        long,
+        global = true,
+        env = "CTP_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub addr: String,
+    /// Bearer token, sent as `authorization: Bearer <token>`.
+    #[arg(long, global = true, env = "CTP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM CA certificate to verify an https:// daemon with.
+    #[arg(long, global = true, env = "CTP_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Machine-readable JSON on stdout (and no progress bars).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Upload a dataset as a new training task (a .tar, a folder of .tar shards, or a .jsonl).
+    Submit(SubmitArgs),
+    /// Follow a task's progress until it ends (reconnects without losing events).
+    Watch(WatchArgs),
+    /// List tasks (all pages).
+    Tasks(TasksArgs),
+    /// Show a model's versions with their evaluation (Rm per task, forgetting, BWT).
+    Versions(ModelArg),
+    /// Move a model's head to an earlier version.
+    Rollback(RollbackArgs),
+    /// Cancel a queued or running task.
+    Cancel(TaskIdArg),
+    /// Embed images and/or texts with a version.
+    Embed(EmbedArgs),
+    /// Rank the images of a folder against a text query.
+    Search(SearchArgs),
+    /// Check the daemon's gRPC health service.
+    Health(HealthArgs),
+    /// Write an HTML report with charts of a model's continual-training history.
+    Report(ReportArgs),
+    /// The EmojiCL benchmark (9 emoji domains).
+    Emojicl {
+        #[command(subcommand)]
+        command: EmojiclCommand,
+    },
+}
+
+/// Training method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MethodArg {
+    /// CTP (compatible momentum contrast + topology preservation).
+    Ctp,
+    /// Sequential fine-tuning (the lower bound).
+    Seqft,
+}
+
+/// BatchNorm policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BnPolicyArg {
+    /// BN layers keep their running statistics.
+    Frozen,
+    /// BN layers train (batch statistics).
+    Train,
+}
+
+/// Task states accepted by `tasks --state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateArg {
+    /// Waiting to run.
+    Queued,
+    /// Training or evaluating.
+    Running,
+    /// Finished with a new version.
+    Succeeded,
+    /// Stopped with an error.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+}
+
+/// `submit` arguments.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Model name (created on first use).
+    #[arg(long)]
+    pub model: String,
+    /// Model size preset for a new model: tiny | small | base.
+    #[arg(long, default_value = "small")]
+    pub preset: String,
+    /// Task name shown in versions and reports.
+    #[arg(long)]
+    pub name: String,
+    /// Dataset: a .tar shard, a folder of .tar shards, or a .jsonl manifest.
+    pub path: PathBuf,
+    /// Hold out this fraction for evaluation (default 0.2 when samples carry no split;
+    /// given explicitly, it overrides the splits in the dataset).
+    #[arg(long)]
+    pub eval_fraction: Option<f32>,
+    /// Passes over the training split.
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    /// Samples per optimizer step.
+    #[arg(long)]
+    pub batch_size: Option<u32>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Momentum sync drift threshold (0 = sync every step).
+    #[arg(long)]
+    pub drift_threshold: Option<f64>,
+    /// Steps between drift checks.
+    #[arg(long)]
+    pub drift_check_every: Option<u32>,
+    /// Training method.
+    #[arg(long, value_enum)]
+    pub method: Option<MethodArg>,
+    /// BatchNorm policy.
+    #[arg(long, value_enum)]
+    pub bn_policy: Option<BnPolicyArg>,
+    /// Seed for data order, augmentation and the eval split.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Makes the upload retry-safe: resubmitting with the same key returns the first task.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// After submitting, follow the task like `watch` (exit code reflects the outcome).
+    #[arg(long)]
+    pub wait: bool,
+    /// Target size of one upload message in bytes.
+    #[arg(long, default_value_t = 4 << 20, hide = true)]
+    pub chunk_bytes: usize,
+}
+
+/// `watch` arguments.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Task id.
+    pub task_id: String,
+    /// Give up after this many consecutive failed reconnects.
+    #[arg(long, default_value_t = 20)]
+    pub max_retries: u32,
+}
+
+/// `tasks` arguments.
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    /// Only this model's tasks.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Only tasks in this state.
+    #[arg(long, value_enum)]
+    pub state: Option<StateArg>,
+}
+
+/// A `--model` argument.
+#[derive(Debug, Args)]
+pub struct ModelArg {
+    /// Model name.
+    #[arg(long)]
+    pub model: String,
+}
+
+/// A task id argument.
+#[derive(Debug, Args)]
+pub struct TaskIdArg {
+    /// Task id.
+    pub task_id: String,
+}
+
+/// `rollback` arguments.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Model name.
+    #[arg(long)]
+    pub model: String,
+    /// Version to make the head.
+    #[arg(long)]
+    pub to: i64,
+    /// Fail (ABORTED) unless the head is currently this version.
+    #[arg(long)]
+    pub expected_head: Option<i64>,
+    /// Why (kept in the audit history).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+}
+
+/// `embed` arguments.
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// Model name.
+    #[arg(long)]
+    pub model: String,
+    /// Version (default: the head).
+    #[arg(long)]
+    pub version: Option<i64>,
+    /// Image file to embed (repeatable).
+    #[arg(long = "image")]
+    pub images: Vec<PathBuf>,
+    /// Text to embed (repeatable).
+    #[arg(long = "text")]
+    pub texts: Vec<String>,
+}
+
+/// `search` arguments.
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Model name.
+    #[arg(long)]
+    pub model: String,
+    /// Version (default: the head).
+    #[arg(long)]
+    pub version: Option<i64>,
+    /// Text query.
+    #[arg(long)]
+    pub query: String,
+    /// Number of results.
+    #[arg(long, default_value_t = 10)]
+    pub top_k: usize,
+    /// Folder of .png/.jpg/.jpeg images.
+    pub dir: PathBuf,
+}
+
+/// `health` arguments.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Service to check ("" = the whole server).
+    #[arg(long, default_value = "")]
+    pub service: String,
+}
+
+/// `report` arguments.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Model name.
+    #[arg(long)]
+    pub model: String,
+    /// Output folder (created): index.html + PNG charts.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `emojicl` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EmojiclCommand {
+    /// Export the benchmark tasks as datasets `DIR/<nn>-<slug>/` plus `DIR/index.json`.
+    Export(EmojiclExportArgs),
+}
+
+/// Export format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// One .tar shard per task.
+    Webdataset,
+    /// samples.jsonl + images/ per task.
+    Jsonl,
+}
+
+/// `emojicl export` arguments.
+#[derive(Debug, Args)]
+pub struct EmojiclExportArgs {
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Dataset format of each task.
+    #[arg(long, value_enum, default_value_t = FormatArg::Webdataset)]
+    pub format: FormatArg,
+    /// Tasks to export, comma-separated indices 0..=8 (default: all, in order).
+    #[arg(long, value_delimiter = ',')]
+    pub tasks: Vec<usize>,
+    /// Cap on training samples per task.
+    #[arg(long)]
+    pub max_train: Option<usize>,
+    /// Cap on evaluation samples per task.
+    #[arg(long)]
+    pub max_eval: Option<usize>,
+    /// Cap on skin-tone variants per People & Body emoji (default: all).
+    #[arg(long)]
+    pub max_skin_variants: Option<usize>,
+    /// Training captions per image (each a different template).
+    #[arg(long, default_value_t = 1)]
+    pub captions_per_image: usize,
+    /// Seed for subsets and caption templates.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Folder holding the npm packages (default: $CTP_ASSETS/npm/node_modules).
+    #[arg(long)]
+    pub node_modules: Option<PathBuf>,
+}
