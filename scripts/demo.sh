@@ -49,7 +49,7 @@ for dir in "${shards[@]}"; do
     submit "$name (lr 3e-3)" "$dir" 3e-3 || true
     echo "== the new version is worse on earlier tasks; roll back to the previous version" >&2
     "$bin/ctpctl" versions --model emoji
-    head=$("$bin/ctpctl" --json versions --model emoji | python3 -c 'import json,sys; v=json.load(sys.stdin)["versions"]; print(max(x["version"] for x in v))')
+    head=$("$bin/ctpctl" --json versions --model emoji | python3 -c 'import json,sys; v=json.load(sys.stdin); v=v if isinstance(v, list) else v["versions"]; print(max(x["version"] for x in v))')
     "$bin/ctpctl" rollback --model emoji --to $((head - 1)) --expected-head "$head" --reason "lr 3e-3 forgot earlier tasks"
     echo "== retrain $name from the rolled-back version" >&2
   fi

@@ -9,7 +9,7 @@ use super::pb;
 use super::status::ApiError;
 use crate::config::TrainingDefaults;
 use crate::store::{EvalRow, HeadChange, TaskRow, TaskState, VersionRow};
-use crate::trainer::{BnPolicy, Method, ModelConfig, Preset, TrainConfig};
+use crate::trainer::{BnPolicy, LossWeights, Method, ModelConfig, Preset, TrainConfig};
 
 /// A task's effective training settings (defaults filled in), stored as `settings_json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +25,8 @@ pub struct TaskSettings {
     pub seed: u64,
     pub queue_size: i64,
     pub checkpoint_every: i64,
+    #[serde(default)]
+    pub weights: LossWeights,
 }
 
 impl TaskSettings {
@@ -57,7 +59,31 @@ impl TaskSettings {
                 ))
             }
         };
+        let w = s.loss_weights.unwrap_or_default();
+        let d1 = LossWeights::default();
+        let weights = LossWeights {
+            ita: w.itc.unwrap_or(d1.ita),
+            ita_queue: w.itc_queue.unwrap_or(d1.ita_queue),
+            mlm: w.mlm.unwrap_or(d1.mlm),
+            mlm_distill: w.mlm_distill.unwrap_or(d1.mlm_distill),
+            tp_cross: w.tp_cross.unwrap_or(d1.tp_cross),
+            tp_intra: w.tp_intra.unwrap_or(d1.tp_intra),
+        };
+        let ws = [
+            weights.ita,
+            weights.ita_queue,
+            weights.mlm,
+            weights.mlm_distill,
+            weights.tp_cross,
+            weights.tp_intra,
+        ];
+        if ws.iter().any(|x| !x.is_finite() || *x < 0.0) {
+            return Err(ApiError::Invalid(format!(
+                "settings.loss_weights must be finite and >= 0 (got {ws:?})"
+            )));
+        }
         let t = TaskSettings {
+            weights,
             preset,
             epochs: s.epochs.unwrap_or(d.epochs),
             batch_size: s.batch_size.unwrap_or(d.batch_size),
@@ -91,6 +117,14 @@ impl TaskSettings {
                 BnPolicy::Frozen => pb::BnPolicy::Frozen,
                 BnPolicy::Train => pb::BnPolicy::Train,
             } as i32),
+            loss_weights: Some(pb::LossWeights {
+                itc: Some(self.weights.ita),
+                itc_queue: Some(self.weights.ita_queue),
+                mlm: Some(self.weights.mlm),
+                mlm_distill: Some(self.weights.mlm_distill),
+                tp_cross: Some(self.weights.tp_cross),
+                tp_intra: Some(self.weights.tp_intra),
+            }),
         }
     }
 
@@ -110,6 +144,7 @@ impl TaskSettings {
             queue_size: self.queue_size,
             seed: self.seed,
             checkpoint_every: self.checkpoint_every,
+            weights: self.weights.clone(),
             ..TrainConfig::default()
         };
         c.momentum.threshold = self.drift_threshold;

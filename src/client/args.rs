@@ -137,6 +137,9 @@ pub struct SubmitArgs {
     /// Steps between drift checks.
     #[arg(long)]
     pub drift_check_every: Option<u32>,
+    /// Weight of both topology-preservation loss terms (server default 1, the paper's code).
+    #[arg(long)]
+    pub tp_weight: Option<f64>,
     /// Training method.
     #[arg(long, value_enum)]
     pub method: Option<MethodArg>,

@@ -100,6 +100,11 @@ pub fn header(args: &SubmitArgs, plan: &SplitPlan, samples: u64) -> pb::TaskHead
             drift_check_every: args.drift_check_every,
             method: method as i32,
             bn_policy,
+            loss_weights: args.tp_weight.map(|w| pb::LossWeights {
+                tp_cross: Some(w),
+                tp_intra: Some(w),
+                ..Default::default()
+            }),
         }),
         eval_split: Some(plan.eval_split),
         seed: args.seed,

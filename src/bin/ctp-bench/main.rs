@@ -5,6 +5,8 @@
 //! topology preservation, drift check, sync, optimizer). Each (preset, batch) runs in a child
 //! process so its peak RSS is its own. The measured step is a task ≥ 1 CTP step (all three
 //! models, every loss term).
+mod emojicl;
+
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -61,6 +63,41 @@ enum Cmd {
         python: String,
         #[arg(long)]
         json: Option<std::path::PathBuf>,
+    },
+    /// Continual-learning quality on EmojiCL through the daemon: SeqFT, CTP (threshold 0),
+    /// drift-gated CTP at several thresholds, Joint, and the BatchNorm-policy ablation.
+    Emojicl {
+        #[arg(long, default_value_t = 96)]
+        max_train: usize,
+        #[arg(long, default_value_t = 64)]
+        max_eval: usize,
+        #[arg(long, default_value_t = 8)]
+        epochs: u32,
+        #[arg(long, default_value_t = 32)]
+        batch: u32,
+        #[arg(long, default_value_t = 3e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Drift thresholds of the gated runs.
+        #[arg(long, default_value = "0.01,0.02,0.05")]
+        thresholds: String,
+        #[arg(long, default_value_t = 1)]
+        drift_check_every: u32,
+        /// Comma-separated subset of: seqft, ctp, gated, joint, bn-train (default all).
+        #[arg(long, default_value = "seqft,ctp,gated,joint,bn-train")]
+        methods: String,
+        /// Weight of both topology-preservation terms for CTP runs.
+        #[arg(long, default_value_t = 1.0)]
+        tp_weight: f64,
+        /// EmojiCL task indices (default all nine).
+        #[arg(long, default_value = "0,1,2,3,4,5,6,7,8")]
+        tasks: String,
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Folder for results (JSON, Markdown, reports).
+        #[arg(long, default_value = "bench/results")]
+        out: std::path::PathBuf,
     },
     /// One measurement (used by `step`; prints one JSON row).
     StepOne {
@@ -320,8 +357,166 @@ fn compare(
     Ok(())
 }
 
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!(
+        "Machine: {cpu}, {cores} cores; date {}",
+        chrono::Utc::now().format("%Y-%m-%d")
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_emojicl(
+    tp_weight: f64,
+    max_train: usize,
+    max_eval: usize,
+    epochs: u32,
+    batch: u32,
+    lr: f64,
+    seed: u64,
+    thresholds: &str,
+    check_every: u32,
+    methods: &str,
+    tasks: &str,
+    device: &str,
+    out: &std::path::Path,
+) -> Result<()> {
+    use ctp::api::pb::{BnPolicy, Method as M};
+    let pick: Vec<&str> = methods.split(',').collect();
+    let mk = |name: String, method: M, bn: BnPolicy, threshold: f64, joint: bool| emojicl::Method {
+        name,
+        method,
+        bn,
+        threshold,
+        joint,
+        tp_weight,
+    };
+    let mut list = Vec::new();
+    if pick.contains(&"seqft") {
+        list.push(mk("SeqFT".into(), M::Seqft, BnPolicy::Frozen, 0.0, false));
+    }
+    if pick.contains(&"ctp") {
+        list.push(mk(
+            "CTP (sync every step)".into(),
+            M::Ctp,
+            BnPolicy::Frozen,
+            0.0,
+            false,
+        ));
+    }
+    if pick.contains(&"gated") {
+        for t in thresholds.split(',') {
+            let t: f64 = t.parse().context("thresholds")?;
+            list.push(mk(
+                format!("CTP drift-gated {t}"),
+                M::Ctp,
+                BnPolicy::Frozen,
+                t,
+                false,
+            ));
+        }
+    }
+    if pick.contains(&"joint") {
+        list.push(mk("Joint".into(), M::Seqft, BnPolicy::Frozen, 0.0, true));
+    }
+    if pick.contains(&"bn-train") {
+        list.push(mk(
+            "SeqFT, BN train".into(),
+            M::Seqft,
+            BnPolicy::Train,
+            0.0,
+            false,
+        ));
+        list.push(mk(
+            "CTP, BN train".into(),
+            M::Ctp,
+            BnPolicy::Train,
+            0.0,
+            false,
+        ));
+    }
+    let protocol = emojicl::Protocol {
+        max_train,
+        max_eval,
+        epochs,
+        batch,
+        lr,
+        seed,
+        tasks: tasks
+            .split(',')
+            .map(|t| t.parse())
+            .collect::<Result<_, _>>()
+            .context("tasks")?,
+        device: device.into(),
+        check_every,
+    };
+    let desc = format!(
+        "`small` preset, tasks {tasks}, ≤{max_train} train (Noto) / ≤{max_eval} eval (Twemoji) samples per task, {epochs} epochs, batch {batch}, AdamW lr {lr} cosine per task, seed {seed}, drift check every {check_every} step(s)"
+    );
+    std::fs::create_dir_all(out)?;
+    let ctpctl = std::env::current_exe()?.with_file_name("ctpctl");
+    let rt = tokio::runtime::Runtime::new()?;
+    let results = rt.block_on(emojicl::run(
+        list,
+        protocol,
+        out,
+        ctpctl.exists().then_some(ctpctl),
+    ))?;
+    let md = emojicl::markdown(&results, &machine(), &desc);
+    std::fs::write(out.join("emojicl.md"), &md)?;
+    std::fs::write(
+        out.join("emojicl.json"),
+        serde_json::to_string_pretty(
+            &serde_json::json!({"machine": machine(), "protocol": desc, "results": results}),
+        )?,
+    )?;
+    println!("{md}");
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::Emojicl {
+            max_train,
+            max_eval,
+            epochs,
+            batch,
+            lr,
+            seed,
+            thresholds,
+            drift_check_every,
+            methods,
+            tasks,
+            device,
+            out,
+            tp_weight,
+        } => {
+            ctp::telemetry::init_tracing();
+            run_emojicl(
+                tp_weight,
+                max_train,
+                max_eval,
+                epochs,
+                batch,
+                lr,
+                seed,
+                &thresholds,
+                drift_check_every,
+                &methods,
+                &tasks,
+                &device,
+                &out,
+            )?;
+        }
         Cmd::Compare {
             batch,
             steps,
