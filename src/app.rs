@@ -197,7 +197,12 @@ impl Application {
             .await;
         tracing::info!(addr = %state.settings.listen, removed_orphans = removed, "ctpd serving");
 
-        let worker = tokio::spawn(worker::run(state.clone()));
+        let worker = if state.settings.dispatch {
+            tokio::spawn(worker::run(state.clone()))
+        } else {
+            tracing::info!("dispatch = false: tasks are stored and queued, not trained here");
+            tokio::spawn(async {})
+        };
         let (metrics_stop_tx, metrics_stop_rx) = tokio::sync::oneshot::channel::<()>();
         if let Some(l) = self.metrics_listener {
             tokio::spawn(crate::telemetry::serve_metrics(l, state.clone(), async {

@@ -32,6 +32,9 @@ pub struct Settings {
     pub heartbeat_seconds: u64,
     /// How long graceful shutdown waits for the running task to checkpoint.
     pub shutdown_grace_seconds: u64,
+    /// Run the dispatcher (train queued tasks). `false` makes an accept-and-store-only node:
+    /// tasks queue in the database for other daemons (or a later start) to train.
+    pub dispatch: bool,
 }
 
 /// Input limits; violations are INVALID_ARGUMENT naming the sample.
@@ -110,6 +113,7 @@ impl Default for Settings {
             lease_seconds: 60,
             heartbeat_seconds: 10,
             shutdown_grace_seconds: 60,
+            dispatch: true,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! process so its peak RSS is its own. The measured step is a task ≥ 1 CTP step (all three
 //! models, every loss term).
 mod emojicl;
+mod service;
 
 use std::process::Command;
 
@@ -98,6 +99,20 @@ enum Cmd {
         /// Folder for results (JSON, Markdown, reports).
         #[arg(long, default_value = "bench/results")]
         out: std::path::PathBuf,
+    },
+    /// Control plane under load: GetTask latency and training throughput with N clients.
+    Load {
+        #[arg(long, default_value = "16,64")]
+        clients: String,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+    /// SubmitTask ingestion throughput (64 px PNGs, 224 px JPEGs).
+    Ingest {
+        #[arg(long, default_value_t = 2048)]
+        png: usize,
+        #[arg(long, default_value_t = 512)]
+        jpeg: usize,
     },
     /// One measurement (used by `step`; prints one JSON row).
     StepOne {
@@ -485,6 +500,19 @@ fn run_emojicl(
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::Load { clients, seconds } => {
+            let n: Vec<usize> = clients
+                .split(',')
+                .map(|x| x.parse())
+                .collect::<Result<_, _>>()
+                .context("clients")?;
+            let table = tokio::runtime::Runtime::new()?.block_on(service::load(&n, seconds))?;
+            println!("{}\n{table}", machine());
+        }
+        Cmd::Ingest { png, jpeg } => {
+            let table = tokio::runtime::Runtime::new()?.block_on(service::ingest(png, jpeg))?;
+            println!("{}\n{table}", machine());
+        }
         Cmd::Emojicl {
             max_train,
             max_eval,
