@@ -35,6 +35,7 @@ fn debug_str<T: std::fmt::Debug, S: serde::Serializer>(v: &T, s: S) -> Result<S:
 }
 
 pub struct Protocol {
+    pub preset: String,
     pub max_train: usize,
     pub max_eval: usize,
     pub epochs: u32,
@@ -116,7 +117,7 @@ async fn submit_and_wait(
 fn header(model: &str, name: &str, m: &Method, p: &Protocol) -> pb::TaskHeader {
     pb::TaskHeader {
         model: model.into(),
-        preset: "small".into(),
+        preset: p.preset.clone(),
         task_name: name.into(),
         settings: Some(pb::TrainSettings {
             epochs: Some(p.epochs),

@@ -1,10 +1,11 @@
-//! `ctp-bench step`: training-step throughput of the engine per preset and batch size.
+//! `ctp-bench`: ctp's benchmarks (see bench/README.md).
 //!
-//! `ctp-bench step --presets tiny,small --batches 32,64 --steps 6` prints a table: steps/s,
-//! samples/s, peak RSS and milliseconds per part of the step (forward, backward, momentum forward,
-//! topology preservation, drift check, sync, optimizer). Each (preset, batch) runs in a child
-//! process so its peak RSS is its own. The measured step is a task ≥ 1 CTP step (all three
-//! models, every loss term).
+//! - `step`: training-step throughput per preset and batch size — steps/s, samples/s, peak RSS
+//!   and milliseconds per part of the step; each (preset, batch) in its own child process so its
+//!   peak RSS is its own. The measured step is a task ≥ 1 CTP step (all three models).
+//! - `compare`: ctp's `small` step against the same step in eager PyTorch, in one invocation.
+//! - `emojicl`: continual-learning quality through the daemon (module `emojicl`).
+//! - `load` / `ingest`: the control plane under training load, and upload throughput.
 mod emojicl;
 mod service;
 
@@ -88,6 +89,9 @@ enum Cmd {
         /// Comma-separated subset of: seqft, ctp, gated, joint, bn-train (default all).
         #[arg(long, default_value = "seqft,ctp,gated,joint,bn-train")]
         methods: String,
+        /// Model preset (small, or small-split for the fusion-layout study).
+        #[arg(long, default_value = "small")]
+        preset: String,
         /// Weight of both topology-preservation terms for CTP runs.
         #[arg(long, default_value_t = 1.0)]
         tp_weight: f64,
@@ -460,6 +464,7 @@ fn run_emojicl(
         ));
     }
     let protocol = emojicl::Protocol {
+        preset: preset.into(),
         max_train,
         max_eval,
         epochs,
@@ -475,7 +480,7 @@ fn run_emojicl(
         check_every,
     };
     let desc = format!(
-        "`small` preset, tasks {tasks}, ≤{max_train} train (Noto) / ≤{max_eval} eval (Twemoji) samples per task, {epochs} epochs, batch {batch}, AdamW lr {lr} cosine per task, seed {seed}, drift check every {check_every} step(s)"
+        "`{preset}` preset, tasks {tasks}, ≤{max_train} train (Noto) / ≤{max_eval} eval (Twemoji) samples per task, {epochs} epochs, batch {batch}, AdamW lr {lr} cosine per task, seed {seed}, drift check every {check_every} step(s)"
     );
     std::fs::create_dir_all(out)?;
     let ctpctl = std::env::current_exe()?.with_file_name("ctpctl");
