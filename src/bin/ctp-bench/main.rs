@@ -395,6 +395,7 @@ fn machine() -> String {
 
 #[allow(clippy::too_many_arguments)]
 fn run_emojicl(
+    preset: &str,
     tp_weight: f64,
     max_train: usize,
     max_eval: usize,
@@ -532,9 +533,11 @@ fn main() -> Result<()> {
             device,
             out,
             tp_weight,
+            preset,
         } => {
             ctp::telemetry::init_tracing();
             run_emojicl(
+                &preset,
                 tp_weight,
                 max_train,
                 max_eval,

@@ -1,0 +1,134 @@
+//! Finishing a task: evaluate the new version on its lineage, compute forgetting and BWT,
+//! commit everything in one transaction, announce the terminal event.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{load_split, store_err};
+use crate::api::convert::{StoredEvent, TaskSettings};
+use crate::app::AppState;
+use crate::metrics::{self, LineageRow};
+use crate::store::{EvalRow, EvalScope, NewVersion, TaskRow, TaskState, VersionRow};
+use crate::trainer::{EvalSet, TrainerError, VersionRef};
+
+fn eval_row(scope: EvalScope, task_id: &str, task_name: &str, r: &metrics::Retrieval) -> EvalRow {
+    EvalRow {
+        scope,
+        task_id: task_id.into(),
+        task_name: task_name.into(),
+        tr1: r.tr1,
+        tr5: r.tr5,
+        tr10: r.tr10,
+        ir1: r.ir1,
+        ir5: r.ir5,
+        ir10: r.ir10,
+        rm: r.rm,
+    }
+}
+
+/// Evaluates the new version on every task of its lineage, computes forgetting and BWT against
+/// the ancestors' rows, and commits the version.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn finish(
+    state: &Arc<AppState>,
+    task: &TaskRow,
+    settings: &TaskSettings,
+    lineage: &[VersionRow],
+    parent: Option<&VersionRow>,
+    version: VersionRef,
+    syncs: i64,
+    momentum_steps: i64,
+) -> Result<(), String> {
+    let model_cfg = settings.model_config();
+    let size = model_cfg.image_size as u32;
+    // Tasks seen by the new version: each ancestor's task in order, then this one.
+    let mut seen: Vec<(String, String, String)> = Vec::new(); // (task id, name, bundle path)
+    for v in lineage {
+        let t = state.store.get_task(&v.task_id).await.map_err(store_err)?;
+        seen.push((t.id, t.name, t.data_dir));
+    }
+    seen.push((task.id.clone(), task.name.clone(), task.data_dir.clone()));
+    let mut sets = Vec::new();
+    for (i, (_, _, path)) in seen.iter().enumerate() {
+        let samples = load_split(path, true, size, state.image_limits()).await?;
+        sets.push(EvalSet {
+            task_id: i as i64,
+            samples,
+        });
+    }
+    let report = state
+        .engine
+        .evaluate(model_cfg, version.clone(), sets)
+        .await
+        .map_err(|e: TrainerError| e.to_string())?;
+    let mut evals: Vec<EvalRow> = report
+        .per_task
+        .iter()
+        .map(|e| {
+            let (id, name, _) = &seen[e.task_id as usize];
+            eval_row(EvalScope::Task, id, name, &e.retrieval)
+        })
+        .collect();
+    if let Some(u) = &report.union {
+        evals.push(eval_row(EvalScope::Union, "", "union of seen tasks", u));
+    }
+    // Accuracy-matrix rows of the lineage, tasks indexed by their position in `seen`.
+    let index: BTreeMap<&str, i64> = seen
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _, _))| (id.as_str(), i as i64))
+        .collect();
+    let row_of = |v: i64, t: i64, ev: &mut dyn Iterator<Item = &EvalRow>| LineageRow {
+        version: v,
+        task: t,
+        rm: ev
+            .filter_map(|e| index.get(e.task_id.as_str()).map(|&i| (i, e.rm)))
+            .collect(),
+    };
+    let mut rows: Vec<LineageRow> = lineage
+        .iter()
+        .enumerate()
+        .map(|(i, v)| row_of(v.version, i as i64, &mut v.task_evals()))
+        .collect();
+    rows.push(row_of(
+        i64::MAX,
+        seen.len() as i64 - 1,
+        &mut evals.iter().filter(|e| e.scope == EvalScope::Task),
+    ));
+    let f = metrics::forgetting_max(&rows);
+    let forgetting = f
+        .per_task
+        .iter()
+        .map(|(i, v)| (seen[*i as usize].0.clone(), *v))
+        .collect();
+    let new = NewVersion {
+        parent: parent.map(|p| p.version),
+        checkpoint_path: version.path.to_string_lossy().into_owned(),
+        sha256: version.sha256,
+        momentum_syncs: syncs,
+        momentum_steps,
+        bwt: metrics::bwt_paper(&rows),
+        average_forgetting: f.average,
+        evals,
+        forgetting,
+    };
+    let v = state
+        .store
+        .finish_task(&task.id, new)
+        .await
+        .map_err(store_err)?;
+    if let Some(avg) = v.average_forgetting {
+        state.metrics.observe_forgetting(avg);
+    }
+    let ev = StoredEvent::Terminal {
+        state: TaskState::Succeeded.as_str().into(),
+        error: String::new(),
+        produced_version: Some(v.version),
+    };
+    state
+        .hub
+        .emit(&state.store, &task.id, ev)
+        .await
+        .map_err(store_err)?;
+    tracing::info!(task_id = %task.id, version = v.version, "Task succeeded");
+    Ok(())
+}

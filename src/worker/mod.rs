@@ -1,0 +1,265 @@
+//! The dispatcher: claims queued jobs from the store (FIFO per model, one running per model),
+//! runs each on the engine, streams its events into the store and to watchers, evaluates the new
+//! version on every task of its lineage and commits version + evaluation + forgetting in one
+//! transaction. Training never runs inside an RPC.
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+mod events;
+mod finish;
+mod orphans;
+
+pub use orphans::clean_orphans;
+
+use crate::api::convert::{StoredEvent, TaskSettings};
+use crate::app::AppState;
+use crate::images::ImageLimits;
+use crate::store::{ClaimedJob, StoreError, VersionRow};
+use crate::taskdata::{self, StoredSample};
+use crate::trainer::{Control, Sample, TrainOutcome, TrainRequest, VersionRef};
+
+/// The running job's control flag, so CancelTask and shutdown reach it.
+#[derive(Default)]
+pub struct Running {
+    pub task: std::sync::Mutex<Option<(String, Arc<AtomicU8>)>>,
+}
+
+impl Running {
+    /// Sets the control flag if `task_id` is the running task; true if it was.
+    pub fn signal(&self, task_id: Option<&str>, value: u8) -> bool {
+        let guard = self.task.lock().expect("running lock poisoned");
+        match guard.as_ref() {
+            Some((id, flag)) if task_id.is_none_or(|t| t == id) => {
+                flag.store(value, Ordering::SeqCst);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Loop until shutdown: claim, run, repeat.
+pub async fn run(state: Arc<AppState>) {
+    let mut shutdown = state.hub.shutdown_signal();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let lease = Duration::from_secs(state.settings.lease_seconds);
+        match state.store.claim_next_job(&state.worker_id, lease).await {
+            Ok(Some(job)) => {
+                let id = job.task.id.clone();
+                tracing::info!(task_id = %id, model = %job.task.model, "Claimed task");
+                if let Err(e) = run_job(&state, job).await {
+                    tracing::error!(task_id = %id, error.message = %e, "Task failed");
+                    let _ = state.store.fail_task(&id, &e).await;
+                    let ev = StoredEvent::Terminal {
+                        state: "failed".into(),
+                        error: e,
+                        produced_version: None,
+                    };
+                    let _ = state.hub.emit(&state.store, &id, ev).await;
+                }
+                state.metrics.refresh(&state.store).await;
+            }
+            Ok(None) => {
+                tokio::select! {
+                    _ = state.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error.message = %e, "Claiming a job failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+fn decode(
+    samples: &[StoredSample],
+    size: u32,
+    limits: &ImageLimits,
+) -> Result<Vec<Sample>, String> {
+    samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            crate::images::decode_rgb(&s.image, limits, size)
+                .map(|pixels| Sample {
+                    pixels,
+                    caption: s.caption.clone(),
+                })
+                .map_err(|e| format!("sample {i} ({}): {e}", s.id))
+        })
+        .collect()
+}
+
+/// Reads a task's bundle and decodes one split (`eval` or train) at the preset's image size.
+pub(super) async fn load_split(
+    path: &str,
+    eval: bool,
+    size: u32,
+    limits: ImageLimits,
+) -> Result<Vec<Sample>, String> {
+    let path = PathBuf::from(path);
+    tokio::task::spawn_blocking(move || {
+        let all = taskdata::read_bundle(&path).map_err(|e| format!("task data: {e}"))?;
+        let split: Vec<StoredSample> = all.into_iter().filter(|s| s.eval == eval).collect();
+        decode(&split, size, &limits)
+    })
+    .await
+    .map_err(|e| format!("decoding task data panicked: {e}"))?
+}
+
+pub(super) fn store_err(e: StoreError) -> String {
+    crate::api::status::error_chain(&e)
+}
+
+fn version_ref(v: &VersionRow) -> VersionRef {
+    VersionRef {
+        path: PathBuf::from(&v.checkpoint_path),
+        sha256: v.sha256.clone(),
+    }
+}
+
+async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
+    let task = job.task.clone();
+    let settings: TaskSettings =
+        serde_json::from_str(&task.settings_json).map_err(|e| format!("stored settings: {e}"))?;
+    let model_cfg = settings.model_config();
+    let limits = state.image_limits();
+    let size = model_cfg.image_size as u32;
+    let parent = match task.base_version {
+        Some(v) => Some(
+            state
+                .store
+                .get_version(&task.model, v)
+                .await
+                .map_err(store_err)?,
+        ),
+        None => None,
+    };
+    let lineage = match &parent {
+        Some(p) => state
+            .store
+            .lineage(&task.model, p.version)
+            .await
+            .map_err(store_err)?,
+        None => Vec::new(),
+    };
+    let samples = load_split(&task.data_dir, false, size, limits.clone()).await?;
+    let dir = &state.settings.data_dir;
+    let resume_path = dir.join("resume").join(format!("{}.safetensors", task.id));
+    let resume = job
+        .resume_checkpoint
+        .as_ref()
+        .map(PathBuf::from)
+        .filter(|p| p.exists());
+    if let Some(step) = job.resume_step.filter(|_| resume.is_some()) {
+        let msg = format!(
+            "resuming from the step-{step} checkpoint (attempt {})",
+            job.attempts
+        );
+        state
+            .hub
+            .emit(&state.store, &task.id, StoredEvent::Log { message: msg })
+            .await
+            .map_err(store_err)?;
+    }
+    let control = Control::new_flag();
+    if task.cancel_requested {
+        control.store(Control::CANCEL, Ordering::SeqCst);
+    }
+    let req = TrainRequest {
+        model: model_cfg.clone(),
+        train: settings.train_config(),
+        task_index: lineage.len() as i64,
+        parent: parent.as_ref().map(version_ref),
+        resume,
+        samples,
+        out_version: dir
+            .join("versions")
+            .join(&task.model)
+            .join(format!("{}.safetensors", task.id)),
+        resume_path: resume_path.clone(),
+        control: control.clone(),
+    };
+    *state.running.task.lock().expect("running lock poisoned") =
+        Some((task.id.clone(), control.clone()));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let engine = state.engine.clone();
+    let train = tokio::spawn(async move { engine.train(req, tx).await });
+    let pumped = events::pump_events(state, &task, &settings, rx, &control).await;
+    let outcome = train
+        .await
+        .map_err(|e| format!("engine call panicked: {e}"))?;
+    *state.running.task.lock().expect("running lock poisoned") = None;
+    pumped?;
+    match outcome.map_err(|e| e.to_string())? {
+        TrainOutcome::Completed {
+            version_path,
+            sha256,
+            momentum_steps,
+            syncs,
+            ..
+        } => {
+            let v = VersionRef {
+                path: version_path,
+                sha256,
+            };
+            finish::finish(
+                state,
+                &task,
+                &settings,
+                &lineage,
+                parent.as_ref(),
+                v,
+                syncs.len() as i64,
+                momentum_steps,
+            )
+            .await?;
+            let _ = std::fs::remove_file(&resume_path);
+            Ok(())
+        }
+        TrainOutcome::Cancelled { step } => {
+            state
+                .store
+                .mark_cancelled(&task.id)
+                .await
+                .map_err(store_err)?;
+            let ev = StoredEvent::Terminal {
+                state: "cancelled".into(),
+                error: format!("cancelled at step {step}"),
+                produced_version: None,
+            };
+            state
+                .hub
+                .emit(&state.store, &task.id, ev)
+                .await
+                .map_err(store_err)?;
+            let _ = std::fs::remove_file(&resume_path);
+            Ok(())
+        }
+        TrainOutcome::Paused { step, resume_path } => {
+            // Graceful shutdown: the job stays claimed; the next start requeues it and resumes here.
+            state
+                .store
+                .set_resume_checkpoint(&task.id, &resume_path.to_string_lossy(), step)
+                .await
+                .map_err(store_err)?;
+            let msg = format!("daemon stopping; checkpointed at step {step}, training resumes there after restart");
+            state
+                .hub
+                .emit(&state.store, &task.id, StoredEvent::Log { message: msg })
+                .await
+                .map_err(store_err)?;
+            Ok(())
+        }
+    }
+}
