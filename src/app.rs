@@ -132,12 +132,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         let state = self.state;
         let (health, health_svc) = tonic_health::server::health_reporter();
-        health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        health
-            .set_not_serving::<ContinualTrainerServer<Service>>()
-            .await;
+        set_health(&health, false).await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -189,12 +184,7 @@ impl Application {
         let removed = worker::clean_orphans(&state).await?;
         state.metrics.refresh(&state.store).await;
         state.ready.store(true, Ordering::SeqCst);
-        health
-            .set_service_status("", tonic_health::ServingStatus::Serving)
-            .await;
-        health
-            .set_serving::<ContinualTrainerServer<Service>>()
-            .await;
+        set_health(&health, true).await;
         tracing::info!(addr = %state.settings.listen, removed_orphans = removed, "ctpd serving");
 
         let worker = if state.settings.dispatch {
@@ -212,12 +202,7 @@ impl Application {
 
         shutdown.await;
         tracing::info!("Shutting down: draining");
-        health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        health
-            .set_not_serving::<ContinualTrainerServer<Service>>()
-            .await;
+        set_health(&health, false).await;
         state.draining.store(true, Ordering::SeqCst);
         state.running.signal(None, Control::PAUSE);
         state.hub.begin_shutdown();
@@ -232,6 +217,22 @@ impl Application {
         tracing::info!("ctpd stopped");
         Ok(())
     }
+}
+
+/// Sets grpc.health.v1 for the whole server ("") and for ctp.v1.ContinualTrainer together.
+async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+    let status = if serving {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(
+            <ContinualTrainerServer<Service> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
 }
 
 /// Resolves on the first SIGINT or SIGTERM; a second one exits immediately.

@@ -11,6 +11,8 @@
 //! - [`metrics`]: pure continual-learning metrics (retrieval recall, forgetting, BWT).
 //! - [`images`]: image decoding and preprocessing (no libtorch).
 //! - [`client`] / [`datasets`]: `ctpctl` (the CLI client), WebDataset/JSONL readers, EmojiCL.
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod app;
 pub mod client;

@@ -120,17 +120,23 @@ async fn finish_and_check(dir: &std::path::Path, addr: &str, task_id: &str) -> V
     events
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_task_resumes_from_checkpoint() {
+/// A fresh daemon process with one long `tiny` task queued on it.
+async fn start_training() -> (tempfile::TempDir, u16, String, Child, pb::Task) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let addr = format!("http://127.0.0.1:{port}");
-    let mut child = start(dir.path(), port);
+    let child = start(dir.path(), port);
     let mut c = connect(&addr).await;
     wait_serving(&addr).await;
     let task = submit(&mut c, header("m", "squares", 60), shape_samples(0))
         .await
         .unwrap();
+    (dir, port, addr, child, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_task_resumes_from_checkpoint() {
+    let (dir, port, addr, mut child, task) = start_training().await;
     let seen = wait_for_step(&addr, &task.id, 8).await;
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -155,17 +161,9 @@ async fn sigkill_mid_task_resumes_from_checkpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_checkpoints_and_restart_resumes_there() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let addr = format!("http://127.0.0.1:{port}");
-    let mut child = start(dir.path(), port);
-    let mut c = connect(&addr).await;
-    wait_serving(&addr).await;
-    let task = submit(&mut c, header("m", "squares", 60), shape_samples(0))
-        .await
-        .unwrap();
+    let (dir, port, addr, mut child, task) = start_training().await;
     let seen = wait_for_step(&addr, &task.id, 4).await;
-    // SAFETY-free: libc::kill with a child pid we own.
+    // libc::kill on the pid of a child we own and have not yet waited for.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let status = child.wait().unwrap();
     assert!(status.success(), "graceful exit: {status:?}");

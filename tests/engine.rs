@@ -2,6 +2,8 @@
 //! matrix and forgetting, drift-gated syncs, cancellation.
 #[path = "support/assets.rs"]
 mod assets;
+#[path = "support/shapes.rs"]
+mod shapes;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,47 +16,12 @@ use ctp::trainer::{
     TrainOutcome, TrainRequest, TrainerHandle, VersionRef,
 };
 
-const COLORS: [(&str, [u8; 3]); 8] = [
-    ("red", [220, 30, 30]),
-    ("green", [30, 180, 40]),
-    ("blue", [30, 60, 220]),
-    ("yellow", [240, 220, 20]),
-    ("purple", [140, 40, 170]),
-    ("orange", [250, 140, 20]),
-    ("black", [10, 10, 10]),
-    ("pink", [250, 150, 200]),
-];
-const SHAPES: [&str; 3] = ["square", "disc", "cross"];
-
 /// 16 synthetic pairs of one shape (task t): 8 colours × 2 sizes on white, 32×32.
 fn task_samples(t: usize) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for (cname, rgb) in COLORS {
-        for (sname, r) in [("small", 6i32), ("large", 13)] {
-            let mut px = vec![255u8; 32 * 32 * 3];
-            for y in 0..32i32 {
-                for x in 0..32i32 {
-                    let (dx, dy) = (x - 16, y - 16);
-                    let inside = match SHAPES[t] {
-                        "square" => dx.abs() <= r && dy.abs() <= r,
-                        "disc" => dx * dx + dy * dy <= r * r,
-                        _ => {
-                            (dx.abs() <= r / 3 && dy.abs() <= r)
-                                || (dy.abs() <= r / 3 && dx.abs() <= r)
-                        }
-                    };
-                    if inside {
-                        px[((y * 32 + x) * 3) as usize..][..3].copy_from_slice(&rgb);
-                    }
-                }
-            }
-            out.push(Sample {
-                pixels: px,
-                caption: format!("a {sname} {cname} {}", SHAPES[t]),
-            });
-        }
-    }
-    out
+    shapes::variants(t)
+        .into_iter()
+        .map(|(_, _, pixels, caption)| Sample { pixels, caption })
+        .collect()
 }
 
 fn engine() -> TrainerHandle {

@@ -13,6 +13,8 @@ use tonic::transport::Channel;
 pub mod assets;
 #[path = "../support/postgres.rs"]
 pub mod pg;
+#[path = "../support/shapes.rs"]
+pub mod shapes;
 
 pub enum Db {
     Sqlite,
@@ -132,18 +134,6 @@ pub async fn wait_serving(addr: &str) {
     panic!("daemon at {addr} never reported SERVING");
 }
 
-pub const COLORS: [(&str, [u8; 3]); 8] = [
-    ("red", [220, 30, 30]),
-    ("green", [30, 180, 40]),
-    ("blue", [30, 60, 220]),
-    ("yellow", [240, 220, 20]),
-    ("purple", [140, 40, 170]),
-    ("orange", [250, 140, 20]),
-    ("black", [10, 10, 10]),
-    ("pink", [250, 150, 200]),
-];
-pub const SHAPES: [&str; 4] = ["square", "disc", "cross", "bar"];
-
 pub fn png(rgb: &[u8], w: u32, h: u32) -> Vec<u8> {
     let img = image::RgbImage::from_raw(w, h, rgb.to_vec()).unwrap();
     let mut out = std::io::Cursor::new(Vec::new());
@@ -151,43 +141,24 @@ pub fn png(rgb: &[u8], w: u32, h: u32) -> Vec<u8> {
     out.into_inner()
 }
 
-/// 16 PNG samples of one shape: 8 colours × 2 sizes; the two sizes of "blue" and "pink" are eval.
+/// 16 PNG samples of one shape: 8 colours × 2 sizes; "blue", "pink" and "red" are eval.
 pub fn shape_samples(t: usize) -> Vec<pb::Sample> {
-    let mut out = Vec::new();
-    for (cname, rgb) in COLORS {
-        for (sname, r) in [("small", 6i32), ("large", 13)] {
-            let mut px = vec![255u8; 32 * 32 * 3];
-            for y in 0..32i32 {
-                for x in 0..32i32 {
-                    let (dx, dy) = (x - 16, y - 16);
-                    let inside = match SHAPES[t] {
-                        "square" => dx.abs() <= r && dy.abs() <= r,
-                        "disc" => dx * dx + dy * dy <= r * r,
-                        "cross" => {
-                            (dx.abs() <= r / 3 && dy.abs() <= r)
-                                || (dy.abs() <= r / 3 && dx.abs() <= r)
-                        }
-                        _ => dy.abs() <= r / 3 && dx.abs() <= r,
-                    };
-                    if inside {
-                        px[((y * 32 + x) * 3) as usize..][..3].copy_from_slice(&rgb);
-                    }
-                }
-            }
+    shapes::variants(t)
+        .into_iter()
+        .map(|(cname, sname, px, caption)| {
             let eval = cname == "blue" || cname == "pink" || cname == "red";
-            out.push(pb::Sample {
+            pb::Sample {
                 image: png(&px, 32, 32),
-                caption: format!("a {sname} {cname} {}", SHAPES[t]).into_bytes(),
+                caption: caption.into_bytes(),
                 id: format!("{cname}-{sname}"),
                 split: if eval {
                     pb::Split::Eval
                 } else {
                     pb::Split::Train
                 } as i32,
-            });
-        }
-    }
-    out
+            }
+        })
+        .collect()
 }
 
 pub fn header(model: &str, name: &str, epochs: u32) -> pb::TaskHeader {

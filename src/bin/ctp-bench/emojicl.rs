@@ -10,8 +10,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ctp::api::pb::{self, continual_trainer_client::ContinualTrainerClient};
-use ctp::app::Application;
-use ctp::config::{Overrides, Settings};
 use ctp::datasets::emojicl;
 use serde::Serialize;
 use tonic::transport::Channel;
@@ -194,7 +192,6 @@ pub async fn run(
             ))
         })
         .collect::<Result<_>>()?;
-    let dir = tempfile::tempdir()?;
     let env = vec![
         ("CTP__ENGINE__DEVICE".to_string(), p.device.clone()),
         (
@@ -202,28 +199,9 @@ pub async fn run(
             "100000".to_string(),
         ),
     ];
-    let flags = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        data_dir: Some(dir.path().to_path_buf()),
-        ..Default::default()
-    };
-    let settings = Settings::load(None, env, &flags).map_err(anyhow::Error::msg)?;
-    let app = Application::build(settings).await?;
-    let addr = format!("http://{}", app.grpc_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    let mut c = loop {
-        if let Ok(c) = ContinualTrainerClient::connect(addr.clone()).await {
-            break c
-                .max_encoding_message_size(256 << 20)
-                .max_decoding_message_size(256 << 20);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
-    // Wait for recovery to finish (submissions are refused until then).
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let daemon = super::service::Daemon::start(env).await?;
+    let addr = daemon.addr.clone();
+    let mut c = super::service::client(&addr).await?;
     let mut results = Vec::new();
     for m in methods {
         let started = Instant::now();
@@ -323,8 +301,7 @@ pub async fn run(
         }
         results.push(result);
     }
-    let _ = stop.send(());
-    let _ = server.await;
+    daemon.stop().await?;
     Ok(results)
 }
 

@@ -10,11 +10,24 @@ use ctp::app::Application;
 use ctp::config::{Overrides, Settings};
 use tonic::transport::Channel;
 
-struct Daemon {
-    addr: String,
+/// An in-process `ctpd` on a temp data dir (SQLite), port 0.
+pub struct Daemon {
+    pub addr: String,
     stop: tokio::sync::oneshot::Sender<()>,
     join: tokio::task::JoinHandle<anyhow::Result<()>>,
     _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    pub async fn start(env: Vec<(String, String)>) -> Result<Daemon> {
+        daemon(env).await
+    }
+
+    /// Graceful shutdown; waits for the daemon to exit.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        self.join.await?.context("daemon")
+    }
 }
 
 async fn daemon(env: Vec<(String, String)>) -> Result<Daemon> {
@@ -40,10 +53,11 @@ async fn daemon(env: Vec<(String, String)>) -> Result<Daemon> {
     })
 }
 
-async fn client(addr: &str) -> Result<ContinualTrainerClient<Channel>> {
+pub async fn client(addr: &str) -> Result<ContinualTrainerClient<Channel>> {
     Ok(ContinualTrainerClient::connect(addr.to_string())
         .await?
-        .max_encoding_message_size(256 << 20))
+        .max_encoding_message_size(256 << 20)
+        .max_decoding_message_size(256 << 20))
 }
 
 fn noise(n: usize, seed: u32) -> Vec<u8> {
@@ -218,8 +232,7 @@ pub async fn load(clients: &[usize], seconds: u64) -> Result<String> {
         task_id: task.id.clone(),
     })
     .await?;
-    let _ = d.stop.send(());
-    d.join.await?.context("daemon")?;
+    d.stop().await?;
     Ok(out)
 }
 
@@ -249,7 +262,6 @@ pub async fn ingest(n_png: usize, n_jpeg: usize) -> Result<String> {
             mb / secs
         ));
     }
-    let _ = d.stop.send(());
-    d.join.await?.context("daemon")?;
+    d.stop().await?;
     Ok(out)
 }
