@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
@@ -164,7 +163,9 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(trainer);
-        let incoming = TcpListenerStream::new(self.listener);
+        // TCP_NODELAY: without it small unary replies wait for the peer's delayed ACK (~40 ms).
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true));
         let server = tokio::spawn(async move {
             router
                 .serve_with_incoming_shutdown(incoming, async {

@@ -249,3 +249,25 @@ impl Engine {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_fails_the_command_not_the_engine() {
+        let r: Result<(), TrainerError> = guarded(|| panic!("boom in a step"));
+        assert!(matches!(r, Err(TrainerError::Panic(m)) if m.contains("boom in a step")));
+        assert_eq!(guarded(|| Ok::<_, TrainerError>(7)).unwrap(), 7);
+    }
+
+    #[test]
+    fn devices_parse_with_precise_errors() {
+        assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
+        assert_eq!(parse_device("cuda:1").unwrap(), Device::Cuda(1));
+        assert!(parse_device("tpu")
+            .unwrap_err()
+            .to_string()
+            .contains("auto, cpu, cuda or cuda:N"));
+    }
+}

@@ -23,6 +23,8 @@ pub enum Db {
 
 pub struct TestApp {
     pub addr: String,
+    /// Prometheus endpoint, when `CTP__METRICS_LISTEN` was set.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub client: ContinualTrainerClient<Channel>,
     pub data_dir: PathBuf,
     _dir: tempfile::TempDir,
@@ -79,6 +81,7 @@ pub async fn spawn_app_with(db: Db, env: Vec<(String, String)>) -> TestApp {
     let data_dir = s.data_dir.clone();
     let app = Application::build(s).await.unwrap();
     let addr = format!("http://{}", app.grpc_addr());
+    let metrics_addr = app.metrics_addr();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let join = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
@@ -87,6 +90,7 @@ pub async fn spawn_app_with(db: Db, env: Vec<(String, String)>) -> TestApp {
     wait_serving(&addr).await;
     TestApp {
         addr,
+        metrics_addr,
         client,
         data_dir,
         _dir: dir,

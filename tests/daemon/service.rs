@@ -249,3 +249,42 @@ async fn bearer_tokens_and_scopes() {
         .is_ok());
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_metrics_count_steps_and_syncs() {
+    let app = spawn_app_with(
+        Db::Sqlite,
+        vec![("CTP__METRICS_LISTEN".into(), "127.0.0.1:0".into())],
+    )
+    .await;
+    let mut c = app.client.clone();
+    let t = submit(&mut c, header("m", "squares", 1), shape_samples(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        terminal(&watch_all(&mut c, &t.id, 0).await).state,
+        pb::TaskState::Succeeded as i32
+    );
+    let addr = app.metrics_addr.expect("metrics listener");
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    sock.read_to_string(&mut body).await.unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{body}"))
+    };
+    assert_eq!(value("ctp_train_steps_total"), 2.0);
+    assert_eq!(value("ctp_momentum_syncs_total"), 2.0);
+    assert_eq!(value("ctp_tasks{state=\"succeeded\"}"), 1.0);
+    assert_eq!(value("ctp_queue_depth"), 0.0);
+    assert!(body.contains("ctp_step_duration_seconds_bucket"));
+    app.stop().await;
+}

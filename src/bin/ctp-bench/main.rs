@@ -110,6 +110,9 @@ enum Cmd {
         clients: String,
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// Pause between a client's GetTask calls.
+        #[arg(long, default_value_t = 250)]
+        interval_ms: u64,
     },
     /// SubmitTask ingestion throughput (64 px PNGs, 224 px JPEGs).
     Ingest {
@@ -506,13 +509,21 @@ fn run_emojicl(
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Load { clients, seconds } => {
+        Cmd::Load {
+            clients,
+            seconds,
+            interval_ms,
+        } => {
             let n: Vec<usize> = clients
                 .split(',')
                 .map(|x| x.parse())
                 .collect::<Result<_, _>>()
                 .context("clients")?;
-            let table = tokio::runtime::Runtime::new()?.block_on(service::load(&n, seconds))?;
+            let table = tokio::runtime::Runtime::new()?.block_on(service::load(
+                &n,
+                seconds,
+                interval_ms,
+            ))?;
             println!("{}\n{table}", machine());
         }
         Cmd::Ingest { png, jpeg } => {

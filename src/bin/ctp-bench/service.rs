@@ -176,13 +176,14 @@ async fn throughput(
     Ok((s1 - s0) as f64 * 32.0 / t0.elapsed().as_secs_f64())
 }
 
-pub async fn load(clients: &[usize], seconds: u64) -> Result<String> {
+pub async fn load(clients: &[usize], seconds: u64, interval_ms: u64) -> Result<String> {
     let d = daemon(vec![("CTP__ENGINE__DEVICE".into(), "cpu".into())]).await?;
     let mut c = client(&d.addr).await?;
     let task = submit(&mut c, header("load", 1000), samples(160, 64, false), 64).await?;
     let window = Duration::from_secs(seconds);
     tokio::time::sleep(Duration::from_secs(8)).await; // warm-up: model load and first steps
-    let mut out = String::from("| clients | GetTask p50 ms | GetTask p99 ms | calls | training samples/s | vs no clients |\n|---|---|---|---|---|---|\n");
+    let mut out = format!("Each client holds a WatchTask stream and calls GetTask every {interval_ms} ms; client and daemon share the machine's cores.\n\n");
+    out.push_str("| clients | GetTask p50 ms | GetTask p99 ms | calls | training samples/s | vs no clients |\n|---|---|---|---|---|---|\n");
     let base = throughput(&mut c, &task.id, window).await?;
     out.push_str(&format!("| 0 | - | - | 0 | {base:.1} | 1.00 |\n"));
     for &n in clients {
@@ -208,7 +209,7 @@ pub async fn load(clients: &[usize], seconds: u64) -> Result<String> {
                     })
                     .await?;
                     lat.push(t.elapsed().as_secs_f64() * 1e3);
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    tokio::time::sleep(Duration::from_millis(interval_ms)).await;
                 }
                 anyhow::Ok(lat)
             }));
