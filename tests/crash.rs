@@ -144,9 +144,11 @@ async fn sigkill_mid_task_resumes_from_checkpoint() {
     let mut child = start(dir.path(), port);
     let events = finish_and_check(dir.path(), &addr, &task.id).await;
     let (from, first) = resume_point(&events);
+    // Not from step 0, and not past the end; the kill lands a few steps after `seen` at most
+    // (the watch stream may trail training), so only the lower bound is exact.
     assert!(
-        from >= 3 && from <= seen,
-        "resumed from step {from} (killed after {seen})"
+        from >= 3 && from < 120,
+        "resumed from step {from} (killed after progress step {seen})"
     );
     assert_eq!(
         from % 3,
