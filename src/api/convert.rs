@@ -361,3 +361,58 @@ pub fn head_change_to_pb(h: &HeadChange) -> pb::HeadChange {
         reason: h.reason.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_fill_defaults_carry_loss_weights_and_name_bad_fields() {
+        let d = TrainingDefaults::default();
+        let t = TaskSettings::from_pb(None, Preset::Tiny, 3, &d).unwrap();
+        assert_eq!(
+            (t.epochs, t.batch_size, t.seed),
+            (d.epochs, d.batch_size, 3)
+        );
+        assert_eq!(t.train_config().weights, LossWeights::default());
+
+        let pb_settings = pb::TrainSettings {
+            loss_weights: Some(pb::LossWeights {
+                mlm: Some(0.1),
+                tp_cross: Some(5.0),
+                ..Default::default()
+            }),
+            drift_threshold: Some(0.02),
+            method: pb::Method::Seqft as i32,
+            ..Default::default()
+        };
+        let c = TaskSettings::from_pb(Some(pb_settings), Preset::Tiny, 0, &d)
+            .unwrap()
+            .train_config();
+        assert_eq!(
+            (c.weights.mlm, c.weights.tp_cross, c.weights.tp_intra),
+            (0.1, 5.0, 1.0)
+        );
+        assert_eq!((c.momentum.threshold, c.method), (0.02, Method::SeqFt));
+
+        let bad = pb::TrainSettings {
+            batch_size: Some(1),
+            ..Default::default()
+        };
+        let e = TaskSettings::from_pb(Some(bad), Preset::Tiny, 0, &d)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("batch_size"), "{e}");
+        let bad = pb::TrainSettings {
+            loss_weights: Some(pb::LossWeights {
+                itc: Some(-1.0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(TaskSettings::from_pb(Some(bad), Preset::Tiny, 0, &d)
+            .unwrap_err()
+            .to_string()
+            .contains("loss_weights"));
+    }
+}

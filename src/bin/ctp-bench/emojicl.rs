@@ -26,6 +26,11 @@ pub struct Method {
     pub joint: bool,
     /// Topology-preservation weight (both terms); 1 = the paper's code.
     pub tp_weight: f64,
+    /// MLM and MLM-distillation weight; 1 = the paper's code.
+    pub mlm_weight: f64,
+    /// Weight of the momentum terms (queue ITC and MLM distillation, times `mlm_weight` for the
+    /// latter); 1 = the paper's code.
+    pub momentum_weight: f64,
 }
 
 fn debug_str<T: std::fmt::Debug, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -128,6 +133,9 @@ fn header(model: &str, name: &str, m: &Method, p: &Protocol) -> pb::TaskHeader {
             loss_weights: Some(pb::LossWeights {
                 tp_cross: Some(m.tp_weight),
                 tp_intra: Some(m.tp_weight),
+                mlm: Some(m.mlm_weight),
+                mlm_distill: Some(m.mlm_weight * m.momentum_weight),
+                itc_queue: Some(m.momentum_weight),
                 ..Default::default()
             }),
         }),

@@ -95,6 +95,12 @@ enum Cmd {
         /// Weight of both topology-preservation terms for CTP runs.
         #[arg(long, default_value_t = 1.0)]
         tp_weight: f64,
+        /// Weight of the MLM and MLM-distillation terms (all methods).
+        #[arg(long, default_value_t = 1.0)]
+        mlm_weight: f64,
+        /// Weight of CTP's momentum terms (queue ITC, MLM distillation).
+        #[arg(long, default_value_t = 1.0)]
+        momentum_weight: f64,
         /// EmojiCL task indices (default all nine).
         #[arg(long, default_value = "0,1,2,3,4,5,6,7,8")]
         tasks: String,
@@ -399,7 +405,7 @@ fn machine() -> String {
 #[allow(clippy::too_many_arguments)]
 fn run_emojicl(
     preset: &str,
-    tp_weight: f64,
+    (tp_weight, mlm_weight, momentum_weight): (f64, f64, f64),
     max_train: usize,
     max_eval: usize,
     epochs: u32,
@@ -422,6 +428,8 @@ fn run_emojicl(
         threshold,
         joint,
         tp_weight,
+        mlm_weight,
+        momentum_weight,
     };
     let mut list = Vec::new();
     if pick.contains(&"seqft") {
@@ -544,12 +552,14 @@ fn main() -> Result<()> {
             device,
             out,
             tp_weight,
+            mlm_weight,
+            momentum_weight,
             preset,
         } => {
             ctp::telemetry::init_tracing();
             run_emojicl(
                 &preset,
-                tp_weight,
+                (tp_weight, mlm_weight, momentum_weight),
                 max_train,
                 max_eval,
                 epochs,
