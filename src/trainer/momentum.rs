@@ -81,8 +81,7 @@ impl DriftGate {
             diff += (o - m).square().sum(Kind::Float);
             base += m.square().sum(Kind::Float);
         }
-        let d = (diff.sqrt() / base.sqrt().clamp_min(1e-12)).double_value(&[]);
-        d
+        (diff.sqrt() / base.sqrt().clamp_min(1e-12)).double_value(&[])
     }
 
     /// Runs the check for `step` with an already-measured drift; syncs if it crosses the

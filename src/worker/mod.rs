@@ -153,7 +153,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
             .map_err(store_err)?,
         None => Vec::new(),
     };
-    let samples = load_split(&task.data_dir, false, size, limits.clone()).await?;
+    let samples = load_split(&task.data_dir, false, size, limits).await?;
     let dir = &state.settings.data_dir;
     let resume_path = dir.join("resume").join(format!("{}.safetensors", task.id));
     let resume = job

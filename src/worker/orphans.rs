@@ -21,11 +21,9 @@ pub async fn clean_orphans(state: &AppState) -> Result<usize, StoreError> {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp"));
-            if is_tmp || !referenced.contains(&path) {
-                if std::fs::remove_file(&path).is_ok() {
-                    removed += 1;
-                    tracing::info!(path = %path.display(), "Removed orphaned file");
-                }
+            if (is_tmp || !referenced.contains(&path)) && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+                tracing::info!(path = %path.display(), "Removed orphaned file");
             }
         }
     }

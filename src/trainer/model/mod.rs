@@ -14,6 +14,8 @@ use tch::{nn, Device, Kind, Tensor};
 use super::config::{BnPolicy, ModelConfig, Preset, TextPool};
 use bert::{Bert, BertShape};
 
+// One value per model, built once: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Vision {
     EfficientNet(efficientnet::EfficientNetLite0),

@@ -20,6 +20,9 @@ use super::{
 
 mod persist;
 
+/// Loss terms, per-part timings and the momentum sync (if any) of one step.
+type StepOutput = (BTreeMap<String, f64>, StepTimes, Option<super::SyncRecord>);
+
 /// Everything a run holds; dropped at the end of the task.
 pub(crate) struct Session {
     pub online: CtpModel,
@@ -175,9 +178,7 @@ impl Session {
     }
 
     /// Runs one step; returns the loss terms and timings.
-    pub fn train_step(
-        &mut self,
-    ) -> Result<(BTreeMap<String, f64>, StepTimes, Option<super::SyncRecord>), TrainerError> {
+    pub fn train_step(&mut self) -> Result<StepOutput, TrainerError> {
         let step = self.step;
         let dev = self.online.device();
         let idx = self.batch_indices(step);
