@@ -55,6 +55,8 @@ fn compile_protos() -> std::io::Result<()> {
     let protos: Vec<PathBuf> = PROTOS.iter().map(PathBuf::from).collect();
     let includes = [PathBuf::from("proto"), well_known];
     tonic_prost_build::configure()
+        // Decode errors (e.g. invalid UTF-8 in a string) answer INVALID_ARGUMENT.
+        .codec_path("crate::api::codec::StrictCodec")
         .file_descriptor_set_path(out_dir.join("ctp_descriptor.bin"))
         .compile_protos(&protos, &includes)
 }

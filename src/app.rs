@@ -9,12 +9,14 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::api::auth::Auth;
 use crate::api::pb::continual_trainer_server::ContinualTrainerServer;
 use crate::api::{pb, service::Service};
 use crate::config::Settings;
+use crate::datadir::DataDir;
+use crate::health::StorageHealth;
 use crate::hub::Hub;
 use crate::images::ImageLimits;
 use crate::store::{Backend, Store};
@@ -25,6 +27,8 @@ use crate::worker::{self, Running};
 /// Shared state of the daemon (cheap to reach from every handler through an `Arc`).
 pub struct AppState {
     pub settings: Settings,
+    /// The data dir (absolute); maps stored paths to files.
+    pub data: DataDir,
     pub store: Store,
     pub engine: TrainerHandle,
     pub hub: Hub,
@@ -32,6 +36,8 @@ pub struct AppState {
     pub wake: Notify,
     pub running: Running,
     pub metrics: Metrics,
+    /// Whether the data dir can be written (probed; see `health`).
+    pub storage: StorageHealth,
     pub worker_id: String,
     draining: AtomicBool,
     /// False until startup recovery (requeue, orphan cleanup) is done; submissions wait for it.
@@ -67,8 +73,8 @@ impl Application {
     /// Opens the store (running migrations), starts the engine and binds the listeners
     /// (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        std::fs::create_dir_all(&settings.data_dir)
-            .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+        let data = DataDir::open(&settings.data_dir)
+            .with_context(|| format!("opening data dir {}", settings.data_dir.display()))?;
         let store = Store::connect(&settings.database_url())
             .await
             .context("opening the database")?;
@@ -91,15 +97,17 @@ impl Application {
         } else {
             settings.worker_id.clone()
         };
-        tracing::info!(device = %engine.device, backend = ?store.backend(), data_dir = %settings.data_dir.display(), "ctpd starting");
+        tracing::info!(device = %engine.device, backend = ?store.backend(), data_dir = %data.root().display(), "ctpd starting");
         let state = Arc::new(AppState {
             settings,
+            data,
             store,
             engine,
             hub: Hub::default(),
             wake: Notify::new(),
             running: Running::default(),
             metrics: Metrics::default(),
+            storage: StorageHealth::default(),
             worker_id,
             draining: AtomicBool::new(false),
             ready: AtomicBool::new(false),
@@ -131,7 +139,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         let state = self.state;
         let (health, health_svc) = tonic_health::server::health_reporter();
-        set_health(&health, false).await;
+        crate::health::set_serving(&health, false).await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -154,8 +162,13 @@ impl Application {
                 .with_context(|| format!("reading TLS cert {}", tls.cert.display()))?;
             let key = std::fs::read(&tls.key)
                 .with_context(|| format!("reading TLS key {}", tls.key.display()))?;
-            builder = builder
-                .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))?;
+            let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+            if let Some(ca) = &tls.client_ca {
+                let pem = std::fs::read(ca)
+                    .with_context(|| format!("reading TLS client CA {}", ca.display()))?;
+                config = config.client_ca_root(Certificate::from_pem(pem));
+            }
+            builder = builder.tls_config(config)?;
         }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let router = builder
@@ -174,7 +187,7 @@ impl Application {
                 .await
         });
 
-        // Recovery: put interrupted jobs back in the queue, drop orphaned files.
+        // Recovery: put interrupted jobs back in the queue, quarantine unreferenced files.
         let requeued = match state.store.backend() {
             Backend::Sqlite => state.store.requeue_all_running().await?,
             Backend::Postgres => state.store.requeue_expired().await?,
@@ -182,11 +195,12 @@ impl Application {
         if !requeued.is_empty() {
             tracing::info!(tasks = ?requeued, "Requeued interrupted tasks");
         }
-        let removed = worker::clean_orphans(&state).await?;
+        let cleanup = worker::clean_orphans(&state).await?;
         state.metrics.refresh(&state.store).await;
         state.ready.store(true, Ordering::SeqCst);
-        set_health(&health, true).await;
-        tracing::info!(addr = %state.settings.listen, removed_orphans = removed, "ctpd serving");
+        // Health follows readiness, draining and the data dir from here on.
+        tokio::spawn(crate::health::watch(state.clone(), health.clone()));
+        tracing::info!(addr = %state.settings.listen, removed_tmp = cleanup.removed_tmp, quarantined = cleanup.quarantined, "ctpd serving");
 
         let worker = if state.settings.dispatch {
             tokio::spawn(worker::run(state.clone()))
@@ -203,10 +217,12 @@ impl Application {
 
         shutdown.await;
         tracing::info!("Shutting down: draining");
-        set_health(&health, false).await;
         state.draining.store(true, Ordering::SeqCst);
+        crate::health::set_serving(&health, false).await;
         state.running.signal(None, Control::PAUSE);
         state.hub.begin_shutdown();
+        // Again, after the health loop has seen the shutdown (it may have raced the first).
+        crate::health::set_serving(&health, false).await;
         let grace = Duration::from_secs(state.settings.shutdown_grace_seconds);
         if tokio::time::timeout(grace, worker).await.is_err() {
             tracing::warn!("The running task did not checkpoint within the grace period");
@@ -218,22 +234,6 @@ impl Application {
         tracing::info!("ctpd stopped");
         Ok(())
     }
-}
-
-/// Sets grpc.health.v1 for the whole server ("") and for ctp.v1.ContinualTrainer together.
-async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
-    let status = if serving {
-        tonic_health::ServingStatus::Serving
-    } else {
-        tonic_health::ServingStatus::NotServing
-    };
-    health.set_service_status("", status).await;
-    health
-        .set_service_status(
-            <ContinualTrainerServer<Service> as tonic::server::NamedService>::NAME,
-            status,
-        )
-        .await;
 }
 
 /// Resolves on the first SIGINT or SIGTERM; a second one exits immediately.

@@ -47,6 +47,9 @@ pub struct Limits {
     pub max_samples_per_task: usize,
     /// gRPC message size limit (each SubmitTask chunk must fit).
     pub max_message_bytes: usize,
+    /// Most optimizer steps one task may take (epochs × batches per epoch), so that no
+    /// single submission can block a model's queue for years.
+    pub max_steps_per_task: u64,
 }
 
 /// Server-side defaults for training settings a submission leaves unset.
@@ -93,8 +96,14 @@ impl std::fmt::Debug for Token {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
+    /// PEM server certificate (chain).
     pub cert: PathBuf,
+    /// PEM private key of `cert`.
     pub key: PathBuf,
+    /// PEM CA certificate(s): when set, clients must present a certificate signed by it
+    /// (mutual TLS); connections without one are refused in the handshake.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -126,6 +135,7 @@ impl Default for Limits {
             max_caption_bytes: 1024,
             max_samples_per_task: 200_000,
             max_message_bytes: 32 << 20,
+            max_steps_per_task: 1_000_000,
         }
     }
 }

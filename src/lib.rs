@@ -6,7 +6,7 @@
 //! - [`app`]: wiring, startup recovery, graceful shutdown; [`worker`]: the job dispatcher;
 //!   [`hub`]: task events (persist, then fan out).
 //! - [`store`]: SQLite/Postgres persistence: tasks, queue, versions, evaluations, history.
-//! - [`taskdata`]: content-addressed task data bundles.
+//! - [`taskdata`]: content-addressed task data bundles; [`datadir`]: data-dir layout, stored paths.
 //! - [`config`]: layered settings; [`telemetry`]: tracing and Prometheus metrics.
 //! - [`metrics`]: pure continual-learning metrics (retrieval recall, forgetting, BWT).
 //! - [`images`]: image decoding and preprocessing (no libtorch).
@@ -17,7 +17,9 @@ pub mod api;
 pub mod app;
 pub mod client;
 pub mod config;
+pub mod datadir;
 pub mod datasets;
+pub mod health;
 pub mod hub;
 pub mod images;
 pub mod metrics;

@@ -21,12 +21,15 @@ pub struct StoredSample {
 }
 
 /// Streams samples into a temp file; [`finish`](Self::finish) makes it durable under its hash.
-/// Dropping an unfinished writer deletes the temp file, so a rejected upload leaves nothing.
+/// Dropping an unfinished writer, or one whose `finish` failed (a full disk), deletes the temp
+/// file, so a rejected upload leaves nothing.
 pub struct BundleWriter {
     dir: PathBuf,
     tmp: PathBuf,
     out: Option<BufWriter<File>>,
     hasher: Sha256,
+    /// Set once the temp file has been renamed into place.
+    renamed: bool,
     pub n_train: usize,
     pub n_eval: usize,
 }
@@ -41,6 +44,7 @@ impl BundleWriter {
             dir,
             tmp,
             hasher: Sha256::new(),
+            renamed: false,
             n_train: 0,
             n_eval: 0,
         };
@@ -83,6 +87,7 @@ impl BundleWriter {
         let sha = hex::encode(std::mem::take(&mut self.hasher).finalize());
         let path = self.dir.join(format!("{sha}.bundle"));
         fs::rename(&self.tmp, &path)?;
+        self.renamed = true;
         File::open(&self.dir)?.sync_all()?;
         Ok((path, sha))
     }
@@ -90,7 +95,7 @@ impl BundleWriter {
 
 impl Drop for BundleWriter {
     fn drop(&mut self) {
-        if self.out.is_some() {
+        if !self.renamed {
             let _ = fs::remove_file(&self.tmp);
         }
     }

@@ -11,6 +11,33 @@ use crate::config::TrainingDefaults;
 use crate::store::{EvalRow, HeadChange, TaskRow, TaskState, VersionRow};
 use crate::trainer::{BnPolicy, LossWeights, Method, ModelConfig, Preset, TrainConfig};
 
+/// Documented upper bounds of the numeric training settings (see `TrainSettings` in the
+/// proto); a value outside its range is `INVALID_ARGUMENT`.
+pub mod bounds {
+    /// `epochs` in 1..=MAX_EPOCHS.
+    pub const MAX_EPOCHS: u32 = 10_000;
+    /// `batch_size` in 2..=MAX_BATCH.
+    pub const MAX_BATCH: u32 = 65_536;
+    /// `drift_check_every` in 1..=MAX_DRIFT_CHECK_EVERY.
+    pub const MAX_DRIFT_CHECK_EVERY: u32 = 1_000_000;
+    /// `learning_rate` in (0, MAX_LEARNING_RATE].
+    pub const MAX_LEARNING_RATE: f64 = 10.0;
+    /// `drift_threshold` in [0, MAX_DRIFT_THRESHOLD].
+    pub const MAX_DRIFT_THRESHOLD: f64 = 1e3;
+    /// Each loss weight in [0, MAX_LOSS_WEIGHT].
+    pub const MAX_LOSS_WEIGHT: f64 = 1e4;
+}
+
+/// Checks that `value` is at most `max`, naming the field.
+fn at_most<T: PartialOrd + std::fmt::Display>(field: &str, value: T, max: T) -> Result<(), ApiError> {
+    if value > max {
+        return Err(ApiError::Invalid(format!(
+            "settings.{field} is {value}; the maximum is {max}"
+        )));
+    }
+    Ok(())
+}
+
 /// A task's effective training settings (defaults filled in), stored as `settings_json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSettings {
@@ -77,9 +104,13 @@ impl TaskSettings {
             weights.tp_cross,
             weights.tp_intra,
         ];
-        if ws.iter().any(|x| !x.is_finite() || *x < 0.0) {
+        if ws
+            .iter()
+            .any(|x| !x.is_finite() || *x < 0.0 || *x > bounds::MAX_LOSS_WEIGHT)
+        {
             return Err(ApiError::Invalid(format!(
-                "settings.loss_weights must be finite and >= 0 (got {ws:?})"
+                "settings.loss_weights must be in [0, {}] (got {ws:?})",
+                bounds::MAX_LOSS_WEIGHT
             )));
         }
         let t = TaskSettings {
@@ -96,6 +127,19 @@ impl TaskSettings {
             queue_size: d.queue_size,
             checkpoint_every: d.checkpoint_every,
         };
+        at_most("epochs", t.epochs, bounds::MAX_EPOCHS)?;
+        at_most("batch_size", t.batch_size, bounds::MAX_BATCH)?;
+        at_most(
+            "drift_check_every",
+            t.drift_check_every,
+            bounds::MAX_DRIFT_CHECK_EVERY,
+        )?;
+        at_most("learning_rate", t.learning_rate, bounds::MAX_LEARNING_RATE)?;
+        at_most(
+            "drift_threshold",
+            t.drift_threshold,
+            bounds::MAX_DRIFT_THRESHOLD,
+        )?;
         t.train_config()
             .validate()
             .map_err(|m| ApiError::Invalid(format!("settings: {m}")))?;
@@ -126,6 +170,12 @@ impl TaskSettings {
                 tp_intra: Some(self.weights.tp_intra),
             }),
         }
+    }
+
+    /// Optimizer steps this task takes over `n_train` training samples (full batches only,
+    /// at least one per epoch, as the engine counts them).
+    pub fn total_steps(&self, n_train: u64) -> u64 {
+        u64::from(self.epochs) * (n_train / u64::from(self.batch_size.max(1))).max(1)
     }
 
     pub fn model_config(&self) -> ModelConfig {

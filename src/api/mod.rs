@@ -4,9 +4,10 @@
 //!   RPCs; `convert`: pb ↔ store ↔ engine types; `status`: the one error → status mapping;
 //!   `auth`: bearer tokens and scopes.
 pub mod auth;
+pub mod codec;
 pub mod convert;
 pub mod pb;
 pub mod service;
 pub mod status;
-mod submit;
+pub mod submit;
 mod watch;

@@ -1,6 +1,5 @@
 //! `ctp.v1.ContinualTrainer`: thin handlers that check scope, validate, call the store / engine
 //! and convert. Errors go through [`ApiError`] → `Status` in one place.
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -14,20 +13,13 @@ use super::status::ApiError;
 use super::{submit, watch};
 use crate::app::AppState;
 use crate::store::VersionRow;
-use crate::trainer::{Control, ModelConfig, Preset, VersionRef};
+use crate::trainer::{Control, ModelConfig, Preset};
 
 pub struct Service {
     pub state: Arc<AppState>,
 }
 
 type Res<T> = Result<Response<T>, Status>;
-
-fn version_ref(v: &VersionRow) -> VersionRef {
-    VersionRef {
-        path: PathBuf::from(&v.checkpoint_path),
-        sha256: v.sha256.clone(),
-    }
-}
 
 impl Service {
     async fn model_config(&self, model: &str) -> Result<ModelConfig, ApiError> {
@@ -181,7 +173,7 @@ impl ContinualTrainer for Service {
         let cfg = self.model_config(&r.model).await?;
         self.state
             .engine
-            .verify(cfg, version_ref(&target))
+            .verify(cfg, crate::worker::version_ref(&self.state, &target))
             .await
             .map_err(|e| {
                 ApiError::FailedPrecondition(format!("version {} cannot be used: {e}", r.version))
@@ -236,7 +228,7 @@ impl ContinualTrainer for Service {
         let e = self
             .state
             .engine
-            .embed(cfg.clone(), version_ref(&v), images, r.texts)
+            .embed(cfg.clone(), crate::worker::version_ref(&self.state, &v), images, r.texts)
             .await
             .map_err(ApiError::from)?;
         let wrap = |rows: Vec<Vec<f32>>| {

@@ -45,6 +45,12 @@ impl From<StoreError> for ApiError {
                 ApiError::Aborted(format!("lease on task {task_id} lost"))
             }
             StoreError::Invalid(m) => ApiError::Invalid(m),
+            e @ StoreError::Db(_) if crate::health::is_out_of_space(&error_chain(&e)) => {
+                ApiError::ResourceExhausted(format!(
+                    "the database is out of disk space ({}); free space and retry",
+                    error_chain(&e)
+                ))
+            }
             e @ (StoreError::Migrate(_) | StoreError::Db(_)) => ApiError::Internal(error_chain(&e)),
         }
     }

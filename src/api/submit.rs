@@ -2,6 +2,7 @@
 //! persist the task and its job in one transaction and wake the dispatcher. The reply comes
 //! once the task is durable and queued; a rejected stream leaves nothing behind.
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use tonic::Streaming;
 
@@ -13,11 +14,13 @@ use crate::store::{new_task_id, NewTask, StoreError, TaskRow};
 use crate::taskdata::{BundleWriter, StoredSample};
 use crate::trainer::{ModelConfig, Preset};
 
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+/// Model names: `[A-Za-z0-9][A-Za-z0-9._-]{0,127}` (so never `.`, `..` or a path). Names
+/// are never joined into file paths; the pattern keeps them safe to show and to type.
+pub fn valid_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 /// Deterministic eval membership for `eval_fraction` uploads: a hash of (seed, index).
@@ -26,9 +29,24 @@ fn in_eval(seed: u64, index: u64, fraction: f32) -> bool {
     (h % 1_000_000) as f64 / 1e6 < fraction as f64
 }
 
-enum SplitMode {
+/// How an upload marks its eval samples.
+#[derive(Clone, Copy, Debug)]
+pub enum SplitMode {
+    /// A deterministic fraction, chosen from the seed; samples leave `split` unset.
     Fraction(f32),
+    /// Each sample says SPLIT_TRAIN or SPLIT_EVAL.
     PerSample,
+}
+
+/// Everything [`check_sample`] checks a sample against.
+#[derive(Clone, Debug)]
+pub struct SampleRules {
+    pub split: SplitMode,
+    pub seed: u64,
+    pub max_caption_bytes: usize,
+    pub image: crate::images::ImageLimits,
+    /// The preset's image side, which every image must decode and resize to.
+    pub size: u32,
 }
 
 struct Header {
@@ -44,7 +62,7 @@ struct Header {
 fn parse_header(state: &AppState, h: pb::TaskHeader) -> Result<Header, ApiError> {
     if !valid_name(&h.model) {
         return Err(ApiError::Invalid(format!(
-            "header.model {:?}: use 1-64 characters from letters, digits, '.', '_', '-'",
+            "header.model {:?}: must match [A-Za-z0-9][A-Za-z0-9._-]{{0,127}} (a letter or digit, then up to 127 letters, digits, '.', '_', '-')",
             h.model
         )));
     }
@@ -85,14 +103,9 @@ fn parse_header(state: &AppState, h: pb::TaskHeader) -> Result<Header, ApiError>
     })
 }
 
-/// Validates one sample; returns it ready to store.
-fn check_sample(
-    i: usize,
-    s: pb::Sample,
-    hdr: &Header,
-    state: &AppState,
-    size: u32,
-) -> Result<StoredSample, ApiError> {
+/// Validates sample `i` of an upload; returns it ready to store, or INVALID_ARGUMENT naming
+/// the sample and the reason.
+pub fn check_sample(i: usize, s: pb::Sample, rules: &SampleRules) -> Result<StoredSample, ApiError> {
     let bad = |why: String| ApiError::Invalid(format!("sample {i}: {why}"));
     let caption = String::from_utf8(s.caption).map_err(|e| {
         bad(format!(
@@ -100,7 +113,7 @@ fn check_sample(
             e.utf8_error().valid_up_to()
         ))
     })?;
-    let max = state.settings.limits.max_caption_bytes;
+    let max = rules.max_caption_bytes;
     if caption.trim().is_empty() {
         return Err(bad("caption is empty".into()));
     }
@@ -110,12 +123,10 @@ fn check_sample(
             caption.len()
         )));
     }
-    crate::images::decode_rgb(&s.image, &state.image_limits(), size)
+    crate::images::decode_rgb(&s.image, &rules.image, rules.size)
         .map_err(|e| bad(e.to_string()))?;
-    let eval = match (&hdr.split, pb::Split::try_from(s.split)) {
-        (SplitMode::Fraction(f), Ok(pb::Split::Unspecified)) => {
-            in_eval(hdr.settings.seed, i as u64, *f)
-        }
+    let eval = match (rules.split, pb::Split::try_from(s.split)) {
+        (SplitMode::Fraction(f), Ok(pb::Split::Unspecified)) => in_eval(rules.seed, i as u64, f),
         (SplitMode::Fraction(_), _) => {
             return Err(bad(
                 "split must be unset when the header gives eval_fraction".into(),
@@ -152,7 +163,7 @@ fn stream_error(s: tonic::Status, n: usize) -> ApiError {
 }
 
 pub async fn submit(
-    state: &AppState,
+    state: &Arc<AppState>,
     mut stream: Streaming<pb::SubmitTaskRequest>,
 ) -> Result<(TaskRow, bool), ApiError> {
     if !state.is_ready() {
@@ -186,12 +197,18 @@ pub async fn submit(
         Ok(_) | Err(StoreError::NotFound { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    let size = ModelConfig::preset(hdr.preset).image_size as u32;
-    let dir = state.settings.data_dir.clone();
+    let rules = SampleRules {
+        split: hdr.split,
+        seed: hdr.settings.seed,
+        max_caption_bytes: state.settings.limits.max_caption_bytes,
+        image: state.image_limits(),
+        size: ModelConfig::preset(hdr.preset).image_size as u32,
+    };
+    let dir = state.data.root().to_path_buf();
     let mut writer = tokio::task::spawn_blocking(move || BundleWriter::create(&dir))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(format!("creating upload file: {e}")))?;
+        .map_err(|e| disk_error(state, "creating the upload file", e))?;
     let mut ids: HashMap<String, usize> = HashMap::new();
     let mut n = 0usize;
     let max_samples = state.settings.limits.max_samples_per_task;
@@ -211,7 +228,7 @@ pub async fn submit(
                     "sample {n}: the task exceeds the limit of {max_samples} samples"
                 )));
             }
-            let stored = check_sample(n, s, &hdr, state, size)?;
+            let stored = check_sample(n, s, &rules)?;
             if let Some(prev) = ids.insert(stored.id.clone(), n) {
                 return Err(ApiError::Invalid(format!(
                     "sample {n}: id {:?} repeats sample {prev}",
@@ -220,7 +237,7 @@ pub async fn submit(
             }
             writer
                 .append(&stored)
-                .map_err(|e| ApiError::Internal(format!("writing upload: {e}")))?;
+                .map_err(|e| disk_error(state, &format!("writing sample {n}"), e))?;
             n += 1;
         }
     }
@@ -244,29 +261,107 @@ pub async fn submit(
             "no training samples among {n}: every sample is in the eval split"
         )));
     }
+    let steps = hdr.settings.total_steps(writer.n_train as u64);
+    let max_steps = state.settings.limits.max_steps_per_task;
+    if steps > max_steps {
+        return Err(ApiError::Invalid(format!(
+            "settings: {} epochs over {} training samples at batch_size {} is {steps} steps; the limit is {max_steps} (limits.max_steps_per_task)",
+            hdr.settings.epochs, writer.n_train, hdr.settings.batch_size
+        )));
+    }
+    // A client that cancels its call ends the request body as if it had finished (hyper reads
+    // RST_STREAM(CANCEL) as end of body), and tonic then drops this future at its next await.
+    // Yield once so that happens here, before anything is kept; past this point the upload was
+    // complete, and committing it runs detached so that no later drop can leave half of it.
+    tokio::task::yield_now().await;
+    let commit = tokio::spawn(commit_upload(state.clone(), hdr, writer));
+    commit
+        .await
+        .map_err(|e| ApiError::Internal(format!("storing the upload panicked: {e}")))?
+}
+
+/// Serialises the end of uploads in this daemon: a bundle shared by identical uploads is
+/// never removed while another upload is about to reference it.
+static COMMIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Makes the bundle durable, then stores the task and its job. A duplicate (same idempotency
+/// key) or a failed commit keeps nothing new: the bundle is removed unless a row refers to it.
+async fn commit_upload(
+    state: Arc<AppState>,
+    hdr: Header,
+    writer: BundleWriter,
+) -> Result<(TaskRow, bool), ApiError> {
     let (n_train, n_eval) = (writer.n_train as i64, writer.n_eval as i64);
-    let (path, _sha) = tokio::task::spawn_blocking(move || writer.finish())
+    let _serial = COMMIT.lock().await;
+    let (path, sha) = tokio::task::spawn_blocking(move || writer.finish())
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(format!("storing upload: {e}")))?;
-    state
-        .store
-        .create_model_if_absent(&hdr.model, hdr.preset.as_str())
-        .await?;
+        .map_err(|e| disk_error(&state, "storing the upload", e))?;
+    let stored_path = state.data.to_stored(&path);
     let new = NewTask {
         id: new_task_id(),
         model: hdr.model.clone(),
         name: hdr.task_name.clone(),
         idempotency_key: hdr.idempotency_key.clone(),
         settings_json: serde_json::to_string(&hdr.settings).expect("settings serialise"),
-        data_dir: path.to_string_lossy().into_owned(),
+        request_digest: request_digest(&hdr, &sha),
+        data_dir: stored_path.clone(),
         n_train,
         n_eval,
     };
-    let submitted = state.store.submit_task(new).await?;
+    let result = async {
+        state
+            .store
+            .create_model_if_absent(&hdr.model, hdr.preset.as_str())
+            .await?;
+        state.store.submit_task(new).await
+    }
+    .await;
+    let keep = matches!(&result, Ok(s) if !s.existing)
+        || state
+            .store
+            .referenced_files()
+            .await
+            .map_or(true, |refs| refs.iter().any(|r| state.data.resolve(r) == path));
+    if !keep {
+        let _ = std::fs::remove_file(&path);
+    }
+    let submitted = result?;
     if !submitted.existing {
         tracing::info!(task_id = %submitted.task.id, model = %hdr.model, n_train, n_eval, "Task queued");
         state.wake.notify_one();
     }
     Ok((submitted.task, submitted.existing))
+}
+
+/// What an idempotent retry must repeat exactly: the header's fields and the samples (whose
+/// bundle hash covers ids, captions, splits and image bytes).
+fn request_digest(hdr: &Header, bundle_sha: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let settings = serde_json::to_string(&hdr.settings).expect("settings serialise");
+    let mut h = Sha256::new();
+    for part in [
+        hdr.model.as_str(),
+        hdr.preset.as_str(),
+        hdr.task_name.as_str(),
+        settings.as_str(),
+        bundle_sha,
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// An I/O error while writing under the data dir: a full disk or quota is
+/// `RESOURCE_EXHAUSTED` naming the data dir; anything else is internal.
+fn disk_error(state: &AppState, doing: &str, e: std::io::Error) -> ApiError {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => ApiError::ResourceExhausted(format!(
+            "{doing}: the data dir {} is out of space ({e}); free space there and retry",
+            state.data.root().display()
+        )),
+        _ => ApiError::Internal(format!("{doing}: {e}")),
+    }
 }

@@ -108,9 +108,15 @@ async fn stream_events(
             }
             _ = tx.closed() => return Ok(()),
             _ = shutdown.changed() => {
-                let task = state.store.get_task(task_id).await?;
-                let msg = format!("daemon shutting down; reconnect with after_seq={last} to continue");
-                let _ = tx.send(Ok(terminal_of(&task, last, msg))).await;
+                let message = format!("daemon shutting down; reconnect with after_seq={last} to continue");
+                let ev = pb::TaskEvent {
+                    seq: last as u64,
+                    time: Some(convert::timestamp(chrono::Utc::now())),
+                    event: Some(pb::task_event::Event::ServerClosing(pb::ServerClosing { message: message.clone() })),
+                };
+                if tx.send(Ok(ev)).await.is_ok() {
+                    let _ = tx.send(Err(Status::unavailable(message))).await;
+                }
                 return Ok(());
             }
         }

@@ -34,6 +34,12 @@ pub struct Cli {
     /// PEM CA certificate to verify an https:// daemon with.
     #[arg(long, global = true, env = "CTP_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for a daemon that requires mutual TLS (with --client-key).
+    #[arg(long, global = true, env = "CTP_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, global = true, env = "CTP_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// Machine-readable JSON on stdout (and no progress bars).
     #[arg(long, global = true)]
     pub json: bool,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
 use super::args::Cli;
@@ -85,6 +85,16 @@ impl Connection {
                 let pem = std::fs::read(path)
                     .map_err(|e| CliError::local(format!("--ca-cert {}: {e}", path.display())))?;
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let (Some(cert), Some(key)) = (&cli.client_cert, &cli.client_key) {
+                let read = |flag: &str, p: &std::path::Path| {
+                    std::fs::read(p)
+                        .map_err(|e| CliError::local(format!("{flag} {}: {e}", p.display())))
+                };
+                tls = tls.identity(Identity::from_pem(
+                    read("--client-cert", cert)?,
+                    read("--client-key", key)?,
+                ));
             }
             endpoint = endpoint
                 .tls_config(tls)

@@ -156,6 +156,7 @@ pub fn event_json(ev: &pb::TaskEvent) -> Value {
                    "produced_version": t.produced_version}),
         ),
         Some(Event::Log(l)) => ("log", json!({"message": l.message})),
+        Some(Event::ServerClosing(c)) => ("server_closing", json!({"message": c.message})),
         None => ("unknown", json!({})),
     };
     json!({"seq": ev.seq, "time": time_json(&ev.time), "type": kind, kind: body})

@@ -171,6 +171,7 @@ impl Sink for View {
             Some(Event::Progress(p)) => self.progress(p),
             Some(Event::Sync(s)) => self.last_sync = Some(*s),
             Some(Event::Log(l)) => self.say(&l.message),
+            Some(Event::ServerClosing(c)) => self.say(&c.message),
             Some(Event::Terminal(t)) => {
                 self.bar.finish_and_clear();
                 let mut msg = format!("task {}", state_name(t.state));

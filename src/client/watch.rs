@@ -154,8 +154,13 @@ async fn read_stream(
                 *cursor = (*cursor).max(ev.seq);
                 sink.event(&ev);
             }
-            Some(Event::Terminal(t)) if !is_terminal(t.state) => {
+            Some(Event::ServerClosing(c)) => {
                 // The daemon is draining (shutdown): the task is not over; come back later.
+                *cursor = (*cursor).max(ev.seq);
+                return Ok(StreamEnd::Retry(c.message.clone()));
+            }
+            Some(Event::Terminal(t)) if !is_terminal(t.state) => {
+                // An older daemon's drain marker: the task is not over; come back later.
                 *cursor = (*cursor).max(ev.seq);
                 return Ok(StreamEnd::Retry(if t.error.is_empty() {
                     "daemon closed the stream".into()

@@ -4,6 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
+use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use super::db::Db;
@@ -31,8 +32,16 @@ pub(super) async fn connect(url: &str) -> Result<Db> {
         .foreign_keys(true)
         .busy_timeout(BUSY_TIMEOUT);
     let in_memory = options.get_filename().as_os_str() == ":memory:";
-    let pool = SqlitePoolOptions::new()
-        .max_connections(if in_memory { 1 } else { 4 })
+    let mut pool_options = SqlitePoolOptions::new().max_connections(if in_memory { 1 } else { 4 });
+    if !in_memory {
+        // A COMMIT that fails (e.g. SQLITE_FULL on a full disk) may leave sqlx's transaction
+        // depth of that connection at 1 after SQLite itself rolled back; every later
+        // `BEGIN` on it would fail ("begin_with at non-zero transaction depth"). Such a
+        // connection is closed instead of being handed out again.
+        pool_options = pool_options
+            .before_acquire(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }));
+    }
+    let pool = pool_options
         .connect_with(options)
         .await?;
     MIGRATOR.run(&pool).await?;

@@ -1,8 +1,10 @@
 //! Models and tasks: creating, submitting, reading, listing, cancelling and failing.
 
+use chrono::{DateTime, Utc};
+
 use super::db::{args, now, Exec};
 use super::{
-    decode_token, encode_token, page_limit, ModelRow, NewTask, Result, Store, StoreError,
+    page_limit, ModelRow, NewTask, Result, Store, StoreError,
     Submitted, TaskRow, TaskState,
 };
 
@@ -92,6 +94,7 @@ impl Store {
         load_model(&mut ex, &new.model).await?;
         if let Some(task) = find_by_key(&mut ex, &new.model, new.idempotency_key.as_deref()).await?
         {
+            same_content(&mut ex, &task, &new).await?;
             return Ok(Submitted {
                 task,
                 existing: true,
@@ -110,8 +113,8 @@ impl Store {
         let inserted = ex
             .execute(
                 "INSERT INTO tasks (id, model, name, state, idempotency_key, settings_json, \
-                 data_dir, n_train, n_eval, created_at) \
-                 VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9) \
+                 data_dir, n_train, n_eval, created_at, request_digest) \
+                 VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10) \
                  ON CONFLICT (model, idempotency_key) DO NOTHING",
                 args![
                     &new.id,
@@ -123,6 +126,7 @@ impl Store {
                     new.n_train,
                     new.n_eval,
                     at,
+                    &new.request_digest,
                 ],
             )
             .await?;
@@ -130,9 +134,11 @@ impl Store {
             // A concurrent submit with the same key committed first (Postgres).
             drop(tx);
             let mut conn = self.db.acquire().await?;
-            let task = find_by_key(&mut conn.exec(), &new.model, new.idempotency_key.as_deref())
+            let mut ex = conn.exec();
+            let task = find_by_key(&mut ex, &new.model, new.idempotency_key.as_deref())
                 .await?
                 .ok_or_else(|| StoreError::not_found("task for the idempotency key"))?;
+            same_content(&mut ex, &task, &new).await?;
             return Ok(Submitted {
                 task,
                 existing: true,
@@ -171,25 +177,33 @@ impl Store {
         page_size: u32,
         page_token: Option<&str>,
     ) -> Result<(Vec<TaskRow>, Option<String>)> {
-        let offset = decode_token("t1", page_token)?.unwrap_or(0);
+        // Keyset paging on (created_at, id): rows that change state or disappear between
+        // pages never shift the next page, so no row is skipped or repeated.
+        let after = decode_task_cursor(page_token)?;
         let limit = page_limit(page_size);
         let sql = format!(
             "SELECT {TASK_COLUMNS} FROM tasks \
              WHERE ($1 IS NULL OR model = $1) AND ($2 IS NULL OR state = $2) \
-             ORDER BY created_at, id LIMIT $3 OFFSET $4"
+               AND ($3 IS NULL OR created_at > $3 OR (created_at = $3 AND id > $4)) \
+             ORDER BY created_at, id LIMIT $5"
         );
+        let (at, id) = match after {
+            Some((at, id)) => (Some(at), Some(id)),
+            None => (None, None),
+        };
         let mut conn = self.db.acquire().await?;
         // One extra row tells whether another page exists.
         let mut tasks: Vec<TaskRow> = conn
             .exec()
             .fetch_all(
                 &sql,
-                args![model, state.map(TaskState::as_str), limit + 1, offset],
+                args![model, state.map(TaskState::as_str), at, id, limit + 1],
             )
             .await?;
         let next = (tasks.len() as i64 > limit).then(|| {
             tasks.truncate(limit as usize);
-            encode_token("t1", offset + limit)
+            let last = tasks.last().expect("a full page has a last row");
+            format!("t2.{}.{}", last.created_at.timestamp_micros(), last.id)
         });
         Ok((tasks, next))
     }
@@ -286,6 +300,43 @@ impl Store {
         let task = load_task(&mut ex, id).await?;
         tx.commit().await?;
         Ok(task)
+    }
+}
+
+/// Decodes a ListTasks page token `t2.<created_at µs>.<task id>` (empty: the first page).
+fn decode_task_cursor(token: Option<&str>) -> Result<Option<(DateTime<Utc>, String)>> {
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    token
+        .strip_prefix("t2.")
+        .and_then(|rest| rest.split_once('.'))
+        .and_then(|(micros, id)| {
+            let at = DateTime::<Utc>::from_timestamp_micros(micros.parse().ok()?)?;
+            (!id.is_empty()).then(|| (at, id.to_string()))
+        })
+        .map(Some)
+        .ok_or_else(|| StoreError::Invalid(format!("invalid page token {token:?}")))
+}
+
+/// Refuses a reused idempotency key whose first task was submitted with other content.
+async fn same_content(ex: &mut Exec<'_>, task: &TaskRow, new: &NewTask) -> Result<()> {
+    let (stored,): (Option<String>,) = ex
+        .fetch_one(
+            "SELECT request_digest FROM tasks WHERE id = $1",
+            args![&task.id],
+        )
+        .await?;
+    match stored {
+        Some(d) if d != new.request_digest => Err(StoreError::AlreadyExists {
+            what: format!(
+                "idempotency key {:?} of model {:?} was used for different content (task {}; use a new key for a new upload), and that task",
+                new.idempotency_key.as_deref().unwrap_or_default(),
+                new.model,
+                task.id
+            ),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -111,6 +111,9 @@ pub struct NewTask {
     pub name: String,
     /// Deduplication key, unique per model; `None` never deduplicates.
     pub idempotency_key: Option<String>,
+    /// Digest of the submission's content (header and samples). A reused idempotency key
+    /// whose stored digest differs is refused with `AlreadyExists`.
+    pub request_digest: String,
     /// Effective training settings, serialized by the caller.
     pub settings_json: String,
     /// Where the uploaded samples live; reported by `referenced_files`.

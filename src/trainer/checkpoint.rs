@@ -31,21 +31,34 @@ pub fn save(
         .collect();
     named.push((META.to_string(), meta_t));
     let tmp = tmp_path(path);
-    Tensor::write_safetensors(&named, &tmp).map_err(|e| TrainerError::io(&tmp, e))?;
-    let sha = {
-        let mut f = File::options()
-            .read(true)
-            .write(true)
-            .open(&tmp)
-            .map_err(|e| TrainerError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| TrainerError::io(&tmp, e))?;
-        sha256_reader(&mut f).map_err(|e| TrainerError::io(&tmp, e))?
+    // Whatever fails (a full disk, typically), the temp file must not stay behind.
+    let written = write_tmp(&named, &tmp).and_then(|sha| {
+        fs::rename(&tmp, path).map_err(|e| TrainerError::io(path, e))?;
+        Ok(sha)
+    });
+    let sha = match written {
+        Ok(sha) => sha,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
     };
-    fs::rename(&tmp, path).map_err(|e| TrainerError::io(path, e))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| TrainerError::io(dir, e))?;
     Ok(sha)
+}
+
+/// Writes and fsyncs the temp file; returns its sha256.
+fn write_tmp(named: &[(String, Tensor)], tmp: &Path) -> Result<String, TrainerError> {
+    Tensor::write_safetensors(named, tmp).map_err(|e| TrainerError::io(tmp, e))?;
+    let mut f = File::options()
+        .read(true)
+        .write(true)
+        .open(tmp)
+        .map_err(|e| TrainerError::io(tmp, e))?;
+    f.sync_all().map_err(|e| TrainerError::io(tmp, e))?;
+    sha256_reader(&mut f).map_err(|e| TrainerError::io(tmp, e))
 }
 
 fn tmp_path(path: &Path) -> PathBuf {

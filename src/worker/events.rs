@@ -60,7 +60,7 @@ pub(super) async fn pump_events(
                     }
                     TrainEvent::Checkpoint { step, path, .. } => {
                         let started = Instant::now();
-                        state.store.set_resume_checkpoint(&task.id, &path.to_string_lossy(), step).await.map_err(store_err)?;
+                        state.store.set_resume_checkpoint(&task.id, &state.data.to_stored(&path), step).await.map_err(store_err)?;
                         state.metrics.observe_checkpoint(started.elapsed().as_secs_f64());
                     }
                 }

@@ -49,7 +49,7 @@ pub(super) async fn finish(
     seen.push((task.id.clone(), task.name.clone(), task.data_dir.clone()));
     let mut sets = Vec::new();
     for (i, (_, _, path)) in seen.iter().enumerate() {
-        let samples = load_split(path, true, size, state.image_limits()).await?;
+        let samples = load_split(state, path, true, size).await?;
         sets.push(EvalSet {
             task_id: i as i64,
             samples,
@@ -102,7 +102,7 @@ pub(super) async fn finish(
         .collect();
     let new = NewVersion {
         parent: parent.map(|p| p.version),
-        checkpoint_path: version.path.to_string_lossy().into_owned(),
+        checkpoint_path: state.data.to_stored(&version.path),
         sha256: version.sha256,
         momentum_syncs: syncs,
         momentum_steps,

@@ -2,7 +2,6 @@
 //! runs each on the engine, streams its events into the store and to watchers, evaluates the new
 //! version on every task of its lineage and commits version + evaluation + forgetting in one
 //! transaction. Training never runs inside an RPC.
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,15 +53,18 @@ pub async fn run(state: Arc<AppState>) {
             Ok(Some(job)) => {
                 let id = job.task.id.clone();
                 tracing::info!(task_id = %id, model = %job.task.model, "Claimed task");
-                if let Err(e) = run_job(&state, job).await {
+                if let Err(e) = run_until_space(&state, job).await {
                     tracing::error!(task_id = %id, error.message = %e, "Task failed");
-                    let _ = state.store.fail_task(&id, &e).await;
                     let ev = StoredEvent::Terminal {
                         state: "failed".into(),
-                        error: e,
+                        error: e.clone(),
                         produced_version: None,
                     };
-                    let _ = state.hub.emit(&state.store, &id, ev).await;
+                    retry_store("recording the failure", || async {
+                        state.store.fail_task(&id, &e).await?;
+                        state.hub.emit(&state.store, &id, ev.clone()).await
+                    })
+                    .await;
                 }
                 state.metrics.refresh(&state.store).await;
             }
@@ -76,6 +78,73 @@ pub async fn run(state: Arc<AppState>) {
             Err(e) => {
                 tracing::warn!(error.message = %e, "Claiming a job failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Runs a claimed job; a run that fails for lack of disk space is not the task's fault, so it
+/// waits (health NOT_SERVING meanwhile) and runs again from its last checkpoint until it gets
+/// through, instead of failing an accepted task.
+async fn run_until_space(state: &Arc<AppState>, mut job: ClaimedJob) -> Result<(), String> {
+    let mut wait = Duration::from_secs(2);
+    loop {
+        let result = run_job(state, job.clone()).await;
+        let err = match result {
+            Err(e) if crate::health::is_out_of_space(&e) && !state.is_draining() => e,
+            other => {
+                state.storage.set_starved(false);
+                return other;
+            }
+        };
+        state.storage.set_starved(true);
+        tracing::error!(task_id = %job.task.id, error.message = %err, retry_in_s = wait.as_secs(), "Out of disk space; the task waits and retries");
+        let msg = format!("out of disk space ({err}); retrying in {} s", wait.as_secs());
+        let _ = state
+            .hub
+            .emit(&state.store, &job.task.id, StoredEvent::Log { message: msg })
+            .await;
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(60));
+        let lease = Duration::from_secs(state.settings.lease_seconds);
+        match state.store.heartbeat(&job.task.id, &state.worker_id, lease).await {
+            Ok(cancel) => job.task.cancel_requested |= cancel,
+            Err(StoreError::LeaseLost { .. }) => {
+                // Another worker owns the job now; this one writes nothing more.
+                tracing::warn!(task_id = %job.task.id, "Lease lost while waiting for disk space");
+                state.storage.set_starved(false);
+                return Ok(());
+            }
+            Err(_) => {} // The database may be on the full disk too: keep waiting.
+        }
+        // Resume from the newest checkpoint the failed run left, if any.
+        let resume = state.data.resume_checkpoint(&job.task.id);
+        if resume.exists() {
+            job.resume_checkpoint = Some(state.data.to_stored(&resume));
+            job.resume_step = None;
+        }
+    }
+}
+
+/// Retries a store write (about 15 minutes at most) until it succeeds, e.g. once the
+/// database's disk has space again, so that an outcome is not silently dropped.
+async fn retry_store<F, Fut, T>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut wait = Duration::from_millis(500);
+    for attempt in 1..=30 {
+        match f().await {
+            Ok(_) => return,
+            Err(e @ (StoreError::NotFound { .. } | StoreError::FailedPrecondition(_) | StoreError::LeaseLost { .. })) => {
+                tracing::warn!(error.message = %e, "{what}: not retried");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error.message = %e, attempt, "{what} failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
             }
         }
     }
@@ -100,14 +169,16 @@ fn decode(
         .collect()
 }
 
-/// Reads a task's bundle and decodes one split (`eval` or train) at the preset's image size.
+/// Reads a task's bundle (`stored`: its row's path) and decodes one split (`eval` or train)
+/// at the preset's image size.
 pub(super) async fn load_split(
-    path: &str,
+    state: &AppState,
+    stored: &str,
     eval: bool,
     size: u32,
-    limits: ImageLimits,
 ) -> Result<Vec<Sample>, String> {
-    let path = PathBuf::from(path);
+    let path = state.data.resolve(stored);
+    let limits = state.image_limits();
     tokio::task::spawn_blocking(move || {
         let all = taskdata::read_bundle(&path).map_err(|e| format!("task data: {e}"))?;
         let split: Vec<StoredSample> = all.into_iter().filter(|s| s.eval == eval).collect();
@@ -121,9 +192,10 @@ pub(super) fn store_err(e: StoreError) -> String {
     crate::api::status::error_chain(&e)
 }
 
-fn version_ref(v: &VersionRow) -> VersionRef {
+/// Where a version's checkpoint is, in this data dir.
+pub fn version_ref(state: &AppState, v: &VersionRow) -> VersionRef {
     VersionRef {
-        path: PathBuf::from(&v.checkpoint_path),
+        path: state.data.resolve(&v.checkpoint_path),
         sha256: v.sha256.clone(),
     }
 }
@@ -133,7 +205,6 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
     let settings: TaskSettings =
         serde_json::from_str(&task.settings_json).map_err(|e| format!("stored settings: {e}"))?;
     let model_cfg = settings.model_config();
-    let limits = state.image_limits();
     let size = model_cfg.image_size as u32;
     let parent = match task.base_version {
         Some(v) => Some(
@@ -153,13 +224,12 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
             .map_err(store_err)?,
         None => Vec::new(),
     };
-    let samples = load_split(&task.data_dir, false, size, limits).await?;
-    let dir = &state.settings.data_dir;
-    let resume_path = dir.join("resume").join(format!("{}.safetensors", task.id));
+    let samples = load_split(state, &task.data_dir, false, size).await?;
+    let resume_path = state.data.resume_checkpoint(&task.id);
     let resume = job
         .resume_checkpoint
-        .as_ref()
-        .map(PathBuf::from)
+        .as_deref()
+        .map(|p| state.data.resolve(p))
         .filter(|p| p.exists());
     if let Some(step) = job.resume_step.filter(|_| resume.is_some()) {
         let msg = format!(
@@ -180,13 +250,10 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
         model: model_cfg.clone(),
         train: settings.train_config(),
         task_index: lineage.len() as i64,
-        parent: parent.as_ref().map(version_ref),
+        parent: parent.as_ref().map(|p| version_ref(state, p)),
         resume,
         samples,
-        out_version: dir
-            .join("versions")
-            .join(&task.model)
-            .join(format!("{}.safetensors", task.id)),
+        out_version: state.data.version_checkpoint(&task.id),
         resume_path: resume_path.clone(),
         control: control.clone(),
     };
@@ -250,7 +317,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
             // Graceful shutdown: the job stays claimed; the next start requeues it and resumes here.
             state
                 .store
-                .set_resume_checkpoint(&task.id, &resume_path.to_string_lossy(), step)
+                .set_resume_checkpoint(&task.id, &state.data.to_stored(&resume_path), step)
                 .await
                 .map_err(store_err)?;
             let msg = format!("daemon stopping; checkpointed at step {step}, training resumes there after restart");

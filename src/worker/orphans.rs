@@ -1,33 +1,88 @@
 //! Startup cleanup of files a crash left behind.
+//!
+//! Temp files (`.name.tmp`, written before an atomic rename) are deleted. A finished file that no
+//! row references is never deleted: it is moved to `<data dir>/quarantine/<time>/…`, where an
+//! operator can restore or remove it. A referenced file is never touched, however the data dir
+//! was spelled when the row was written.
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::app::AppState;
-use crate::store::StoreError;
+use crate::datadir::{DataDir, QUARANTINE, SUBDIRS};
+use crate::store::{Backend, StoreError};
 
-/// Deletes files under the data dir that no row references (left by a crash), and temp files.
-pub async fn clean_orphans(state: &AppState) -> Result<usize, StoreError> {
-    let referenced: std::collections::HashSet<PathBuf> = state
-        .store
-        .referenced_files()
-        .await?
-        .into_iter()
-        .map(PathBuf::from)
-        .collect();
-    let mut removed = 0;
-    for sub in ["tasks", "versions", "resume"] {
-        let root = state.settings.data_dir.join(sub);
-        for path in walk(&root) {
+/// What one cleanup did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Cleanup {
+    /// Temp files deleted.
+    pub removed_tmp: usize,
+    /// Unreferenced files moved to the quarantine folder.
+    pub quarantined: usize,
+}
+
+/// Cleans the data dir of `state` against the rows of its store.
+pub async fn clean_orphans(state: &AppState) -> Result<Cleanup, StoreError> {
+    let referenced = state.store.referenced_files().await?;
+    let data = state.data.clone();
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    // Daemons sharing one Postgres may share the data dir: a peer's upload in flight is
+    // young and not yet referenced, so only files older than a grace period are touched.
+    let min_age = match state.store.backend() {
+        Backend::Sqlite => Duration::ZERO,
+        Backend::Postgres => Duration::from_secs(600.max(4 * state.settings.lease_seconds)),
+    };
+    Ok(tokio::task::spawn_blocking(move || clean(&data, &referenced, &stamp, min_age))
+        .await
+        .unwrap_or_default())
+}
+
+/// Deletes temp files and quarantines unreferenced files under `data`.
+/// Files modified less than `min_age` ago are left alone.
+pub fn clean(data: &DataDir, referenced: &[String], stamp: &str, min_age: Duration) -> Cleanup {
+    let keep: HashSet<PathBuf> = referenced.iter().map(|r| data.resolve(r)).collect();
+    let mut done = Cleanup::default();
+    for sub in SUBDIRS {
+        for path in walk(&data.root().join(sub)) {
+            let young = || {
+                std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_none_or(|age| age < min_age)
+            };
+            if keep.contains(&path) || (!min_age.is_zero() && young()) {
+                continue;
+            }
             let is_tmp = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp"));
-            if (is_tmp || !referenced.contains(&path)) && std::fs::remove_file(&path).is_ok() {
-                removed += 1;
-                tracing::info!(path = %path.display(), "Removed orphaned file");
+            if is_tmp {
+                if std::fs::remove_file(&path).is_ok() {
+                    done.removed_tmp += 1;
+                    tracing::info!(path = %path.display(), "Removed temp file");
+                }
+                continue;
+            }
+            let rel = path.strip_prefix(data.root()).unwrap_or(&path);
+            let to = data.root().join(QUARANTINE).join(stamp).join(rel);
+            let moved = to
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::rename(&path, &to));
+            match moved {
+                Ok(()) => {
+                    done.quarantined += 1;
+                    tracing::warn!(path = %path.display(), to = %to.display(), "Quarantined unreferenced file");
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error.message = %e, "Could not quarantine unreferenced file; left in place")
+                }
             }
         }
     }
-    Ok(removed)
+    done
 }
 
 fn walk(root: &Path) -> Vec<PathBuf> {
@@ -44,4 +99,50 @@ fn walk(root: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(p: &Path) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"x").unwrap();
+    }
+
+    #[test]
+    fn referenced_files_survive_any_spelling_and_orphans_are_quarantined() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataDir::open(&tmp.path().join("d")).unwrap();
+        let bundle = data.bundle("aa");
+        let version = data.version_checkpoint("t1");
+        let legacy = data.root().join("versions/m/t0.safetensors");
+        let orphan = data.bundle("bb");
+        let temp = data.root().join("tasks/.upload-1.tmp");
+        for p in [&bundle, &version, &legacy, &orphan, &temp] {
+            touch(p);
+        }
+        let referenced = vec![
+            "tasks/aa.bundle".to_string(),
+            version.to_string_lossy().into_owned(),
+            // Written by an older ctpd while the data dir lived elsewhere.
+            "/old/home/d/versions/m/t0.safetensors".to_string(),
+        ];
+        // A grace period protects everything young.
+        let nothing = clean(&data, &[], "T", Duration::from_secs(3600));
+        assert_eq!(nothing, Cleanup::default());
+        let done = clean(&data, &referenced, "T", Duration::ZERO);
+        assert_eq!(
+            done,
+            Cleanup {
+                removed_tmp: 1,
+                quarantined: 1
+            }
+        );
+        for p in [&bundle, &version, &legacy] {
+            assert!(p.exists(), "{} was touched", p.display());
+        }
+        assert!(!orphan.exists() && !temp.exists());
+        assert!(data.root().join("quarantine/T/tasks/bb.bundle").exists());
+    }
 }

@@ -19,7 +19,10 @@ async fn expect_invalid(app: &TestApp, h: pb::TaskHeader, samples: Vec<pb::Sampl
 async fn bad_inputs(db: Db) {
     let app = spawn_app_with(
         db,
-        vec![("CTP__LIMITS__MAX_IMAGE_SIDE".into(), "64".into())],
+        vec![
+            ("CTP__LIMITS__MAX_IMAGE_SIDE".into(), "64".into()),
+            ("CTP__LIMITS__MAX_STEPS_PER_TASK".into(), "50".into()),
+        ],
     )
     .await;
     let good = shape_samples(0);
@@ -101,6 +104,30 @@ async fn bad_inputs(db: Db) {
     let mut h = header("m", "t", 1);
     h.settings.as_mut().unwrap().batch_size = Some(1);
     expect_invalid(&app, h, good.clone(), "batch_size").await;
+    // Every numeric setting has an upper bound (`epochs = -1` over the wire is 4294967295).
+    let with_settings = |f: &dyn Fn(&mut pb::TrainSettings)| {
+        let mut h = header("m", "t", 1);
+        f(h.settings.as_mut().unwrap());
+        h
+    };
+    let cases: [(&dyn Fn(&mut pb::TrainSettings), &str); 5] = [
+        (&|s| s.epochs = Some(u32::MAX), "settings.epochs is 4294967295; the maximum is 10000"),
+        (&|s| s.batch_size = Some(1 << 20), "settings.batch_size is 1048576; the maximum is 65536"),
+        (&|s| s.drift_check_every = Some(u32::MAX), "settings.drift_check_every"),
+        (&|s| s.learning_rate = Some(1e9), "settings.learning_rate"),
+        (&|s| s.loss_weights = Some(pb::LossWeights { mlm: Some(1e12), ..Default::default() }), "settings.loss_weights"),
+    ];
+    for (f, needle) in cases {
+        expect_invalid(&app, with_settings(f), good.clone(), needle).await;
+    }
+    // 10 training samples at batch 5 for 30 epochs = 60 steps > limits.max_steps_per_task (50).
+    expect_invalid(&app, header("m", "t", 30), good.clone(), "is 60 steps; the limit is 50").await;
+    // Model names never become paths: `.`/`..` and separators are refused.
+    for name in ["..", ".", "a/b", ".hidden", "", &"x".repeat(129)] {
+        let mut h = header("m", "t", 1);
+        h.model = name.to_string();
+        expect_invalid(&app, h, good.clone(), "header.model").await;
+    }
     let mut h = header("m", "t", 1);
     h.expected_samples = Some(99);
     expect_invalid(&app, h, good.clone(), "expected_samples is 99 but 16").await;

@@ -27,7 +27,7 @@ pub struct TestApp {
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub client: ContinualTrainerClient<Channel>,
     pub data_dir: PathBuf,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     join: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -69,15 +69,23 @@ pub async fn spawn_app(db: Db) -> TestApp {
 }
 
 pub async fn spawn_app_with(db: Db, env: Vec<(String, String)>) -> TestApp {
-    if std::env::var("TEST_LOG").is_ok() {
-        ctp::telemetry::init_tracing();
-    }
     let dir = tempfile::tempdir().unwrap();
     let url = match db {
         Db::Sqlite => String::new(),
         Db::Postgres => pg::PgServer::shared().fresh_database().await,
     };
-    let s = settings(url, dir.path(), env);
+    let mut app = spawn_app_in(url, dir.path(), env).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// A daemon on the data dir `dir` (kept after it stops) and database `url` ("" = SQLite
+/// inside the data dir).
+pub async fn spawn_app_in(url: String, dir: &std::path::Path, env: Vec<(String, String)>) -> TestApp {
+    if std::env::var("TEST_LOG").is_ok() {
+        ctp::telemetry::init_tracing();
+    }
+    let s = settings(url, dir, env);
     let data_dir = s.data_dir.clone();
     let app = Application::build(s).await.unwrap();
     let addr = format!("http://{}", app.grpc_addr());
@@ -93,7 +101,7 @@ pub async fn spawn_app_with(db: Db, env: Vec<(String, String)>) -> TestApp {
         metrics_addr,
         client,
         data_dir,
-        _dir: dir,
+        _dir: None,
         stop: Some(tx),
         join: Some(join),
     }

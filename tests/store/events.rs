@@ -11,6 +11,7 @@ contract_tests!(
     concurrent_appends_get_distinct_seqs,
     replayed_sync_steps_overwrite,
     list_tasks_pages_and_filters,
+    list_tasks_paging_survives_changes_between_pages,
 );
 
 async fn event_seq_is_monotonic_and_resumable(store: Store) {
@@ -137,4 +138,33 @@ async fn list_tasks_pages_and_filters(store: Store) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+}
+
+/// Keyset paging: a row that leaves the filter between pages shifts nothing (issue: after q0
+/// was cancelled, an offset-based page 2 skipped q2).
+async fn list_tasks_paging_survives_changes_between_pages(store: Store) {
+    for i in 0..5 {
+        submit(&store, "m", &format!("q{i}"), None).await;
+    }
+    let queued = Some(TaskState::Queued);
+    let (all, _) = store.list_tasks(Some("m"), queued, 0, None).await.unwrap();
+    let ids = |rows: &[ctp::store::TaskRow]| rows.iter().map(|t| t.id.clone()).collect::<Vec<_>>();
+    let (page1, token) = store.list_tasks(Some("m"), queued, 2, None).await.unwrap();
+    assert_eq!(ids(&page1), ids(&all[..2]));
+    store.cancel_task(&all[0].id).await.unwrap();
+    let (page2, token) = store
+        .list_tasks(Some("m"), queued, 2, token.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(ids(&page2), ids(&all[2..4]), "no queued task skipped");
+    let (page3, token) = store
+        .list_tasks(Some("m"), queued, 2, token.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(ids(&page3), ids(&all[4..]));
+    assert!(token.is_none());
+    for bad in ["t2.x.id", "t2.5.", "t1.2"] {
+        let err = store.list_tasks(None, None, 2, Some(bad)).await.unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{bad}: {err:?}");
+    }
 }

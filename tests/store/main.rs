@@ -85,6 +85,7 @@ fn new_task(model: &str, name: &str, key: Option<&str>) -> NewTask {
         name: name.to_owned(),
         idempotency_key: key.map(str::to_owned),
         settings_json: r#"{"epochs":1}"#.to_owned(),
+        request_digest: format!("content-of-{model}"),
         n_train: 8,
         n_eval: 2,
     }

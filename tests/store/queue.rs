@@ -38,6 +38,16 @@ async fn idempotent_submit(store: Store) {
     assert!(again.existing);
     assert_eq!(again.task, first.task);
 
+    // The same key with different content is refused, naming the key; nothing is stored.
+    let mut other = new_task("m", "a", Some("key-1"));
+    other.request_digest = "other content".into();
+    match store.submit_task(other).await {
+        Err(StoreError::AlreadyExists { what }) => {
+            assert!(what.contains("key-1") && what.contains(&first.task.id), "{what}")
+        }
+        r => panic!("expected AlreadyExists, got {r:?}"),
+    }
+
     // Without a key nothing is deduplicated; the same key on another model is distinct.
     let no_key_1 = submit(&store, "m", "b", None).await;
     let no_key_2 = submit(&store, "m", "b", None).await;

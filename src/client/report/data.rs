@@ -82,7 +82,7 @@ impl TaskHistory {
                 }
                 Some(Event::Log(l)) => h.logs.push(l.message.clone()),
                 Some(Event::Terminal(t)) => h.version = h.version.or(t.produced_version),
-                Some(Event::Heartbeat(_)) | None => {}
+                Some(Event::Heartbeat(_)) | Some(Event::ServerClosing(_)) | None => {}
             }
         }
         // A resumed task replays steps after its checkpoint; keep the latest per step.

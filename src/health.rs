@@ -1,0 +1,158 @@
+//! Whether the daemon can serve: recovered, not draining, and able to write its data dir.
+//!
+//! A background loop probes the data dir every few seconds (a small file written, fsynced and
+//! removed) and keeps `grpc.health.v1` in step: NOT_SERVING while the probe fails (a full disk,
+//! a read-only mount) or while training is held back for lack of space, SERVING again by
+//! itself once it passes. Nothing has to restart.
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+use crate::app::AppState;
+use crate::datadir::DataDir;
+
+/// How often the data dir is probed.
+pub const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// Bytes the probe writes: enough to notice a disk that cannot take another block.
+const PROBE_BYTES: usize = 64 << 10;
+
+/// Storage health, shared by the prober, the worker and the metrics.
+#[derive(Default)]
+pub struct StorageHealth {
+    /// Why the data dir cannot be written now (`None`: it can).
+    problem: Mutex<Option<String>>,
+    /// Training hit "no space" and waits for a retry to get through.
+    starved: AtomicBool,
+}
+
+impl StorageHealth {
+    /// The current problem, if any.
+    pub fn problem(&self) -> Option<String> {
+        if self.starved.load(Ordering::SeqCst) {
+            return Some("training is waiting for space in the data dir".into());
+        }
+        self.problem.lock().expect("health lock").clone()
+    }
+
+    /// Records the latest probe result.
+    pub fn set_probe(&self, result: Result<(), String>) {
+        *self.problem.lock().expect("health lock") = result.err();
+    }
+
+    /// Marks training as held back for space (true) or running again (false).
+    pub fn set_starved(&self, starved: bool) {
+        self.starved.store(starved, Ordering::SeqCst);
+    }
+}
+
+/// Writes, fsyncs and removes a probe file in the data dir.
+///
+/// # Errors
+/// The I/O error, with the data dir named.
+pub fn probe(data: &DataDir) -> Result<(), String> {
+    let path = data.root().join(".health-probe.tmp");
+    let result = std::fs::File::create(&path).and_then(|mut f| {
+        f.write_all(&vec![0u8; PROBE_BYTES])?;
+        f.sync_all()
+    });
+    let _ = std::fs::remove_file(&path);
+    result.map_err(|e| format!("data dir {} is not writable: {e}", data.root().display()))
+}
+
+/// True if `message` (an error chain as text) says a disk or quota is full.
+pub fn is_out_of_space(message: &str) -> bool {
+    const SIGNS: [&str; 4] = [
+        "No space left on device",
+        "os error 28",
+        "Disk quota exceeded",
+        "database or disk is full",
+    ];
+    SIGNS.iter().any(|s| message.contains(s))
+}
+
+/// Sets grpc.health.v1 for the whole server ("") and for ctp.v1.ContinualTrainer together.
+pub async fn set_serving(health: &HealthReporter, serving: bool) {
+    use crate::api::pb::continual_trainer_server::ContinualTrainerServer;
+    use crate::api::service::Service;
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(
+            <ContinualTrainerServer<Service> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+}
+
+/// Probes the data dir and updates the health service until shutdown.
+pub async fn watch(state: Arc<AppState>, health: HealthReporter) {
+    let mut shutdown = state.hub.shutdown_signal();
+    let mut last: Option<bool> = None;
+    loop {
+        let data = state.data.clone();
+        let result = tokio::task::spawn_blocking(move || probe(&data))
+            .await
+            .unwrap_or_else(|e| Err(format!("probe panicked: {e}")));
+        state.storage.set_probe(result);
+        let problem = state.storage.problem();
+        let serving = state.is_ready() && !state.is_draining() && problem.is_none();
+        if last != Some(serving) {
+            match &problem {
+                Some(p) => tracing::warn!(problem = %p, "Health: NOT_SERVING"),
+                None if serving => tracing::info!("Health: SERVING"),
+                None => {}
+            }
+            set_serving(&health, serving).await;
+            last = Some(serving);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PROBE_EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_passes_on_a_writable_dir_and_names_the_dir_otherwise() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = DataDir::open(tmp.path()).unwrap();
+        probe(&data).unwrap();
+        assert!(std::fs::read_dir(data.root()).unwrap().next().is_none(), "probe left a file");
+        let gone = DataDir::open(&tmp.path().join("x")).unwrap();
+        std::fs::remove_dir(gone.root()).unwrap();
+        let err = probe(&gone).unwrap_err();
+        assert!(err.contains(&gone.root().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn out_of_space_is_recognised_in_error_chains() {
+        assert!(is_out_of_space(
+            "writing checkpoint /d/x: No space left on device (os error 28)"
+        ));
+        assert!(is_out_of_space("database error: database or disk is full"));
+        assert!(!is_out_of_space("task data: sample 3 is corrupt"));
+    }
+
+    #[test]
+    fn starving_training_is_a_problem_until_cleared() {
+        let h = StorageHealth::default();
+        assert_eq!(h.problem(), None);
+        h.set_starved(true);
+        assert!(h.problem().is_some());
+        h.set_starved(false);
+        h.set_probe(Err("full".into()));
+        assert_eq!(h.problem().as_deref(), Some("full"));
+    }
+}
