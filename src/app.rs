@@ -91,7 +91,9 @@ impl Application {
         } else {
             settings.worker_id.clone()
         };
-        tracing::info!(device = %engine.device, backend = ?store.backend(), data_dir = %settings.data_dir.display(), "ctpd starting");
+        tracing::info!(device = %engine.device, precision = %engine.precision, backend = ?store.backend(), data_dir = %settings.data_dir.display(), "ctpd starting");
+        let metrics = Metrics::default();
+        metrics.set_engine(&engine.device, &engine.precision);
         let state = Arc::new(AppState {
             settings,
             store,
@@ -99,7 +101,7 @@ impl Application {
             hub: Hub::default(),
             wake: Notify::new(),
             running: Running::default(),
-            metrics: Metrics::default(),
+            metrics,
             worker_id,
             draining: AtomicBool::new(false),
             ready: AtomicBool::new(false),

@@ -1,5 +1,5 @@
 //! Engine behaviour on the `tiny` preset: exact resume, a 3-task continual run with its accuracy
-//! matrix and forgetting, drift-gated syncs, cancellation.
+//! matrix and forgetting, drift-gated syncs, cancellation, bf16 training.
 #[path = "support/assets.rs"]
 mod assets;
 #[path = "support/shapes.rs"]
@@ -24,13 +24,19 @@ fn task_samples(t: usize) -> Vec<Sample> {
         .collect()
 }
 
-fn engine() -> TrainerHandle {
+fn engine_with(precision: &str) -> TrainerHandle {
     TrainerHandle::start(EngineConfig {
         device: "cpu".into(),
         threads: 2,
         weights_dir: assets::weights(),
+        precision: precision.into(),
+        ..Default::default()
     })
     .unwrap()
+}
+
+fn engine() -> TrainerHandle {
+    engine_with("auto")
 }
 
 fn request(
@@ -295,4 +301,53 @@ fn drift_gate_skips_syncs_and_cancel_stops_at_a_step_boundary() {
         }
     ));
     assert!(events.iter().all(|e| !matches!(e, TrainEvent::Sync(_))));
+}
+
+fn itc_by_step(events: &[TrainEvent]) -> Vec<f64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Step(p) => Some(p.losses["itc"]),
+            _ => None,
+        })
+        .collect()
+}
+
+/// bf16 (matmuls, convs and attention in bfloat16, the rest fp32) trains the tiny preset with
+/// every CTP term active: the contrastive loss falls, and both versions record their precision.
+/// `auto` on a CPU engine is fp32. A resume checkpoint is not continued under another precision.
+#[test]
+fn bf16_tiny_run_trains_and_records_its_precision() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = engine_with("bf16");
+    assert_eq!(h.precision, "bf16");
+    assert_eq!(engine().precision, "fp32");
+    let (o, _) = run(&h, request(dir.path(), "b0", 0, 0, None, cfg(2)));
+    let v0 = completed(&o);
+    let mut c = cfg(8);
+    c.checkpoint_every = 4;
+    let (o, events) = run(&h, request(dir.path(), "b1", 1, 1, Some(v0.clone()), c.clone()));
+    let v1 = completed(&o);
+    let itc = itc_by_step(&events);
+    assert_eq!(itc.len(), 16);
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let (first, last) = (mean(&itc[..4]), mean(&itc[12..]));
+    assert!(itc.iter().all(|v| v.is_finite()));
+    assert!(last < 0.9 * first, "bf16 ITC did not fall: {first} -> {last}");
+    for v in [&v0, &v1] {
+        let ck = checkpoint::load(&v.path, Some(&v.sha256)).unwrap();
+        assert_eq!(ck.meta["precision"], "bf16");
+        // Master weights stay float32.
+        assert!(ck
+            .tensors
+            .values()
+            .all(|t| t.kind() != tch::Kind::BFloat16));
+    }
+    let mut req = request(dir.path(), "b1again", 1, 1, Some(v0), c);
+    req.resume = Some(dir.path().join("b1.resume.safetensors"));
+    let err = engine_with("fp32")
+        .train_blocking(req, tokio::sync::mpsc::unbounded_channel().0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bf16") && err.contains("fp32"), "{err}");
 }
