@@ -79,7 +79,7 @@ fn ctpd(dir: &std::path::Path, extra: &[&str]) -> Command {
         .args(extra)
         .env("CTP_ASSETS", assets::assets())
         .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     c
 }
@@ -135,7 +135,8 @@ fn device_auto_reports_device_and_precision_in_log_and_metrics() {
     } else {
         ("cpu", "fp32")
     };
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // The log goes to stdout (tracing's default writer).
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut log = String::new();
     while !log.contains("ctpd serving") {
         match lines.next() {

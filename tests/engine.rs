@@ -303,49 +303,52 @@ fn drift_gate_skips_syncs_and_cancel_stops_at_a_step_boundary() {
     assert!(events.iter().all(|e| !matches!(e, TrainEvent::Sync(_))));
 }
 
-fn itc_by_step(events: &[TrainEvent]) -> Vec<f64> {
+fn losses_by_step(events: &[TrainEvent], term: &str) -> Vec<f64> {
     events
         .iter()
         .filter_map(|e| match e {
-            TrainEvent::Step(p) => Some(p.losses["itc"]),
+            TrainEvent::Step(p) => Some(p.losses[term]),
             _ => None,
         })
         .collect()
 }
 
-/// bf16 (matmuls, convs and attention in bfloat16, the rest fp32) trains the tiny preset with
-/// every CTP term active: the contrastive loss falls, and both versions record their precision.
-/// `auto` on a CPU engine is fp32. A resume checkpoint is not continued under another precision.
+/// bf16 (matmuls, convs and attention in bfloat16, the rest fp32) trains the tiny preset like
+/// fp32 does: the MLM loss falls and every step's total loss stays within 2% of the fp32 run's
+/// (and is not identical to it: the bf16 path really runs). The version records its precision,
+/// keeps float32 master weights, and its resume checkpoint is not continued under fp32. `auto`
+/// on a CPU engine is fp32.
 #[test]
-fn bf16_tiny_run_trains_and_records_its_precision() {
+fn bf16_tiny_run_trains_like_fp32_and_records_its_precision() {
     let dir = tempfile::tempdir().unwrap();
-    let h = engine_with("bf16");
-    assert_eq!(h.precision, "bf16");
-    assert_eq!(engine().precision, "fp32");
-    let (o, _) = run(&h, request(dir.path(), "b0", 0, 0, None, cfg(2)));
-    let v0 = completed(&o);
+    let bf16 = engine_with("bf16");
+    let fp32 = engine();
+    assert_eq!((bf16.precision.as_str(), fp32.precision.as_str()), ("bf16", "fp32"));
     let mut c = cfg(8);
+    c.lr = 3e-3;
     c.checkpoint_every = 4;
-    let (o, events) = run(&h, request(dir.path(), "b1", 1, 1, Some(v0.clone()), c.clone()));
-    let v1 = completed(&o);
-    let itc = itc_by_step(&events);
-    assert_eq!(itc.len(), 16);
+    let (o, events) = run(&bf16, request(dir.path(), "b", 0, 0, None, c.clone()));
+    let v = completed(&o);
+    let (_, events32) = run(&fp32, request(dir.path(), "f", 0, 0, None, c.clone()));
+    let mlm = losses_by_step(&events, "mlm");
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
-    let (first, last) = (mean(&itc[..4]), mean(&itc[12..]));
-    assert!(itc.iter().all(|v| v.is_finite()));
-    assert!(last < 0.9 * first, "bf16 ITC did not fall: {first} -> {last}");
-    for v in [&v0, &v1] {
-        let ck = checkpoint::load(&v.path, Some(&v.sha256)).unwrap();
-        assert_eq!(ck.meta["precision"], "bf16");
-        // Master weights stay float32.
-        assert!(ck
-            .tensors
-            .values()
-            .all(|t| t.kind() != tch::Kind::BFloat16));
+    let (first, last) = (mean(&mlm[..4]), mean(&mlm[12..]));
+    assert!(last < 0.85 * first, "bf16 MLM did not fall: {first} -> {last}");
+    let (t16, t32) = (
+        losses_by_step(&events, "total"),
+        losses_by_step(&events32, "total"),
+    );
+    assert_eq!(t16.len(), 16);
+    for (i, (a, b)) in t16.iter().zip(&t32).enumerate() {
+        assert!((a - b).abs() <= 0.02 * b.abs(), "step {i}: bf16 {a} vs fp32 {b}");
     }
-    let mut req = request(dir.path(), "b1again", 1, 1, Some(v0), c);
-    req.resume = Some(dir.path().join("b1.resume.safetensors"));
-    let err = engine_with("fp32")
+    assert_ne!(t16, t32, "the bf16 run computed exactly the fp32 losses");
+    let ck = checkpoint::load(&v.path, Some(&v.sha256)).unwrap();
+    assert_eq!(ck.meta["precision"], "bf16");
+    assert!(ck.tensors.values().all(|t| t.kind() != tch::Kind::BFloat16));
+    let mut req = request(dir.path(), "again", 0, 0, None, c);
+    req.resume = Some(dir.path().join("b.resume.safetensors"));
+    let err = fp32
         .train_blocking(req, tokio::sync::mpsc::unbounded_channel().0)
         .unwrap_err()
         .to_string();
