@@ -14,7 +14,8 @@
 # 5. writes DIR/step-cuda.md and DIR/step-cuda.json (DIR defaults to bench/results).
 #
 # `--device cpu` runs the same script on a CPU with small shapes (tiny/small, batches 8/16, two
-# steps, short tasks) and writes DIR/step-cpu-check.{md,json}: the way to test it without a GPU.
+# steps, one epoch of `tiny` end to end) and writes DIR/step-cpu-check.{md,json}: the way to
+# test it without a GPU.
 # CTP_CHECK_PRESETS / CTP_CHECK_BATCHES / CTP_CHECK_STEPS override the table's shape.
 set -euo pipefail
 kit=gpu-kit
@@ -35,13 +36,13 @@ if [ "$device" = cpu ]; then
   presets="${CTP_CHECK_PRESETS:-tiny,small}"
   batches="${CTP_CHECK_BATCHES:-8,16}"
   steps="${CTP_CHECK_STEPS:-2}"
-  big=16; base_cmp=""; epochs=1; bs=8; threads=2
+  big=16; base_cmp=""; epochs=1; bs=16; threads=2; e2e_preset=tiny
 else
   tag=cuda
   presets="${CTP_CHECK_PRESETS:-tiny,small,base}"
   batches="${CTP_CHECK_BATCHES:-64,256}"
   steps="${CTP_CHECK_STEPS:-5}"
-  big=256; base_cmp=base; epochs=3; bs=64; threads=0
+  big=256; base_cmp=base; epochs=3; bs=64; threads=0; e2e_preset=small
 fi
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
@@ -141,7 +142,7 @@ for _ in $(seq 1 150); do "$bin/ctpctl" health >/dev/null 2>&1 && break; sleep 0
 "$bin/ctpctl" health >&2
 e2e_start=$(date +%s)
 for dir in "$kit"/emojicl/*/; do
-  "$bin/ctpctl" submit --model gpucheck --preset small --name "$(basename "$dir")" --epochs "$epochs" \
+  "$bin/ctpctl" submit --model gpucheck --preset "$e2e_preset" --name "$(basename "$dir")" --epochs "$epochs" \
     --batch-size "$bs" --wait "$dir" >&2
 done
 e2e_s=$(( $(date +%s) - e2e_start ))
@@ -158,7 +159,7 @@ m = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[2]}/metrics", timeout=5)
 print("\n/metrics: `" + next((l for l in m.splitlines() if l.startswith("ctp_engine_info")), "ctp_engine_info missing") + "`")
 EOF
 {
-  echo "## Daemon end to end (ctpd --device $device, two EmojiCL tasks, preset small, random init, batch $bs, $epochs epochs; ${e2e_s}s)"
+  echo "## Daemon end to end (ctpd --device $device, two EmojiCL tasks, preset $e2e_preset, random init, batch $bs, $epochs epochs; ${e2e_s}s)"
   echo
   echo "Startup log: \`$(grep -m1 'ctpd starting' "$work/ctpd.log" | sed 's/^.*ctpd starting/ctpd starting/')\`"
   echo
