@@ -54,34 +54,7 @@ enum Cmd {
     },
     /// ctp's step against the same step in eager PyTorch (bench/pytorch_step.py), in one
     /// invocation, plus ctp with the drift-gated momentum sync.
-    Compare {
-        /// small or base.
-        #[arg(long, default_value = "small")]
-        preset: String,
-        #[arg(long, default_value_t = 32)]
-        batch: i64,
-        #[arg(long, default_value_t = 6)]
-        steps: i64,
-        #[arg(long, default_value_t = 2)]
-        threads: i32,
-        /// cpu, cuda or cuda:N (both implementations run there).
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        /// auto (bf16 on CUDA, fp32 on CPU), bf16 (PyTorch: bf16 autocast) or fp32.
-        #[arg(long, default_value = "auto")]
-        precision: String,
-        /// Random weights with the real shapes, in both implementations.
-        #[arg(long)]
-        random_weights: bool,
-        /// Drift threshold for the gated run.
-        #[arg(long, default_value_t = 0.02)]
-        gated_threshold: f64,
-        /// Python with torch 2.11 + safetensors + tokenizers.
-        #[arg(long, env = "CTP_PYTHON", default_value = "python3")]
-        python: String,
-        #[arg(long)]
-        json: Option<std::path::PathBuf>,
-    },
+    Compare(step::CompareSettings),
     /// Continual-learning quality on EmojiCL through the daemon: SeqFT, CTP (threshold 0),
     /// drift-gated CTP at several thresholds, Joint, and the BatchNorm-policy ablation.
     Emojicl {
@@ -336,30 +309,8 @@ fn main() -> Result<()> {
                 &out,
             )?;
         }
-        Cmd::Compare {
-            preset,
-            batch,
-            steps,
-            threads,
-            device,
-            precision,
-            random_weights,
-            gated_threshold,
-            python,
-            json,
-        } => {
-            let md = step::compare(&step::CompareSettings {
-                preset,
-                batch,
-                steps,
-                threads,
-                device,
-                precision,
-                random_weights,
-                gated: gated_threshold,
-                python,
-                json,
-            })?;
+        Cmd::Compare(c) => {
+            let md = step::compare(&c)?;
             println!("{}\n\n{md}", machine());
         }
         Cmd::StepOne(s) => {

@@ -273,16 +273,33 @@ pub fn table_row(r: &Row) -> String {
 }
 
 /// Settings of `compare`.
+#[derive(Args, Debug)]
 pub struct CompareSettings {
+    /// small or base.
+    #[arg(long, default_value = "small")]
     pub preset: String,
+    #[arg(long, default_value_t = 32)]
     pub batch: i64,
+    #[arg(long, default_value_t = 6)]
     pub steps: i64,
+    #[arg(long, default_value_t = 2)]
     pub threads: i32,
+    /// cpu, cuda or cuda:N (both implementations run there).
+    #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// auto (bf16 on CUDA, fp32 on CPU), bf16 (PyTorch: bf16 autocast) or fp32.
+    #[arg(long, default_value = "auto")]
     pub precision: String,
+    /// Random weights with the real shapes, in both implementations.
+    #[arg(long)]
     pub random_weights: bool,
+    /// Drift threshold for the gated run.
+    #[arg(long = "gated-threshold", default_value_t = 0.02)]
     pub gated: f64,
+    /// Python with torch 2.11 + safetensors + tokenizers.
+    #[arg(long, env = "CTP_PYTHON", default_value = "python3")]
     pub python: String,
+    #[arg(long)]
     pub json: Option<std::path::PathBuf>,
 }
 
