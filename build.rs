@@ -1,5 +1,6 @@
 //! Build script: embeds an rpath to torch's `lib/` so binaries and tests run without
-//! LD_LIBRARY_PATH, and compiles the gRPC proto (with a descriptor set for reflection).
+//! LD_LIBRARY_PATH, links libtorch's CUDA libraries when torch ships them, and compiles the
+//! gRPC proto (with a descriptor set for reflection).
 use std::{env, path::PathBuf, process::Command};
 
 /// The gRPC API; every file listed here is compiled and watched.
@@ -31,11 +32,33 @@ fn main() {
     println!("cargo:rerun-if-env-changed=PYTHON_SYS_EXECUTABLE");
     if let Some(dir) = torch_lib_dir() {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+        link_cuda(&dir);
     }
     compile_protos().expect("compiling proto/ctp/v1/ctp.proto failed");
     // `sqlx::migrate!` embeds the migration folders at compile time but does not watch
     // them for new files; this makes adding a migration rebuild the crate.
     println!("cargo:rerun-if-changed=migrations");
+}
+
+/// libtorch registers its CUDA backend from static initialisers in `libtorch_cuda.so`; no
+/// symbol of it is referenced, so the linker's default `--as-needed` drops it and
+/// `tch::Cuda::is_available()` is false even on a GPU machine. `--no-as-needed` around the two
+/// CUDA libraries keeps them NEEDED. They load without a GPU or driver (CPU machines with a
+/// CUDA build of torch run as before); a CPU-only torch has no such files and nothing changes.
+fn link_cuda(dir: &std::path::Path) {
+    let libs = ["torch_cuda", "c10_cuda"];
+    if !libs
+        .iter()
+        .all(|l| dir.join(format!("lib{l}.so")).exists())
+    {
+        return;
+    }
+    println!("cargo:rustc-link-search=native={}", dir.display());
+    println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+    for l in libs {
+        println!("cargo:rustc-link-arg=-l{l}");
+    }
+    println!("cargo:rustc-link-arg=-Wl,--as-needed");
 }
 
 /// Generates the tonic client and server and a descriptor set for gRPC reflection

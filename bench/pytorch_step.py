@@ -1,18 +1,24 @@
-"""The CTP training step of ctp's `small` preset, written in eager PyTorch, for throughput
-comparison (`ctp-bench compare` runs this and ctp's own step in the same invocation).
+"""The CTP training step of ctp's `small` and `base` presets, written in eager PyTorch, for
+throughput comparison (`ctp-bench compare` runs this and ctp's own step in the same invocation).
 
-Same architecture (EfficientNet-Lite0 with TF SAME padding + all-MiniLM-L6-v2 + 2 fusion layers
-with cross-attention, mean-pooled text, 256-d projections), same pretrained weights (read from
-the same safetensors), same batch, and every CTP loss term of a task >= 1 step: ITC, MLM (logits
-at masked positions only), compatible momentum update + momentum forward + queue ITC + MLM
-distillation, topology preservation against the frozen previous-task model, AdamW.
+`small`: EfficientNet-Lite0 with TF SAME padding + all-MiniLM-L6-v2 + 2 fusion layers with
+cross-attention, mean-pooled text, 256-d projections, the same pretrained weights (read from the
+same safetensors). `base`: ViT-B/16 at 224 px (pre-norm, timm layout) + a BERT-base-shaped
+encoder (6 text + 6 fusion layers, [CLS] pooling), random init as in ctp. Same batch, and every
+CTP loss term of a task >= 1 step: ITC, MLM (logits at masked positions only), compatible
+momentum update + momentum forward + queue ITC + MLM distillation, topology preservation
+against the frozen previous-task model, AdamW (PyTorch's default implementation).
 
-Usage: python pytorch_step.py WEIGHTS_DIR BATCH STEPS THREADS  -> one JSON line.
+`--precision bf16` runs forwards and losses under `torch.autocast(dtype=torch.bfloat16)`;
+fp32 on CUDA leaves TF32 off (PyTorch's default), as ctp.
+
+Usage: python pytorch_step.py WEIGHTS_DIR BATCH STEPS THREADS [--preset small|base]
+       [--device cpu|cuda] [--precision fp32|bf16] [--random-weights]  -> one JSON line.
 """
+import argparse
 import copy
 import json
 import math
-import sys
 import time
 
 import torch
@@ -21,10 +27,26 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
 
-WEIGHTS, BATCH, STEPS, THREADS = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-torch.set_num_threads(THREADS)
+ap = argparse.ArgumentParser()
+ap.add_argument("weights")
+ap.add_argument("batch", type=int)
+ap.add_argument("steps", type=int)
+ap.add_argument("threads", type=int)
+ap.add_argument("--preset", default="small", choices=["small", "base"])
+ap.add_argument("--device", default="cpu")
+ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+ap.add_argument("--random-weights", action="store_true")
+args = ap.parse_args()
+WEIGHTS, BATCH, STEPS, THREADS = args.weights, args.batch, args.steps, args.threads
+DEV = torch.device(args.device)
+BASE = args.preset == "base"
+if THREADS > 0:
+    torch.set_num_threads(THREADS)
 torch.manual_seed(0)
-TAU, SIZE, MAXLEN, QUEUE = 0.07, 64, 16, 1024
+TAU, QUEUE = 0.07, 1024
+SIZE, MAXLEN = (224, 30) if BASE else (64, 16)
+H, INTER, LAYERS, TEXT_LAYERS = (768, 3072, 12, 6) if BASE else (384, 1536, 8, 6)
+IMG_W = 768 if BASE else 1280
 
 
 def same_pad(x, k, s):
@@ -111,30 +133,68 @@ class Layer(nn.Module):
         return self.norm(F.dropout(self.out(F.gelu(self.inter(h))), p) + h)
 
 
+class Block(nn.Module):
+    """Pre-norm ViT block (timm layout)."""
+
+    def __init__(self, w, heads):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(w, eps=1e-6), nn.LayerNorm(w, eps=1e-6)
+        self.qkv, self.proj = nn.Linear(w, 3 * w), nn.Linear(w, w)
+        self.fc1, self.fc2 = nn.Linear(w, 4 * w), nn.Linear(4 * w, w)
+
+    def forward(self, x):
+        b, l, w = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, l, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        x = x + self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, l, w))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+class ViT(nn.Module):
+    def __init__(self, image=224, patch=16, w=768, layers=12, heads=12):
+        super().__init__()
+        n = (image // patch) ** 2
+        self.patch_embed = nn.Conv2d(3, w, patch, patch)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, w) * 0.02)
+        self.pos_embed = nn.Parameter(torch.randn(1, n + 1, w) * 0.02)
+        self.blocks = nn.ModuleList([Block(w, heads) for _ in range(layers)])
+        self.norm = nn.LayerNorm(w, eps=1e-6)
+
+    def forward(self, x):
+        p = self.patch_embed(x).flatten(2).transpose(1, 2)
+        h = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), p], 1) + self.pos_embed
+        for b in self.blocks:
+            h = b(h)
+        h = self.norm(h)
+        return h, h[:, 0]
+
+
 class CTP(nn.Module):
     def __init__(self, vocab):
         super().__init__()
-        H = 384
-        self.visual = EffNet()
+        self.visual = ViT() if BASE else EffNet()
         self.word, self.pos, self.tt = nn.Embedding(vocab, H), nn.Embedding(512, H), nn.Embedding(2, H)
         self.emb_norm = nn.LayerNorm(H, eps=1e-12)
-        self.layers = nn.ModuleList([Layer(H, 1536, 12, i >= 6, 1280) for i in range(8)])
+        self.layers = nn.ModuleList([Layer(H, INTER, 12, i >= TEXT_LAYERS, IMG_W) for i in range(LAYERS)])
         self.mlm_dense, self.mlm_norm = nn.Linear(H, H), nn.LayerNorm(H, eps=1e-12)
         self.mlm_bias = nn.Parameter(torch.zeros(vocab))
-        self.vision_proj, self.text_proj = nn.Linear(1280, 256), nn.Linear(H, 256)
+        self.vision_proj, self.text_proj = nn.Linear(IMG_W, 256), nn.Linear(H, 256)
 
     def embed(self, ids, p):
-        pos = torch.arange(ids.shape[1]).unsqueeze(0)
+        pos = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
         return F.dropout(self.emb_norm(self.word(ids) + self.pos(pos) + self.tt(torch.zeros_like(ids))), p)
 
     def features(self, img, ids, mask, p):
         tokens, pooled = self.visual(img)
         m = mask.bool()[:, None, None, :]
         x = self.embed(ids, p)
-        for layer in self.layers[:6]:
+        for layer in self.layers[:TEXT_LAYERS]:
             x = layer(x, m, None, p)
-        mm = mask.unsqueeze(-1).float()
-        txt = (x * mm).sum(1) / mm.sum(1).clamp_min(1e-9)
+        if BASE:
+            txt = x[:, 0]
+        else:
+            mm = mask.unsqueeze(-1).float()
+            txt = (x * mm).sum(1) / mm.sum(1).clamp_min(1e-9)
         return F.normalize(self.vision_proj(pooled), dim=-1), F.normalize(self.text_proj(txt), dim=-1), tokens
 
     def mlm_logits(self, mids, mask, img_tokens, positions, p):
@@ -172,12 +232,16 @@ tok = Tokenizer.from_file(f"{WEIGHTS}/minilm/tokenizer.json")
 tok.no_padding()
 vocab = tok.get_vocab_size()
 online = CTP(vocab)
-load(online)
+if not (BASE or args.random_weights):
+    load(online)
+online = online.to(DEV)
 online.train()
-online.visual.eval()  # BN frozen (ctp's default policy)
+if not BASE:
+    online.visual.eval()  # BN frozen (ctp's default policy)
 ref = copy.deepcopy(online).eval().requires_grad_(False)
 mom = copy.deepcopy(online).eval().requires_grad_(False)
-iq, tq = F.normalize(torch.randn(QUEUE, 256), dim=-1), F.normalize(torch.randn(QUEUE, 256), dim=-1)
+iq = F.normalize(torch.randn(QUEUE, 256, device=DEV), dim=-1)
+tq = F.normalize(torch.randn(QUEUE, 256, device=DEV), dim=-1)
 ptr = 0
 opt = torch.optim.AdamW(online.parameters(), lr=1e-4, weight_decay=0.05)
 g = torch.Generator().manual_seed(1)
@@ -190,15 +254,16 @@ def batch():
     enc = [e.ids[:MAXLEN] for e in tok.encode_batch(caps)]
     L = max(len(e) for e in enc)
     ids = torch.tensor([e + [0] * (L - len(e)) for e in enc])
-    return img, ids, (ids != 0).long()
+    return img.to(DEV), ids.to(DEV), (ids != 0).long().to(DEV)
 
 
 def mask_tokens(ids):
-    chosen = torch.bernoulli(torch.full(ids.shape, 0.15)).bool() & (ids != 0) & (ids != 101)
-    replace = torch.bernoulli(torch.full(ids.shape, 0.8)).bool() & chosen
-    rand = torch.bernoulli(torch.full(ids.shape, 0.5)).bool() & chosen & ~replace
+    full = lambda p: torch.full(ids.shape, p, device=DEV)
+    chosen = torch.bernoulli(full(0.15)).bool() & (ids != 0) & (ids != 101)
+    replace = torch.bernoulli(full(0.8)).bool() & chosen
+    rand = torch.bernoulli(full(0.5)).bool() & chosen & ~replace
     m = ids.masked_fill(replace, 103)
-    m = torch.where(rand, torch.randint(vocab, ids.shape), m)
+    m = torch.where(rand, torch.randint(vocab, ids.shape, device=DEV), m)
     pos = chosen.view(-1).nonzero().view(-1)
     return m, pos, ids.view(-1)[pos]
 
@@ -209,14 +274,18 @@ def kl(t, s):
 
 params_o = [p for p in online.parameters()]
 params_m, params_r = list(mom.parameters()), list(ref.parameters())
+amp = torch.autocast(DEV.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
 times = []
 for step in range(STEPS + 2):
     img, ids, mask = batch()
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
     t0 = time.perf_counter()
+    amp.__enter__()
     v, w, tokens = online.features(img, ids, mask, 0.1)
     mids, pos, labels = mask_tokens(ids)
     z = online.mlm_logits(mids, mask, tokens, pos, 0.1)
-    y = torch.arange(BATCH)
+    y = torch.arange(BATCH, device=DEV)
     l_ita = 0.5 * (F.cross_entropy(v @ w.t() / TAU, y) + F.cross_entropy(w @ v.t() / TAU, y))
     l_mlm = F.cross_entropy(z, labels)
     with torch.no_grad():
@@ -226,16 +295,17 @@ for step in range(STEPS + 2):
         zm = mom.mlm_logits(mids, mask, tm, pos, 0.0)
     l_q = 0.5 * (F.cross_entropy(v @ torch.cat([wm, tq]).t() / TAU, y) + F.cross_entropy(w @ torch.cat([vm, iq]).t() / TAU, y))
     l_dis = -(F.softmax(zm, -1) * F.log_softmax(z, -1)).sum(-1).mean()
-    idx = (torch.arange(BATCH) + ptr) % QUEUE
-    iq[idx], tq[idx] = vm, wm
+    idx = (torch.arange(BATCH, device=DEV) + ptr) % QUEUE
+    iq[idx], tq[idx] = vm.float(), wm.float()
     ptr = (ptr + BATCH) % QUEUE
     with torch.no_grad():
         vr, wr, _ = ref.features(img, ids, mask, 0.0)
-    eye = torch.arange(BATCH).unsqueeze(1)
+    eye = torch.arange(BATCH, device=DEV).unsqueeze(1)
     sm = lambda a: (a @ a.t()).scatter(1, eye, -1000) / TAU
     l_c = 0.5 * (kl(vr @ wr.t() / TAU, v @ w.t() / TAU) + kl(wr @ vr.t() / TAU, w @ v.t() / TAU))
     l_s = 0.5 * (kl(sm(vr), sm(v)) + kl(sm(wr), sm(w)))
     loss = l_ita + l_mlm + l_q + l_dis + l_c + l_s
+    amp.__exit__(None, None, None)
     opt.zero_grad(set_to_none=False)
     loss.backward()
     opt.step()
@@ -243,5 +313,7 @@ for step in range(STEPS + 2):
     times.append(time.perf_counter() - t0)
 meas = times[2:]
 sps = len(meas) / sum(meas)
-print(json.dumps({"impl": "pytorch-eager", "batch": BATCH, "steps_per_sec": sps, "samples_per_sec": sps * BATCH,
-                  "threads": THREADS, "torch": torch.__version__}))
+peak = torch.cuda.max_memory_allocated(DEV) / 2**20 if DEV.type == "cuda" else None
+print(json.dumps({"impl": "pytorch-eager", "preset": args.preset, "batch": BATCH, "device": str(DEV),
+                  "precision": args.precision, "steps_per_sec": sps, "samples_per_sec": sps * BATCH,
+                  "peak_gpu_mib": peak, "threads": THREADS, "torch": torch.__version__}))

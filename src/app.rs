@@ -97,7 +97,9 @@ impl Application {
         } else {
             settings.worker_id.clone()
         };
-        tracing::info!(device = %engine.device, backend = ?store.backend(), data_dir = %data.root().display(), "ctpd starting");
+        tracing::info!(device = %engine.device, precision = %engine.precision, backend = ?store.backend(), data_dir = %data.root().display(), "ctpd starting");
+        let metrics = Metrics::default();
+        metrics.set_engine(&engine.device, &engine.precision);
         let state = Arc::new(AppState {
             settings,
             data,
@@ -106,7 +108,7 @@ impl Application {
             hub: Hub::default(),
             wake: Notify::new(),
             running: Running::default(),
-            metrics: Metrics::default(),
+            metrics,
             storage: StorageHealth::default(),
             worker_id,
             draining: AtomicBool::new(false),

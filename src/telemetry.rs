@@ -33,6 +33,7 @@ pub struct Metrics {
     drift: Gauge,
     syncs: IntCounter,
     forgetting: Gauge,
+    engine: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -76,6 +77,14 @@ impl Default for Metrics {
                 "Average forgetting (Rm points) of the newest version",
             )
             .expect("valid"),
+            engine: IntGaugeVec::new(
+                Opts::new(
+                    "ctp_engine_info",
+                    "The training engine's device and precision (value 1)",
+                ),
+                &["device", "precision"],
+            )
+            .expect("valid"),
             registry,
         };
         for c in [
@@ -88,6 +97,7 @@ impl Default for Metrics {
             Box::new(m.drift.clone()),
             Box::new(m.syncs.clone()),
             Box::new(m.forgetting.clone()),
+            Box::new(m.engine.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }
@@ -96,17 +106,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Records the engine's device ("cpu", "cuda:0") and precision ("fp32", "bf16").
+    pub fn set_engine(&self, device: &str, precision: &str) {
+        self.engine.with_label_values(&[device, precision]).set(1);
+    }
+
     pub fn observe_step(&self, p: &StepProgress) {
-        let t = &p.times;
-        let ms = t.forward_ms
-            + t.drift_ms
-            + t.sync_ms
-            + t.momentum_ms
-            + t.topology_ms
-            + t.backward_ms
-            + t.optimizer_ms;
         self.steps.inc();
-        self.step_seconds.observe(ms / 1e3);
+        self.step_seconds.observe(p.times.step_ms / 1e3);
         self.samples_per_second.set(p.samples_per_sec);
     }
 

@@ -29,12 +29,22 @@ struct Cli {
     /// Prometheus /metrics listen address [default: off]
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// Training precision: auto (bf16 on CUDA, fp32 on CPU), bf16, fp32 [default: auto]
+    #[arg(long)]
+    precision: Option<String>,
 }
 
+/// Startup errors print as one line (`ctpd: context: cause`) and exit with status 1.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     ctp::telemetry::init_tracing();
-    let cli = Cli::parse();
+    if let Err(e) = run(Cli::parse()).await {
+        eprintln!("ctpd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let flags = Overrides {
         listen: cli.listen,
         data_dir: cli.data_dir,
@@ -42,8 +52,11 @@ async fn main() -> anyhow::Result<()> {
         device: cli.device,
         metrics_listen: cli.metrics_listen,
     };
-    let settings = Settings::load(cli.config.as_deref(), std::env::vars(), &flags)
+    let mut settings = Settings::load(cli.config.as_deref(), std::env::vars(), &flags)
         .map_err(anyhow::Error::msg)?;
+    if let Some(p) = cli.precision {
+        settings.engine.precision = p;
+    }
     let app = Application::build(settings).await?;
     app.run_until_stopped(shutdown_signal()).await
 }

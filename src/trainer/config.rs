@@ -83,6 +83,43 @@ pub enum DriftMetric {
     Feature,
 }
 
+/// Arithmetic precision of the training step (engine setting, recorded in every version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in float32.
+    Fp32,
+    /// Matmuls, convolutions and attention in bfloat16; losses, softmax/log-softmax/KL, the
+    /// feature queue, master weights, AdamW moments and the momentum/reference weights in
+    /// float32.
+    Bf16,
+}
+
+impl Precision {
+    /// Parses `auto`, `bf16` or `fp32`; `auto` is bf16 on CUDA and fp32 on CPU.
+    pub fn parse(s: &str, cuda: bool) -> Result<Precision, String> {
+        match s {
+            "auto" | "" => Ok(if cuda {
+                Precision::Bf16
+            } else {
+                Precision::Fp32
+            }),
+            "bf16" => Ok(Precision::Bf16),
+            "fp32" => Ok(Precision::Fp32),
+            other => Err(format!(
+                "engine.precision must be auto, bf16 or fp32 (got {other:?})"
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
 /// Architecture of one preset. Serialised into every checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {

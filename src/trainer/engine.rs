@@ -7,9 +7,10 @@ use std::sync::mpsc::Receiver;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
+use super::config::Precision;
 use super::data::{TaskTensors, TextTokenizer};
 use super::model::CtpModel;
-use super::session::Session;
+use super::session::{RunOptions, Session};
 use super::{
     eval, Command, Embeddings, EvalSet, ModelConfig, Sample, TrainerError, TrainerHandle,
     VersionRef,
@@ -24,6 +25,20 @@ pub struct EngineConfig {
     pub threads: i32,
     /// Folder with `minilm/{tokenizer.json,model.safetensors}` and `efficientnet-lite0.safetensors`.
     pub weights_dir: PathBuf,
+    /// "auto" (bf16 on CUDA, fp32 on CPU), "bf16" or "fp32".
+    #[serde(default = "auto")]
+    pub precision: String,
+    /// Time each part of every step (a device sync after each part; slows a GPU down).
+    #[serde(default)]
+    pub profile: bool,
+    /// Initialise the `small` preset randomly instead of loading its pretrained weights (same
+    /// shapes; benchmarks on machines without the weight files).
+    #[serde(default)]
+    pub random_weights: bool,
+}
+
+fn auto() -> String {
+    "auto".into()
 }
 
 impl Default for EngineConfig {
@@ -32,6 +47,9 @@ impl Default for EngineConfig {
             device: "auto".into(),
             threads: 0,
             weights_dir: default_weights_dir(),
+            precision: auto(),
+            profile: false,
+            random_weights: false,
         }
     }
 }
@@ -62,6 +80,33 @@ fn parse_device(s: &str) -> Result<Device, TrainerError> {
     }
 }
 
+/// Whether this process has libtorch's CUDA backend loaded (it registers CUDA at load time).
+fn cuda_backend_loaded() -> bool {
+    std::fs::read_to_string("/proc/self/maps")
+        .map(|m| m.contains("libtorch_cuda.so"))
+        .unwrap_or(false)
+}
+
+/// Fails with one line naming the cause when a CUDA device was asked for and cannot be used.
+fn check_cuda(d: Device, asked: &str) -> Result<(), TrainerError> {
+    let Device::Cuda(i) = d else { return Ok(()) };
+    let count = tch::Cuda::device_count();
+    let cause = if !cuda_backend_loaded() {
+        "this binary runs a torch without its CUDA backend (libtorch_cuda.so is not loaded); \
+         build against a CUDA torch"
+            .to_string()
+    } else if count == 0 || !tch::Cuda::is_available() {
+        "CUDA is unavailable: no NVIDIA driver or GPU is visible to this process (check \
+         nvidia-smi and CUDA_VISIBLE_DEVICES)"
+            .to_string()
+    } else if i >= count as usize {
+        format!("only {count} CUDA device(s) are visible")
+    } else {
+        return Ok(());
+    };
+    Err(TrainerError::Input(format!("device {asked:?}: {cause}")))
+}
+
 fn device_name(d: Device) -> String {
     match d {
         Device::Cuda(i) => format!("cuda:{i}"),
@@ -75,13 +120,22 @@ struct Engine {
     weights: PathBuf,
     /// The last version loaded for evaluation/embedding (reloading a model per call is wasteful).
     cached: Option<(VersionRef, ModelConfig, CtpModel)>,
+    opts: RunOptions,
 }
 
 pub(super) fn spawn(cfg: EngineConfig) -> Result<TrainerHandle, TrainerError> {
     let device = parse_device(&cfg.device)?;
+    check_cuda(device, &cfg.device)?;
+    let precision =
+        Precision::parse(&cfg.precision, device.is_cuda()).map_err(TrainerError::Input)?;
     let tok = TextTokenizer::load(&cfg.weights_dir)?;
     let (tx, rx) = std::sync::mpsc::channel::<Command>();
     let name = device_name(device);
+    let opts = RunOptions {
+        precision,
+        profile: cfg.profile,
+        random_weights: cfg.random_weights,
+    };
     std::thread::Builder::new()
         .name("ctp-engine".into())
         .spawn(move || {
@@ -93,11 +147,16 @@ pub(super) fn spawn(cfg: EngineConfig) -> Result<TrainerHandle, TrainerError> {
                 tok,
                 weights: cfg.weights_dir,
                 cached: None,
+                opts,
             };
             engine.serve(rx);
         })
         .map_err(|e| TrainerError::Torch(format!("cannot start the engine thread: {e}")))?;
-    Ok(TrainerHandle { tx, device: name })
+    Ok(TrainerHandle {
+        tx,
+        device: name,
+        precision: precision.as_str().into(),
+    })
 }
 
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
@@ -128,8 +187,14 @@ impl Engine {
                     };
                     let r = guarded(|| {
                         let data = self.tensors(&req.samples, &req.model)?;
-                        let mut s =
-                            Session::start(&req, data, self.tok.vocab, self.device, &self.weights)?;
+                        let mut s = Session::start(
+                            &req,
+                            data,
+                            self.tok.vocab,
+                            self.device,
+                            &self.weights,
+                            &self.opts,
+                        )?;
                         s.run(&req, &emit)
                     });
                     let _ = reply.send(r);
@@ -269,5 +334,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("auto, cpu, cuda or cuda:N"));
+    }
+
+    #[test]
+    fn cpu_needs_no_cuda_and_a_missing_gpu_is_named() {
+        assert!(check_cuda(Device::Cpu, "cpu").is_ok());
+        if !tch::Cuda::is_available() {
+            let e = check_cuda(Device::Cuda(0), "cuda").unwrap_err().to_string();
+            assert!(e.starts_with("device \"cuda\": "), "{e}");
+            assert!(e.contains("CUDA") && !e.contains('\n'), "{e}");
+        }
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod data;
 mod engine;
 mod eval;
+pub mod flat;
 pub mod losses;
 pub mod model;
 pub mod momentum;
@@ -25,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 pub use config::{
-    BnPolicy, DriftMetric, LossWeights, Method, ModelConfig, MomentumConfig, Preset, TextPool,
-    TrainConfig,
+    BnPolicy, DriftMetric, LossWeights, Method, ModelConfig, MomentumConfig, Precision, Preset,
+    TextPool, TrainConfig,
 };
 pub use engine::EngineConfig;
 pub use momentum::SyncRecord;
@@ -118,9 +119,14 @@ pub struct TrainRequest {
     pub control: Arc<AtomicU8>,
 }
 
-/// Milliseconds spent in each part of one step.
+/// Milliseconds spent in each part of one step. The parts are measured only when the engine
+/// profiles (`EngineConfig::profile`: a device sync after each part); otherwise they are 0 and
+/// only `step_ms` is filled.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepTimes {
+    /// Wall time of the whole step, up to the read-back of its loss values.
+    #[serde(default)]
+    pub step_ms: f64,
     pub forward_ms: f64,
     pub drift_ms: f64,
     pub sync_ms: f64,
@@ -240,6 +246,8 @@ pub struct TrainerHandle {
     tx: std::sync::mpsc::Sender<Command>,
     /// "cpu" or "cuda:N".
     pub device: String,
+    /// Training precision: "fp32" or "bf16".
+    pub precision: String,
 }
 
 impl TrainerHandle {

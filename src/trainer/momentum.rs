@@ -36,18 +36,20 @@ pub struct GateState {
     pub checks: i64,
 }
 
-/// Parameters the gate works on, aligned by sorted name.
+/// Flat parameter buffers the gate works on ([`super::flat`]), aligned by sorted name.
 pub struct GateParams<'a> {
-    pub online: &'a [Tensor],
-    pub momentum: &'a [Tensor],
+    pub online: &'a Tensor,
+    pub momentum: &'a Tensor,
     /// θ_{t−1}; `None` for task 0.
-    pub reference: Option<&'a [Tensor]>,
+    pub reference: Option<&'a Tensor>,
 }
 
 pub struct DriftGate {
     pub cfg: MomentumConfig,
     pub task_index: i64,
     pub state: GateState,
+    /// ‖θc‖₂, cached between syncs (θc only changes when the gate syncs).
+    momentum_norm: Option<Tensor>,
 }
 
 impl DriftGate {
@@ -56,6 +58,7 @@ impl DriftGate {
             cfg,
             task_index,
             state: GateState::default(),
+            momentum_norm: None,
         }
     }
 
@@ -72,20 +75,30 @@ impl DriftGate {
         (step + 1) % self.cfg.check_every == 0
     }
 
-    /// Relative parameter distance ‖θ − θc‖₂ / ‖θc‖₂ over all synced parameters.
-    pub fn param_drift(p: &GateParams) -> f64 {
+    /// Relative parameter distance ‖θ − θc‖₂ / ‖θc‖₂ over all synced parameters, as a scalar
+    /// tensor on the device (reading it is the caller's choice: it waits for the device).
+    /// One pass over θ and θc; ‖θc‖₂ is reused until the next sync.
+    pub fn param_drift(&mut self, p: &GateParams) -> Tensor {
         let _guard = tch::no_grad_guard();
-        let mut diff = Tensor::zeros([], (Kind::Float, p.online[0].device()));
-        let mut base = diff.zeros_like();
-        for (o, m) in p.online.iter().zip(p.momentum) {
-            diff += (o - m).square().sum(Kind::Float);
-            base += m.square().sum(Kind::Float);
+        let base = self
+            .momentum_norm
+            .get_or_insert_with(|| p.momentum.norm().to_kind(Kind::Float))
+            .shallow_clone();
+        p.online.dist(p.momentum).to_kind(Kind::Float) / base.clamp_min(1e-12)
+    }
+
+    /// Fills in the drift of the check at `step` once its value is known (the caller deferred
+    /// reading it because threshold 0 syncs regardless).
+    pub fn record_drift(&mut self, step: i64, drift: f64) {
+        self.state.last_drift = drift;
+        if let Some(rec) = self.state.syncs.last_mut().filter(|r| r.step == step) {
+            rec.drift = drift;
         }
-        (diff.sqrt() / base.sqrt().clamp_min(1e-12)).double_value(&[])
     }
 
     /// Runs the check for `step` with an already-measured drift; syncs if it crosses the
-    /// threshold. Returns the record of a sync, if one happened.
+    /// threshold (NaN: not read yet, which only threshold 0 may pass, and always syncs).
+    /// Returns the record of a sync, if one happened.
     pub fn check(&mut self, step: i64, drift: f64, p: &GateParams) -> Option<SyncRecord> {
         self.state.checks += 1;
         self.state.last_drift = drift;
@@ -115,40 +128,45 @@ impl DriftGate {
     ///
     /// Task ≥ 1 expands to θc ← m^k·θc + a·θ_{t−1} + b·θ with a = (1−m^k)α, b = (1−m^k)(1−α):
     /// lerp toward θ_{t−1} with w1 = 1 − m^k/(1−b), then toward θ with w2 = b.
-    fn sync(&self, k: i64, p: &GateParams) {
+    fn sync(&mut self, k: i64, p: &GateParams) {
         let _guard = tch::no_grad_guard();
         let mk = self.decay().powi(k as i32);
-        for (i, (o, m)) in p.online.iter().zip(p.momentum).enumerate() {
-            let mut m = m.shallow_clone();
-            match p.reference {
-                Some(r) => {
-                    let b = (1.0 - mk) * (1.0 - self.cfg.alpha);
-                    let _ = m.lerp_(&r[i], 1.0 - mk / (1.0 - b));
-                    let _ = m.lerp_(o, b);
-                }
-                None => {
-                    let _ = m.lerp_(o, 1.0 - mk);
-                }
+        let mut m = p.momentum.shallow_clone();
+        match p.reference {
+            Some(r) => {
+                let b = (1.0 - mk) * (1.0 - self.cfg.alpha);
+                let _ = m.lerp_(r, 1.0 - mk / (1.0 - b));
+                let _ = m.lerp_(p.online, b);
+            }
+            None => {
+                let _ = m.lerp_(p.online, 1.0 - mk);
             }
         }
+        self.momentum_norm = None;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trainer::flat;
     use tch::Device;
 
-    fn params(seed: i64) -> Vec<Tensor> {
+    /// Two tensors as views into one flat buffer: (views, buffer).
+    fn params(seed: i64) -> (Vec<Tensor>, Tensor) {
         tch::manual_seed(seed);
-        vec![
+        let v = vec![
             Tensor::randn([7, 3], (Kind::Float, Device::Cpu)),
             Tensor::randn([5], (Kind::Float, Device::Cpu)),
-        ]
+        ];
+        let buf = flat::flatten(&v);
+        (v, buf)
     }
 
-    fn deep(v: &[Tensor]) -> Vec<Tensor> {
-        v.iter().map(|t| t.copy()).collect()
+    fn deep(v: &[Tensor]) -> (Vec<Tensor>, Tensor) {
+        let c: Vec<Tensor> = v.iter().map(|t| t.copy()).collect();
+        let buf = flat::flatten(&c);
+        (c, buf)
     }
 
     fn max_abs_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
@@ -162,10 +180,10 @@ mod tests {
     /// θc ← 0.9·θc + 0.05·θ + 0.05·θ_{t−1} over several steps while θ keeps moving.
     #[test]
     fn threshold_zero_equals_the_papers_per_step_update() {
-        let reference = params(1);
-        let mut online = params(2);
-        let gated = deep(&reference); // θc reset to θ_{t−1} at task start
-        let paper = deep(&reference);
+        let (reference, reference_buf) = params(1);
+        let (online, online_buf) = params(2);
+        let (gated, gated_buf) = deep(&reference); // θc reset to θ_{t−1} at task start
+        let (paper, _) = deep(&reference);
         let mut gate = DriftGate::new(
             MomentumConfig {
                 threshold: 0.0,
@@ -175,16 +193,17 @@ mod tests {
             1,
         );
         for step in 0..6 {
-            for (i, o) in online.iter_mut().enumerate() {
-                *o = &*o
-                    + Tensor::randn(o.size(), (Kind::Float, Device::Cpu)) * 0.1 * (i + 1) as f64;
+            for (i, o) in online.iter().enumerate() {
+                let moved =
+                    o + Tensor::randn(o.size(), (Kind::Float, Device::Cpu)) * 0.1 * (i + 1) as f64;
+                o.shallow_clone().copy_(&moved);
             }
             let gp = GateParams {
-                online: &online,
-                momentum: &gated,
-                reference: Some(&reference),
+                online: &online_buf,
+                momentum: &gated_buf,
+                reference: Some(&reference_buf),
             };
-            let d = DriftGate::param_drift(&gp);
+            let d = gate.param_drift(&gp).double_value(&[]);
             let rec = gate.check(step, d, &gp).expect("threshold 0 always syncs");
             assert_eq!(rec.k, 1);
             for ((m, o), r) in paper.iter().zip(&online).zip(&reference) {
@@ -203,9 +222,9 @@ mod tests {
     /// Task 0 targets θ itself with m0; a skipped stretch is folded in as m^k.
     #[test]
     fn skipped_steps_accumulate_decay() {
-        let online = params(3);
-        let momentum = deep(&params(4));
-        let start = deep(&momentum);
+        let (online, online_buf) = params(3);
+        let (momentum, momentum_buf) = deep(&params(4).0);
+        let (start, _) = deep(&momentum);
         let mut gate = DriftGate::new(
             MomentumConfig {
                 threshold: 1e9,
@@ -215,8 +234,8 @@ mod tests {
             0,
         );
         let gp = GateParams {
-            online: &online,
-            momentum: &momentum,
+            online: &online_buf,
+            momentum: &momentum_buf,
             reference: None,
         };
         assert!(gate.check(0, 0.5, &gp).is_none());
@@ -232,7 +251,7 @@ mod tests {
             .collect();
         assert!(max_abs_diff(&momentum, &expected) < 1e-6);
         // With a constant target, one sync of k steps equals k per-step updates.
-        let mut per_step = deep(&start);
+        let mut per_step = deep(&start).0;
         for _ in 0..3 {
             per_step = per_step
                 .iter()
@@ -244,23 +263,31 @@ mod tests {
     }
 
     #[test]
-    fn drift_is_relative_distance() {
-        let a = vec![Tensor::from_slice(&[3.0f32, 4.0])];
-        let b = vec![Tensor::from_slice(&[0.0f32, 0.0])];
-        let c = vec![Tensor::from_slice(&[6.0f32, 8.0])];
+    fn drift_is_relative_distance_and_follows_syncs() {
+        let a = Tensor::from_slice(&[3.0f32, 4.0]);
+        let b = Tensor::from_slice(&[0.0f32, 0.0]);
+        let c = Tensor::from_slice(&[6.0f32, 8.0]);
+        let mut gate = DriftGate::new(MomentumConfig::default(), 0);
         let gp = GateParams {
             online: &c,
             momentum: &a,
             reference: None,
         };
-        assert!((DriftGate::param_drift(&gp) - 1.0).abs() < 1e-9);
+        assert!((gate.param_drift(&gp).double_value(&[]) - 1.0).abs() < 1e-6);
+        // A sync moves θc; the cached ‖θc‖ must follow: θc = 0.995·(3,4) + 0.005·(6,8)
+        // = 1.005·(3,4) and θ = 2·(3,4).
+        gate.check(0, 1.0, &gp).unwrap();
+        let want = (2.0 - 1.005) / 1.005f64;
+        let got = gate.param_drift(&gp).double_value(&[]);
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
         let gp = GateParams {
             online: &a,
             momentum: &b,
             reference: None,
         };
+        let mut fresh = DriftGate::new(MomentumConfig::default(), 0);
         assert!(
-            DriftGate::param_drift(&gp) > 1e6,
+            fresh.param_drift(&gp).double_value(&[]) > 1e6,
             "zero momentum norm is guarded, not NaN"
         );
     }

@@ -7,6 +7,8 @@
 use tch::nn;
 use tch::{Kind, Tensor};
 
+use super::mixed;
+
 fn init_linear(p: nn::Path, i: i64, o: i64) -> nn::Linear {
     // BERT init: N(0, 0.02) weights, zero bias.
     let cfg = nn::LinearConfig {
@@ -57,19 +59,27 @@ impl Attention {
     }
 
     /// `x` [B, L, H]; `kv` [B, S, D]; `mask` optional bool [B, 1, 1, S] (true = attend).
-    fn forward(&self, x: &Tensor, kv: &Tensor, mask: Option<&Tensor>, dropout: f64) -> Tensor {
+    /// Projections and attention run in `c`; the residual LayerNorm in float32.
+    fn forward(
+        &self,
+        x: &Tensor,
+        kv: &Tensor,
+        mask: Option<&Tensor>,
+        dropout: f64,
+        c: Kind,
+    ) -> Tensor {
         let (b, l, h) = x.size3().expect("attention input must be [B, L, H]");
         let s = kv.size()[1];
         let d = h / self.heads;
         let split = |t: Tensor, n: i64| t.view([b, n, self.heads, d]).transpose(1, 2);
-        let q = split(x.apply(&self.query), l);
-        let k = split(kv.apply(&self.key), s);
-        let v = split(kv.apply(&self.value), s);
+        let q = split(mixed::linear(x, &self.query, c), l);
+        let k = split(mixed::linear(kv, &self.key, c), s);
+        let v = split(mixed::linear(kv, &self.value, c), s);
         let ctx =
             Tensor::scaled_dot_product_attention(&q, &k, &v, mask, dropout, false, None, false);
         let ctx = ctx.transpose(1, 2).contiguous().view([b, l, h]);
-        let y = ctx.apply(&self.out).dropout(dropout, dropout > 0.0);
-        (y + x).apply(&self.norm)
+        let y = mixed::linear(&ctx, &self.out, c).dropout(dropout, dropout > 0.0);
+        mixed::layer_norm(&(y + x), &self.norm)
     }
 }
 
@@ -84,17 +94,21 @@ struct Layer {
 }
 
 impl Layer {
-    fn forward(&self, x: &Tensor, mask: &Tensor, image: Option<&Tensor>, dropout: f64) -> Tensor {
-        let mut h = self.attn.forward(x, x, Some(mask), dropout);
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        image: Option<&Tensor>,
+        dropout: f64,
+        c: Kind,
+    ) -> Tensor {
+        let mut h = self.attn.forward(x, x, Some(mask), dropout, c);
         if let (Some(cross), Some(img)) = (&self.cross, image) {
-            h = cross.forward(&h, img, None, dropout);
+            h = cross.forward(&h, img, None, dropout, c);
         }
-        let y = h
-            .apply(&self.inter)
-            .gelu("none")
-            .apply(&self.out)
+        let y = mixed::linear(&mixed::linear(&h, &self.inter, c).gelu("none"), &self.out, c)
             .dropout(dropout, dropout > 0.0);
-        (y + h).apply(&self.norm)
+        mixed::layer_norm(&(y + h), &self.norm)
     }
 }
 
@@ -124,6 +138,8 @@ pub struct Bert {
     mlm_dense: nn::Linear,
     mlm_norm: nn::LayerNorm,
     mlm_bias: Tensor,
+    /// Compute kind of matmuls and attention (Float, or BFloat16 under bf16 precision).
+    pub compute: Kind,
 }
 
 impl Bert {
@@ -162,6 +178,7 @@ impl Bert {
             mlm_dense: init_linear(&cls / "transform" / "dense", s.hidden, s.hidden),
             mlm_norm: ln(&cls / "transform" / "LayerNorm", s.hidden),
             mlm_bias: cls.zeros("bias", &[s.vocab]),
+            compute: Kind::Float,
         }
     }
 
@@ -183,7 +200,7 @@ impl Bert {
         let m = Self::attn_mask(mask);
         let mut x = self.embed(ids, dropout);
         for layer in &self.layers[..self.text_layers] {
-            x = layer.forward(&x, &m, None, dropout);
+            x = layer.forward(&x, &m, None, dropout, self.compute);
         }
         x
     }
@@ -199,18 +216,20 @@ impl Bert {
         let m = Self::attn_mask(mask);
         let mut x = self.embed(ids, dropout);
         for layer in &self.layers {
-            x = layer.forward(&x, &m, Some(image), dropout);
+            x = layer.forward(&x, &m, Some(image), dropout, self.compute);
         }
         x
     }
 
-    /// MLM logits for selected hidden states [M, H] → [M, vocab] (decoder tied to word embeddings).
+    /// MLM logits for selected hidden states [M, H] → [M, vocab] (decoder tied to word
+    /// embeddings), float32.
     pub fn mlm_logits(&self, hidden: &Tensor) -> Tensor {
-        let h = hidden
-            .apply(&self.mlm_dense)
-            .gelu("none")
-            .apply(&self.mlm_norm);
-        h.matmul(&self.word.ws.tr()) + &self.mlm_bias
+        let c = self.compute;
+        let h = mixed::layer_norm(
+            &mixed::linear(hidden, &self.mlm_dense, c).gelu("none"),
+            &self.mlm_norm,
+        );
+        mixed::fp32(mixed::matmul(&h, &self.word.ws.tr(), c) + &self.mlm_bias)
     }
 }
 

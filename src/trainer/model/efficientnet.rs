@@ -3,7 +3,9 @@
 //! Names follow lukemelas/EfficientNet-PyTorch (`_conv_stem`, `_blocks.N._depthwise_conv`, …) so
 //! the converted ImageNet checkpoint loads directly. Input is RGB scaled as (x − 127) / 128.
 use tch::nn;
-use tch::Tensor;
+use tch::{Kind, Tensor};
+
+use super::mixed;
 
 /// (repeats, kernel, stride, expand, in, out) per stage.
 const STAGES: [(i64, i64, i64, i64, i64, i64); 7] = [
@@ -66,16 +68,15 @@ struct Block {
 }
 
 impl Block {
-    fn forward(&self, x: &Tensor, bn_train: bool) -> Tensor {
+    fn forward(&self, x: &Tensor, bn_train: bool, k: Kind) -> Tensor {
         let mut h = x.shallow_clone();
         if let Some((c, b)) = &self.expand {
-            h = h.apply(c).apply_t(b, bn_train).relu6();
+            h = mixed::conv2d(&h, c, 1, k).apply_t(b, bn_train).relu6();
         }
-        h = same_pad(&h, self.kernel, self.stride)
-            .apply(&self.dw)
+        h = mixed::conv2d(&same_pad(&h, self.kernel, self.stride), &self.dw, self.stride, k)
             .apply_t(&self.bn1, bn_train)
             .relu6();
-        h = h.apply(&self.project).apply_t(&self.bn2, bn_train);
+        h = mixed::conv2d(&h, &self.project, 1, k).apply_t(&self.bn2, bn_train);
         if self.residual {
             h + x
         } else {
@@ -91,6 +92,8 @@ pub struct EfficientNetLite0 {
     blocks: Vec<Block>,
     head: nn::Conv2D,
     bn1: nn::BatchNorm,
+    /// Compute kind of the convolutions (BatchNorm keeps float32 parameters).
+    pub compute: Kind,
 }
 
 impl EfficientNetLite0 {
@@ -124,19 +127,22 @@ impl EfficientNetLite0 {
             blocks,
             head: conv(p / "_conv_head", 320, FEATURE_DIM, 1, 1, 1),
             bn1: bn(p / "_bn1", FEATURE_DIM),
+            compute: Kind::Float,
         }
     }
 
     /// Head feature map [B, 1280, h, w]. `bn_train` selects batch statistics (BN train mode).
     pub fn feature_map(&self, x: &Tensor, bn_train: bool) -> Tensor {
-        let mut h = same_pad(x, 3, 2)
-            .apply(&self.stem)
+        let k = self.compute;
+        let mut h = mixed::conv2d(&same_pad(x, 3, 2), &self.stem, 2, k)
             .apply_t(&self.bn0, bn_train)
             .relu6();
         for b in &self.blocks {
-            h = b.forward(&h, bn_train);
+            h = b.forward(&h, bn_train, k);
         }
-        h.apply(&self.head).apply_t(&self.bn1, bn_train).relu6()
+        mixed::conv2d(&h, &self.head, 1, k)
+            .apply_t(&self.bn1, bn_train)
+            .relu6()
     }
 }
 

@@ -4,6 +4,7 @@
 //! ViT), `vision_proj.*`, `text_proj.*`, `bert.*` (text layers, fusion layers, MLM head).
 pub mod bert;
 pub mod efficientnet;
+pub mod mixed;
 pub mod vit;
 
 use std::collections::HashMap;
@@ -11,7 +12,7 @@ use std::path::Path;
 
 use tch::{nn, Device, Kind, Tensor};
 
-use super::config::{BnPolicy, ModelConfig, Preset, TextPool};
+use super::config::{BnPolicy, ModelConfig, Precision, Preset, TextPool};
 use bert::{Bert, BertShape};
 
 // One value per model, built once: boxing the larger variant would buy nothing.
@@ -38,6 +39,8 @@ pub struct CtpModel {
     vision_proj: nn::Linear,
     text_proj: nn::Linear,
     pub bert: Bert,
+    /// Compute kind of matmuls/convs/attention (set by [`CtpModel::set_precision`]).
+    compute: Kind,
 }
 
 impl CtpModel {
@@ -90,7 +93,27 @@ impl CtpModel {
             vision,
             cfg: cfg.clone(),
             vs,
+            compute: Kind::Float,
         }
+    }
+
+    /// Runs matmuls, convolutions and attention in bf16 (weights stay float32) or fp32.
+    pub fn set_precision(&mut self, p: Precision) {
+        let k = match p {
+            Precision::Fp32 => Kind::Float,
+            Precision::Bf16 => Kind::BFloat16,
+        };
+        self.compute = k;
+        self.bert.compute = k;
+        match &mut self.vision {
+            Vision::EfficientNet(net) => net.compute = k,
+            Vision::Vit(net) => net.compute = k,
+        }
+    }
+
+    /// A projection head in the compute kind, its output back in float32.
+    fn project(&self, x: &Tensor, l: &nn::Linear) -> Tensor {
+        mixed::fp32(mixed::linear(x, l, self.compute))
     }
 
     /// Image tokens [B, S, D] and the pooled image representation [B, D].
@@ -123,14 +146,14 @@ impl CtpModel {
             TextPool::Cls => h.select(1, 0),
             TextPool::Mean => bert::masked_mean(&h, mask),
         };
-        normalize(&pooled.apply(&self.text_proj))
+        normalize(&self.project(&pooled, &self.text_proj))
     }
 
     /// Features of an image–text batch (`get_feature` in the paper's code).
     pub fn features(&self, images: &Tensor, ids: &Tensor, mask: &Tensor, train: bool) -> Features {
         let (img_tokens, pooled) = self.image(images, train);
         Features {
-            img: normalize(&pooled.apply(&self.vision_proj)),
+            img: normalize(&self.project(&pooled, &self.vision_proj)),
             txt: self.text_feature(ids, mask, train),
             img_tokens,
         }
@@ -139,7 +162,7 @@ impl CtpModel {
     /// Normalised image feature only.
     pub fn image_feature(&self, images: &Tensor) -> Tensor {
         let (_, pooled) = self.image(images, false);
-        normalize(&pooled.apply(&self.vision_proj))
+        normalize(&self.project(&pooled, &self.vision_proj))
     }
 
     /// MLM logits at the flat positions `positions` (indices into B·L) of the fused encoder run

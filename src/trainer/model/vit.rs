@@ -2,7 +2,9 @@
 //! naming (`patch_embed.proj`, `cls_token`, `pos_embed`, `blocks.N.attn.qkv`, …) so DeiT weights
 //! converted to safetensors load into the `base` preset.
 use tch::nn;
-use tch::Tensor;
+use tch::{Kind, Tensor};
+
+use super::mixed;
 
 #[derive(Debug, Clone, Copy)]
 pub struct VitShape {
@@ -48,12 +50,10 @@ fn lin(p: nn::Path, i: i64, o: i64) -> nn::Linear {
 }
 
 impl Block {
-    fn forward(&self, x: &Tensor) -> Tensor {
+    fn forward(&self, x: &Tensor, c: Kind) -> Tensor {
         let (b, l, w) = x.size3().expect("ViT tokens must be [B, L, W]");
         let d = w / self.heads;
-        let qkv = x
-            .apply(&self.norm1)
-            .apply(&self.qkv)
+        let qkv = mixed::linear(&mixed::layer_norm(x, &self.norm1), &self.qkv, c)
             .view([b, l, 3, self.heads, d])
             .permute([2, 0, 3, 1, 4]);
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
@@ -67,16 +67,16 @@ impl Block {
             None,
             false,
         );
-        let x = x + a
-            .transpose(1, 2)
-            .contiguous()
-            .view([b, l, w])
-            .apply(&self.proj);
-        let h = x
-            .apply(&self.norm2)
-            .apply(&self.fc1)
-            .gelu("none")
-            .apply(&self.fc2);
+        let x = x + mixed::linear(
+            &a.transpose(1, 2).contiguous().view([b, l, w]),
+            &self.proj,
+            c,
+        );
+        let h = mixed::linear(
+            &mixed::linear(&mixed::layer_norm(&x, &self.norm2), &self.fc1, c).gelu("none"),
+            &self.fc2,
+            c,
+        );
         x + h
     }
 }
@@ -88,6 +88,9 @@ pub struct Vit {
     pos: Tensor,
     blocks: Vec<Block>,
     norm: nn::LayerNorm,
+    stride: i64,
+    /// Compute kind of the patch conv, matmuls and attention.
+    pub compute: Kind,
 }
 
 impl Vit {
@@ -121,18 +124,23 @@ impl Vit {
             pos: p.var("pos_embed", &[1, n + 1, s.width], init),
             blocks,
             norm: ln(p / "norm", s.width),
+            stride: s.patch,
+            compute: Kind::Float,
         }
     }
 
     /// All tokens after the final norm, [B, 1 + patches, W]; token 0 is [CLS].
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let b = x.size()[0];
-        let patches = x.apply(&self.patch).flatten(2, 3).transpose(1, 2);
+        let c = self.compute;
+        let patches = mixed::fp32(mixed::conv2d(x, &self.patch, self.stride, c))
+            .flatten(2, 3)
+            .transpose(1, 2);
         let cls = self.cls.expand([b, -1, -1], false);
         let mut h = Tensor::cat(&[cls, patches], 1) + &self.pos;
         for blk in &self.blocks {
-            h = blk.forward(&h);
+            h = blk.forward(&h, c);
         }
-        h.apply(&self.norm)
+        mixed::layer_norm(&h, &self.norm)
     }
 }

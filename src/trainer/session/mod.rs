@@ -18,10 +18,15 @@ use super::{
     Control, StepProgress, StepTimes, TrainEvent, TrainOutcome, TrainRequest, TrainerError,
 };
 
+mod parts;
 mod persist;
+
+pub(crate) use parts::RunOptions;
+use parts::{feature_drift, frozen_copy, named_params, read_scalars, sync_device};
 
 /// Loss terms, per-part timings and the momentum sync (if any) of one step.
 type StepOutput = (BTreeMap<String, f64>, StepTimes, Option<super::SyncRecord>);
+
 
 /// Everything a run holds; dropped at the end of the task.
 pub(crate) struct Session {
@@ -40,24 +45,17 @@ pub(crate) struct Session {
     pub step: i64,
     pub total_steps: i64,
     spe: i64,
-    online_params: Vec<Tensor>,
-    momentum_params: Vec<Tensor>,
-    reference_params: Vec<Tensor>,
+    /// Flat buffers of the trainable parameters ([`flat`]), aligned by sorted name.
+    online_flat: Tensor,
+    momentum_flat: Option<Tensor>,
+    reference_flat: Option<Tensor>,
+    opts: RunOptions,
     order_cache: Option<(i64, Vec<i64>)>,
     samples_seen: i64,
     resumed_from: Option<i64>,
 }
 
-fn named_params(m: &CtpModel, names: &[String]) -> Vec<Tensor> {
-    let map = m.var_map();
-    names.iter().map(|n| map[n].shallow_clone()).collect()
-}
 
-fn sync_device(d: Device) {
-    if let Device::Cuda(i) = d {
-        tch::Cuda::synchronize(i as i64);
-    }
-}
 
 impl Session {
     /// Builds the three models (online, compatible momentum, reference θ_{t−1}) for a task.
@@ -67,11 +65,13 @@ impl Session {
         vocab: i64,
         device: Device,
         weights: &Path,
+        opts: &RunOptions,
     ) -> Result<Session, TrainerError> {
         let cfg = req.train.clone();
         cfg.validate().map_err(TrainerError::Input)?;
         tch::manual_seed(data::mix(&[cfg.seed, req.task_index as u64, u64::MAX]) as i64);
         let mut online = CtpModel::new(&req.model, vocab, device);
+        online.set_precision(opts.precision);
         let mut queue = FeatureQueue::new(cfg.queue_size, req.model.embed_dim, device);
         match &req.parent {
             Some(parent) => {
@@ -93,44 +93,31 @@ impl Session {
                     queue.ptr = ck.get("queue.ptr")?.int64_value(&[]);
                 }
             }
+            None if opts.random_weights => {}
             None => online
                 .load_pretrained(weights)
                 .map_err(TrainerError::Assets)?,
         }
         let names: Vec<String> = online.trainable().into_iter().map(|(n, _)| n).collect();
-        let online_params = named_params(&online, &names);
-        let ctp = cfg.method == Method::Ctp;
-        let clone_frozen = |src: &CtpModel| -> Result<CtpModel, TrainerError> {
-            let mut m = CtpModel::new(&req.model, vocab, device);
-            m.copy_from(src).map_err(TrainerError::Torch)?;
-            m.freeze();
-            Ok(m)
-        };
-        let momentum = if ctp {
-            Some(clone_frozen(&online)?)
-        } else {
-            None
-        };
-        let reference = if ctp && req.task_index > 0 {
-            Some(clone_frozen(&online)?)
-        } else {
-            None
-        };
-        let momentum_params = momentum
-            .as_ref()
-            .map(|m| named_params(m, &names))
-            .unwrap_or_default();
-        let reference_params = reference
-            .as_ref()
-            .map(|m| named_params(m, &names))
-            .unwrap_or_default();
-        let spe = data::steps_per_epoch(data.len(), cfg.batch_size);
+        // AdamW makes the online parameters views into one flat buffer.
         let opt = AdamW::new(
-            online_params.iter().map(|t| t.shallow_clone()).collect(),
+            named_params(&online, &names),
             cfg.betas,
             cfg.eps,
             cfg.weight_decay,
         );
+        let online_flat = opt.flat.shallow_clone();
+        let ctp = cfg.method == Method::Ctp;
+        let copy = |on: bool| -> Result<(Option<CtpModel>, Option<Tensor>), TrainerError> {
+            if !on {
+                return Ok((None, None));
+            }
+            let (m, buf) = frozen_copy(&online, &online_flat, &names, vocab, opts)?;
+            Ok((Some(m), Some(buf)))
+        };
+        let (momentum, momentum_flat) = copy(ctp)?;
+        let (reference, reference_flat) = copy(ctp && req.task_index > 0)?;
+        let spe = data::steps_per_epoch(data.len(), cfg.batch_size);
         let gate = ctp.then(|| DriftGate::new(cfg.momentum.clone(), req.task_index));
         let probe = (ctp && cfg.momentum.metric == DriftMetric::Feature).then(|| {
             let n = data.len().min(cfg.batch_size);
@@ -152,9 +139,10 @@ impl Session {
             task_index: req.task_index,
             vocab,
             step: 0,
-            online_params,
-            momentum_params,
-            reference_params,
+            online_flat,
+            momentum_flat,
+            reference_flat,
+            opts: *opts,
             order_cache: None,
             samples_seen: 0,
             resumed_from: None,
@@ -177,21 +165,26 @@ impl Session {
         Tensor::from_slice(&order[start..start + b])
     }
 
-    /// Runs one step; returns the loss terms and timings.
+    /// Runs one step; returns the loss terms and timings. The host waits for the device once,
+    /// to read every loss term (and a deferred drift) as one stacked tensor, unless profiling.
     pub fn train_step(&mut self) -> Result<StepOutput, TrainerError> {
         let step = self.step;
         let dev = self.online.device();
+        let started = Instant::now();
         let idx = self.batch_indices(step);
         let (images, ids, mask) = self.data.batch(&idx);
         tch::manual_seed(data::mix(&[self.cfg.seed, self.task_index as u64, step as u64]) as i64);
         let w = self.cfg.weights.clone();
         let temp = self.cfg.temp;
         let mut times = StepTimes::default();
+        let profile = self.opts.profile;
         let mut t = Instant::now();
         let mut lap = |slot: &mut f64| {
-            sync_device(dev);
-            *slot += t.elapsed().as_secs_f64() * 1e3;
-            t = Instant::now();
+            if profile {
+                sync_device(dev);
+                *slot += t.elapsed().as_secs_f64() * 1e3;
+                t = Instant::now();
+            }
         };
 
         let f = self.online.features(&images, &ids, &mask, true);
@@ -202,27 +195,37 @@ impl Session {
         let l_ita = losses::itc(&f.img, &f.txt, temp);
         let l_mlm = losses::mlm(&z, &labels);
         let mut total = &l_ita * w.ita + &l_mlm * w.mlm;
-        let mut terms = BTreeMap::new();
+        // Scalars read back together at the end of the step, by name.
+        let mut terms: Vec<(&str, Tensor)> = Vec::new();
         lap(&mut times.forward_ms);
         let mut sync = None;
-        if let (Some(gate), Some(mom)) = (self.gate.as_mut(), self.momentum.as_ref()) {
+        let mut deferred_drift = None;
+        if let (Some(gate), Some(mom), Some(mflat)) = (
+            self.gate.as_mut(),
+            self.momentum.as_ref(),
+            self.momentum_flat.as_ref(),
+        ) {
             if gate.is_check_step(step) {
                 let gp = GateParams {
-                    online: &self.online_params,
-                    momentum: &self.momentum_params,
-                    reference: self
-                        .reference
-                        .as_ref()
-                        .map(|_| self.reference_params.as_slice()),
+                    online: &self.online_flat,
+                    momentum: mflat,
+                    reference: self.reference_flat.as_ref(),
                 };
                 let drift = match &self.probe {
                     Some((pi, pt, pm)) => {
                         tch::no_grad(|| feature_drift(&self.online, mom, pi, pt, pm))
                     }
-                    None => DriftGate::param_drift(&gp),
+                    None => gate.param_drift(&gp),
+                };
+                // Threshold 0 syncs whatever the drift: its value waits for the step's read-back.
+                let value = if gate.cfg.threshold > 0.0 {
+                    drift.double_value(&[])
+                } else {
+                    deferred_drift = Some(drift);
+                    f64::NAN
                 };
                 lap(&mut times.drift_ms);
-                sync = gate.check(step, drift, &gp);
+                sync = gate.check(step, value, &gp);
                 lap(&mut times.sync_ms);
             }
             let (fm, zm) = tch::no_grad(|| {
@@ -242,8 +245,8 @@ impl Session {
             let l_dis = losses::mlm_distill(&z, &zm, self.cfg.distill_temp);
             self.queue.enqueue(&fm.img, &fm.txt);
             total = total + &l_q * w.ita_queue + &l_dis * w.mlm_distill;
-            terms.insert("itc_queue".to_string(), l_q.double_value(&[]));
-            terms.insert("mlm_distill".to_string(), l_dis.double_value(&[]));
+            terms.push(("itc_queue", l_q));
+            terms.push(("mlm_distill", l_dis));
             lap(&mut times.momentum_ms);
         }
         if let Some(reference) = &self.reference {
@@ -254,8 +257,8 @@ impl Session {
             let l_c = losses::tp_cross(&f.img, &f.txt, &vr, &wr, temp);
             let l_s = losses::tp_intra(&f.img, &f.txt, &vr, &wr, temp);
             total = total + &l_c * w.tp_cross + &l_s * w.tp_intra;
-            terms.insert("tp_cross".to_string(), l_c.double_value(&[]));
-            terms.insert("tp_intra".to_string(), l_s.double_value(&[]));
+            terms.push(("tp_cross", l_c));
+            terms.push(("tp_intra", l_s));
             lap(&mut times.topology_ms);
         }
         self.opt.zero_grad();
@@ -264,19 +267,37 @@ impl Session {
         let lr = cosine_lr(step, self.total_steps, self.cfg.lr, self.cfg.min_lr);
         self.opt.step(lr);
         lap(&mut times.optimizer_ms);
-        let total_v = total.double_value(&[]);
+        terms.push(("itc", l_ita));
+        terms.push(("mlm", l_mlm));
+        terms.push(("total", total));
+        if let Some(d) = deferred_drift {
+            terms.push(("drift", d));
+        }
+        let values = read_scalars(terms.iter().map(|(_, t)| t))?;
+        let mut out: BTreeMap<String, f64> = terms
+            .iter()
+            .zip(&values)
+            .map(|((name, _), v)| (name.to_string(), *v))
+            .collect();
+        if let Some(d) = out.remove("drift") {
+            if let Some(gate) = self.gate.as_mut() {
+                gate.record_drift(step, d);
+            }
+            if let Some(rec) = sync.as_mut() {
+                rec.drift = d;
+            }
+        }
+        let total_v = out["total"];
         if !total_v.is_finite() {
             return Err(TrainerError::Input(format!(
                 "loss became {total_v} at step {step}; lower the learning rate"
             )));
         }
-        terms.insert("itc".to_string(), l_ita.double_value(&[]));
-        terms.insert("mlm".to_string(), l_mlm.double_value(&[]));
-        terms.insert("total".to_string(), total_v);
-        terms.insert("lr".to_string(), lr);
+        out.insert("lr".to_string(), lr);
         self.samples_seen += idx.size()[0];
         self.step += 1;
-        Ok((terms, times, sync))
+        times.step_ms = started.elapsed().as_secs_f64() * 1e3;
+        Ok((out, times, sync))
     }
 
     pub fn syncs(&self) -> &[super::SyncRecord] {
@@ -357,22 +378,3 @@ impl Session {
     }
 }
 
-/// 1 − mean cosine between online and momentum features on the probe batch.
-fn feature_drift(
-    online: &CtpModel,
-    mom: &CtpModel,
-    images: &Tensor,
-    ids: &Tensor,
-    mask: &Tensor,
-) -> f64 {
-    let a = online.features(images, ids, mask, false);
-    let b = mom.features(images, ids, mask, false);
-    let cos = ((&a.img * &b.img)
-        .sum_dim_intlist(-1, false, Kind::Float)
-        .mean(Kind::Float)
-        + (&a.txt * &b.txt)
-            .sum_dim_intlist(-1, false, Kind::Float)
-            .mean(Kind::Float))
-        * 0.5;
-    1.0 - cos.double_value(&[])
-}

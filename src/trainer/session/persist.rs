@@ -19,6 +19,7 @@ impl Session {
             "total_steps": self.total_steps,
             "gate": self.gate.as_ref().map(|g| g.state.clone()),
             "adam_t": self.opt.t,
+            "precision": self.opts.precision,
         })
     }
 
@@ -73,6 +74,15 @@ impl Session {
         }
         if ck.meta["task_index"].as_i64() != Some(self.task_index) {
             return Err(bad("it belongs to another task position"));
+        }
+        // Checkpoints from before precision was recorded ran in fp32.
+        let written = ck.meta["precision"].as_str().unwrap_or("fp32");
+        if written != self.opts.precision.as_str() {
+            return Err(bad(&format!(
+                "it was written under {written} precision and this engine runs {}; \
+                 restart with engine.precision = \"{written}\" to continue it",
+                self.opts.precision.as_str()
+            )));
         }
         let missing = self
             .online

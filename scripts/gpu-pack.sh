@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Packs what scripts/gpu-check.sh needs on a GPU machine that has torch but no network and no
+# Rust: stripped release binaries, the MiniLM tokenizer and two small EmojiCL tasks (WebDataset
+# shards), in one folder (default gpu-kit/, git-ignored, a few tens of MiB).
+#
+#   bash scripts/gpu-pack.sh [KIT_DIR]
+#
+# Then, on the GPU machine, from the repository root:  bash scripts/gpu-check.sh [KIT_DIR]
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+. "$here/env.sh"
+"$here/setup-data.sh" >/dev/null
+cd "$here/.."
+kit="${1:-gpu-kit}"
+echo "== building release binaries" >&2
+cargo build --release --bins -q
+rm -rf "$kit"
+mkdir -p "$kit/bin" "$kit/weights/minilm"
+for b in ctpd ctpctl ctp-bench; do
+  cp "$CARGO_TARGET_DIR/release/$b" "$kit/bin/$b"
+  strip "$kit/bin/$b"
+done
+cp "$CTP_ASSETS/weights/minilm/tokenizer.json" "$kit/weights/minilm/"
+echo "== exporting two small EmojiCL tasks" >&2
+"$kit/bin/ctpctl" emojicl export --out "$kit/emojicl" --format webdataset --tasks 0,1 \
+  --max-train "${CTP_KIT_MAX_TRAIN:-256}" --max-eval "${CTP_KIT_MAX_EVAL:-64}" >&2
+cp scripts/gpu-check.sh bench/pytorch_step.py "$kit/"
+du -sh "$kit" >&2
+size=$(du -sm "$kit" | cut -f1)
+if [ "$size" -gt 60 ]; then
+  echo "gpu-pack: $kit is $size MiB; a GPU run carries at most 64 MiB" >&2
+  exit 1
+fi
+echo "$kit"
