@@ -5,6 +5,7 @@
 //!   `auth`: bearer tokens and scopes.
 pub mod auth;
 pub mod convert;
+mod gate;
 pub mod pb;
 pub mod service;
 pub mod status;

@@ -11,6 +11,8 @@ use tokio::sync::mpsc;
 
 mod events;
 mod finish;
+mod gate;
+pub mod replay;
 mod orphans;
 
 pub use orphans::clean_orphans;
@@ -61,6 +63,7 @@ pub async fn run(state: Arc<AppState>) {
                         state: "failed".into(),
                         error: e,
                         produced_version: None,
+                        rejection: None,
                     };
                     let _ = state.hub.emit(&state.store, &id, ev).await;
                 }
@@ -154,6 +157,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
         None => Vec::new(),
     };
     let samples = load_split(&task.data_dir, false, size, limits).await?;
+    let replay = replay::pools(state, &settings.replay, &lineage, settings.batch_size, size).await?;
     let dir = &state.settings.data_dir;
     let resume_path = dir.join("resume").join(format!("{}.safetensors", task.id));
     let resume = job
@@ -183,6 +187,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
         parent: parent.as_ref().map(version_ref),
         resume,
         samples,
+        replay,
         out_version: dir
             .join("versions")
             .join(&task.model)
@@ -237,6 +242,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
                 state: "cancelled".into(),
                 error: format!("cancelled at step {step}"),
                 produced_version: None,
+                rejection: None,
             };
             state
                 .hub

@@ -141,6 +141,7 @@ fn history_from_events_dedups_resumed_steps() {
             state: pb::TaskState::Succeeded as i32,
             error: String::new(),
             produced_version: Some(4),
+            rejection_reason: None,
         })),
     });
     let h = TaskHistory::from_events("t", "n", &evs);
