@@ -30,14 +30,21 @@ pub fn to_pb(g: &GatePolicy) -> pb::PromotionGate {
     }
 }
 
-pub async fn set(state: &AppState, r: pb::SetPromotionGateRequest, who: &str) -> Result<pb::PromotionGate, ApiError> {
+pub async fn set(
+    state: &AppState,
+    r: pb::SetPromotionGateRequest,
+    who: &str,
+) -> Result<pb::PromotionGate, ApiError> {
     let policy = from_pb(r.gate)?;
     let stored = state.store.set_gate(&r.model, &policy).await?;
     tracing::info!(model = %r.model, gate = ?stored, who = %who, "Promotion gate set");
     Ok(to_pb(&stored))
 }
 
-pub async fn get(state: &AppState, r: pb::GetPromotionGateRequest) -> Result<pb::PromotionGate, ApiError> {
+pub async fn get(
+    state: &AppState,
+    r: pb::GetPromotionGateRequest,
+) -> Result<pb::PromotionGate, ApiError> {
     Ok(to_pb(&state.store.gate(&r.model).await?))
 }
 
@@ -56,9 +63,18 @@ mod tests {
         assert_eq!(to_pb(&g), ok);
         assert!(from_pb(None).unwrap().is_empty());
         for bad in [
-            pb::PromotionGate { min_union_rm: Some(-1.0), ..Default::default() },
-            pb::PromotionGate { min_union_rm: Some(101.0), ..Default::default() },
-            pb::PromotionGate { max_rm_drop: Some(f64::NAN), ..Default::default() },
+            pb::PromotionGate {
+                min_union_rm: Some(-1.0),
+                ..Default::default()
+            },
+            pb::PromotionGate {
+                min_union_rm: Some(101.0),
+                ..Default::default()
+            },
+            pb::PromotionGate {
+                max_rm_drop: Some(f64::NAN),
+                ..Default::default()
+            },
         ] {
             let e = from_pb(Some(bad)).unwrap_err().to_string();
             assert!(e.starts_with("gate."), "{e}");

@@ -227,7 +227,9 @@ impl ContinualTrainer for Service {
         req: Request<pb::GetPromotionGateRequest>,
     ) -> Res<pb::PromotionGate> {
         require(&req, Scope::Read)?;
-        Ok(Response::new(gate::get(&self.state, req.into_inner()).await?))
+        Ok(Response::new(
+            gate::get(&self.state, req.into_inner()).await?,
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "Embed"))]

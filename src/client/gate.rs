@@ -22,7 +22,10 @@ pub fn describe(model: &str, g: &pb::PromotionGate) -> String {
     if parts.is_empty() {
         format!("{model}: no promotion gate (every new version becomes the head)")
     } else {
-        format!("{model}: a new version becomes the head only if {}", parts.join(", "))
+        format!(
+            "{model}: a new version becomes the head only if {}",
+            parts.join(", ")
+        )
     }
 }
 

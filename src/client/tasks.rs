@@ -190,7 +190,10 @@ pub fn versions_table(versions: &[pb::Version]) -> String {
     let mut out = table(&header, &rows);
     out.push_str("\n\n* = head");
     for v in versions.iter().filter(|v| rejected(v)) {
-        out.push_str(&format!("\nversion {} REJECTED: {}", v.version, v.rejection_reason));
+        out.push_str(&format!(
+            "\nversion {} REJECTED: {}",
+            v.version, v.rejection_reason
+        ));
     }
     for (i, (id, name)) in tasks.iter().enumerate() {
         out.push_str(&format!("\nT{}: {name} ({id})", i + 1));
@@ -295,7 +298,10 @@ mod tests {
             lines[0].ends_with("SYNCS/STEPS  GATE") && lines[1].trim_end().ends_with("3/10"),
             "{t}"
         );
-        assert!(lines[3].starts_with("3 ") && lines[3].ends_with("REJECTED"), "{t}");
+        assert!(
+            lines[3].starts_with("3 ") && lines[3].ends_with("REJECTED"),
+            "{t}"
+        );
         assert!(
             t.contains("version 3 REJECTED: promotion gate: union Rm 4.00 < min_union_rm 10"),
             "{t}"

@@ -238,12 +238,18 @@ mod tests {
         };
         assert!(ok.clone().into_result().is_ok());
         let rejected = Outcome {
-            rejection: Some("promotion gate: average forgetting 30.00 > max_avg_forgetting 20".into()),
+            rejection: Some(
+                "promotion gate: average forgetting 30.00 > max_avg_forgetting 20".into(),
+            ),
             ..ok.clone()
         };
         let err = rejected.into_result().unwrap_err();
         assert_eq!(err.exit_code(), super::super::error::EXIT_GATE_REJECTED);
-        assert!(err.to_string().contains("version 2 was rejected (promotion gate: average forgetting 30.00"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("version 2 was rejected (promotion gate: average forgetting 30.00"),
+            "{err}"
+        );
         let failed = Outcome {
             state: pb::TaskState::Failed as i32,
             error: "NaN loss".into(),

@@ -24,7 +24,9 @@ pub struct ReplayPlan {
 const SALT: u64 = 0x5EED_0F_2E_71A7;
 
 fn used(pools: &[ReplayPool]) -> impl Iterator<Item = &ReplayPool> {
-    pools.iter().filter(|p| !p.samples.is_empty() && p.per_batch > 0)
+    pools
+        .iter()
+        .filter(|p| !p.samples.is_empty() && p.per_batch > 0)
 }
 
 /// The task's samples followed by every used pool's (what the engine turns into tensors).
@@ -45,7 +47,8 @@ impl ReplayPlan {
         let mut start = n_task;
         let mut plan = ReplayPlan::default();
         for p in used(pools) {
-            plan.pools.push((start, p.samples.len(), p.per_batch.min(p.samples.len())));
+            plan.pools
+                .push((start, p.samples.len(), p.per_batch.min(p.samples.len())));
             start += p.samples.len();
         }
         plan
@@ -61,7 +64,8 @@ impl ReplayPlan {
     pub fn draw(&self, seed: u64, task_index: i64, step: i64) -> Vec<i64> {
         let mut out = Vec::with_capacity(self.per_batch());
         for (i, &(start, len, k)) in self.pools.iter().enumerate() {
-            let mut rng = SplitMix::new(mix(&[SALT, seed, task_index as u64, step as u64, i as u64]));
+            let mut rng =
+                SplitMix::new(mix(&[SALT, seed, task_index as u64, step as u64, i as u64]));
             let mut idx: Vec<usize> = (0..len).collect();
             for j in 0..k {
                 let r = j + (rng.next_u64() % (len - j) as u64) as usize;
@@ -100,8 +104,14 @@ mod tests {
     fn draws_are_distinct_within_each_pool_and_depend_only_on_seed_and_step() {
         let task = samples("t", 4);
         let pools = [
-            ReplayPool { samples: samples("a", 10), per_batch: 3 },
-            ReplayPool { samples: samples("b", 2), per_batch: 5 }, // capped at the pool size
+            ReplayPool {
+                samples: samples("a", 10),
+                per_batch: 3,
+            },
+            ReplayPool {
+                samples: samples("b", 2),
+                per_batch: 5,
+            }, // capped at the pool size
         ];
         let all = combine(&task, &pools);
         let plan = ReplayPlan::new(task.len(), &pools);

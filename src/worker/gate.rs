@@ -3,7 +3,11 @@
 use crate::store::{EvalScope, GatePolicy, NewVersion, VersionRow};
 
 /// Why `new` violates `policy`, or `None` if it passes. Every violated bound is named.
-pub(super) fn check(policy: &GatePolicy, new: &NewVersion, parent: Option<&VersionRow>) -> Option<String> {
+pub(super) fn check(
+    policy: &GatePolicy,
+    new: &NewVersion,
+    parent: Option<&VersionRow>,
+) -> Option<String> {
     let mut why = Vec::new();
     if let (Some(max), Some(avg)) = (policy.max_avg_forgetting, new.average_forgetting) {
         if avg > max {
@@ -110,7 +114,10 @@ mod tests {
 
     #[test]
     fn each_bound_rejects_only_when_violated_and_is_named() {
-        let p = parent(vec![eval(EvalScope::Task, "a", 50.0), eval(EvalScope::Task, "b", 40.0)]);
+        let p = parent(vec![
+            eval(EvalScope::Task, "a", 50.0),
+            eval(EvalScope::Task, "b", 40.0),
+        ]);
         // Drops: a 50→30 (20), b 40→40 (0): mean 10. Union 35. Average forgetting 12.
         let v = new_version(
             Some(12.0),
@@ -126,9 +133,15 @@ mod tests {
             min_union_rm: u,
             max_rm_drop: d,
         };
-        assert_eq!(check(&gate(Some(12.0), Some(35.0), Some(10.0)), &v, Some(&p)), None);
+        assert_eq!(
+            check(&gate(Some(12.0), Some(35.0), Some(10.0)), &v, Some(&p)),
+            None
+        );
         let r = check(&gate(Some(11.9), None, None), &v, Some(&p)).unwrap();
-        assert!(r.contains("max_avg_forgetting 11.9") && r.contains("12.00"), "{r}");
+        assert!(
+            r.contains("max_avg_forgetting 11.9") && r.contains("12.00"),
+            "{r}"
+        );
         let r = check(&gate(None, Some(35.1), None), &v, Some(&p)).unwrap();
         assert!(r.contains("union Rm 35.00 < min_union_rm 35.1"), "{r}");
         let r = check(&gate(None, None, Some(9.9)), &v, Some(&p)).unwrap();

@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 mod events;
 mod finish;
 mod gate;
-pub mod replay;
 mod orphans;
+pub mod replay;
 
 pub use orphans::clean_orphans;
 
@@ -157,7 +157,8 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
         None => Vec::new(),
     };
     let samples = load_split(&task.data_dir, false, size, limits).await?;
-    let replay = replay::pools(state, &settings.replay, &lineage, settings.batch_size, size).await?;
+    let replay =
+        replay::pools(state, &settings.replay, &lineage, settings.batch_size, size).await?;
     let dir = &state.settings.data_dir;
     let resume_path = dir.join("resume").join(format!("{}.safetensors", task.id));
     let resume = job

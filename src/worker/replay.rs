@@ -120,7 +120,9 @@ mod tests {
             (r(None, Some(f64::NAN)), "batch_fraction"),
             (r(Some(33), None), "samples_per_task"),
         ] {
-            let e = ReplaySettings::from_pb(Some(bad), 32).unwrap_err().to_string();
+            let e = ReplaySettings::from_pb(Some(bad), 32)
+                .unwrap_err()
+                .to_string();
             assert!(e.starts_with("settings.replay") && e.contains(field), "{e}");
         }
     }

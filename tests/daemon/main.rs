@@ -2,5 +2,6 @@
 //! on a real Postgres started by the test itself.
 mod bad_input;
 mod flow;
+mod gate_replay;
 mod helpers;
 mod service;

@@ -39,6 +39,7 @@ macro_rules! contract_tests {
 }
 
 mod events;
+mod gate;
 mod queue;
 mod versions;
 

@@ -140,11 +140,19 @@ fn rows<'a>(cells: &'a [Cell], p: &Protocol, order: &'a [String]) -> Vec<Row<'a>
 }
 
 fn ms(v: Option<(f64, f64)>) -> serde_json::Value {
-    v.map_or(serde_json::Value::Null, |(m, s)| json!({"mean": m, "std": s}))
+    v.map_or(
+        serde_json::Value::Null,
+        |(m, s)| json!({"mean": m, "std": s}),
+    )
 }
 
 /// `emojicl.json`: protocol, summary per method (contract of issue #10), and every cell.
-pub fn summary_json(cells: &[Cell], p: &Protocol, seeds: &[u64], order: &[String]) -> serde_json::Value {
+pub fn summary_json(
+    cells: &[Cell],
+    p: &Protocol,
+    seeds: &[u64],
+    order: &[String],
+) -> serde_json::Value {
     let rows = rows(cells, p, order);
     let steps = rows
         .iter()
@@ -191,7 +199,13 @@ fn pm(v: Option<(f64, f64)>) -> String {
 }
 
 /// `emojicl.md`: the mean ± std table, then each cell's accuracy matrix.
-pub fn markdown(cells: &[Cell], p: &Protocol, seeds: &[u64], order: &[String], desc: &str) -> String {
+pub fn markdown(
+    cells: &[Cell],
+    p: &Protocol,
+    seeds: &[u64],
+    order: &[String],
+    desc: &str,
+) -> String {
     let rows = rows(cells, p, order);
     let steps = summary_json(cells, p, seeds, order)["protocol"]["steps_per_task"].clone();
     let mut s = format!(
@@ -202,13 +216,20 @@ pub fn markdown(cells: &[Cell], p: &Protocol, seeds: &[u64], order: &[String], d
         seeds.len()
     );
     for r in &rows {
-        let sync = r.sync_fraction().map_or("-".into(), |f| format!("{:.0}%", 100.0 * f));
-        let wall = r.cells.iter().map(|c| c.result.wall_seconds).sum::<f64>() / r.cells.len() as f64;
+        let sync = r
+            .sync_fraction()
+            .map_or("-".into(), |f| format!("{:.0}%", 100.0 * f));
+        let wall =
+            r.cells.iter().map(|c| c.result.wall_seconds).sum::<f64>() / r.cells.len() as f64;
         s.push_str(&format!(
             "| {} | {} ({}) | {} | {} | {} | {sync} | {wall:.0} |\n",
             r.name,
             r.cells.len(),
-            r.cells.iter().map(|c| c.knobs.seed.to_string()).collect::<Vec<_>>().join(","),
+            r.cells
+                .iter()
+                .map(|c| c.knobs.seed.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
             pm(r.stat(|c| Some(c.result.final_mean_rm))),
             pm(r.stat(|c| c.result.average_forgetting)),
             pm(r.stat(|c| c.result.bwt)),
@@ -216,9 +237,16 @@ pub fn markdown(cells: &[Cell], p: &Protocol, seeds: &[u64], order: &[String], d
     }
     let machines: std::collections::BTreeSet<String> = rows
         .iter()
-        .flat_map(|r| r.cells.iter().map(|c| format!("{} ({}, {} threads)", c.machine, c.device, c.threads)))
+        .flat_map(|r| {
+            r.cells
+                .iter()
+                .map(|c| format!("{} ({}, {} threads)", c.machine, c.device, c.threads))
+        })
         .collect();
-    s.push_str(&format!("\nRan on: {}\n", machines.into_iter().collect::<Vec<_>>().join("; ")));
+    s.push_str(&format!(
+        "\nRan on: {}\n",
+        machines.into_iter().collect::<Vec<_>>().join("; ")
+    ));
     for r in &rows {
         for c in &r.cells {
             let res = &c.result;
@@ -227,8 +255,15 @@ pub fn markdown(cells: &[Cell], p: &Protocol, seeds: &[u64], order: &[String], d
                 r.name, c.knobs.seed, res.tasks.join(" | "), "---|".repeat(res.tasks.len())
             ));
             for (i, row) in res.matrix.iter().enumerate() {
-                let label = if c.knobs.method.joint { "joint" } else { &res.tasks[i] };
-                let vals: Vec<String> = row.iter().map(|v| v.map_or("-".into(), |x| format!("{x:.1}"))).collect();
+                let label = if c.knobs.method.joint {
+                    "joint"
+                } else {
+                    &res.tasks[i]
+                };
+                let vals: Vec<String> = row
+                    .iter()
+                    .map(|v| v.map_or("-".into(), |x| format!("{x:.1}")))
+                    .collect();
                 s.push_str(&format!("| {label} | {} |\n", vals.join(" | ")));
             }
         }

@@ -163,7 +163,11 @@ async fn submit_and_wait(
                 .await?
                 .into_inner();
             let steps = done.progress.map_or(0, |p| p.total_steps);
-            return Ok((t.produced_version.context("no version")?, steps, done.n_train));
+            return Ok((
+                t.produced_version.context("no version")?,
+                steps,
+                done.n_train,
+            ));
         }
     }
     bail!("watch stream ended early")

@@ -437,13 +437,21 @@ fn emojicl_methods(a: &EmojiclArgs) -> Result<Vec<emojicl::Method>> {
         joint: false,
         tp_weight: if method == "ctp" { a.tp_weight } else { 1.0 },
         mlm_weight: a.mlm_weight,
-        momentum_weight: if method == "ctp" { a.momentum_weight } else { 1.0 },
+        momentum_weight: if method == "ctp" {
+            a.momentum_weight
+        } else {
+            1.0
+        },
         replay_per_task: 0,
         replay_fraction: 0.0,
     };
     let replay = |mut m: emojicl::Method| {
         m.replay_per_task = a.replay_per_task;
-        m.replay_fraction = if a.replay_per_task > 0 { 0.0 } else { a.replay_fraction };
+        m.replay_fraction = if a.replay_per_task > 0 {
+            0.0
+        } else {
+            a.replay_fraction
+        };
         m
     };
     let mut list = Vec::new();
@@ -496,7 +504,13 @@ fn run_emojicl(a: &EmojiclArgs) -> Result<()> {
         .map(|t| t.parse())
         .collect::<Result<_, _>>()
         .context("seeds")?;
-    let cap = |v: usize| if v == 0 { "all".to_string() } else { format!("≤{v}") };
+    let cap = |v: usize| {
+        if v == 0 {
+            "all".to_string()
+        } else {
+            format!("≤{v}")
+        }
+    };
     let desc = format!(
         "`{}` preset, tasks {}, {} train (Noto) / {} eval (Twemoji) samples per task, {} epochs, batch {}, AdamW lr {} cosine per task, BN frozen unless stated, seeds {}, drift check every {} step(s)",
         a.preset, a.tasks, cap(a.max_train), cap(a.max_eval), a.epochs, a.batch, a.lr, a.seeds, a.drift_check_every
@@ -532,7 +546,10 @@ fn run_emojicl(a: &EmojiclArgs) -> Result<()> {
     let mut json = cells::summary_json(&all, &protocol, &seeds, &order);
     json["protocol"]["description"] = serde_json::json!(desc);
     std::fs::write(a.out.join("emojicl.md"), &md)?;
-    std::fs::write(a.out.join("emojicl.json"), serde_json::to_string_pretty(&json)?)?;
+    std::fs::write(
+        a.out.join("emojicl.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
     println!("{md}");
     Ok(())
 }
