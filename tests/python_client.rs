@@ -60,7 +60,12 @@ async fn python_example_submits_and_watches() {
     // least -100 Rm points): the example reports the refusal with exit code 5.
     let out = tokio::process::Command::new(&python)
         .args([script, "--addr", &addr, "--model", "py", "--name", "second"])
-        .args(["--replay-per-task", "2", "--gate-max-avg-forgetting", "-100"])
+        .args([
+            "--replay-per-task",
+            "2",
+            "--gate-max-avg-forgetting",
+            "-100",
+        ])
         .output()
         .await
         .unwrap();
@@ -84,6 +89,9 @@ async fn python_example_submits_and_watches() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(t2.settings.unwrap().replay.unwrap().samples_per_task, Some(2));
+    assert_eq!(
+        t2.settings.unwrap().replay.unwrap().samples_per_task,
+        Some(2)
+    );
     app.stop().await;
 }

@@ -93,16 +93,13 @@ pub fn load_all(dir: &Path) -> Result<Vec<Cell>> {
     paths.iter().map(|p| read(p)).collect()
 }
 
-/// Mean and sample standard deviation (n − 1; 0 for one value).
-pub fn mean_std(xs: &[f64]) -> (f64, f64) {
+/// Mean and sample standard deviation (n − 1; `None` for a single value).
+pub fn mean_std(xs: &[f64]) -> (f64, Option<f64>) {
     let n = xs.len() as f64;
     let mean = xs.iter().sum::<f64>() / n;
-    let var = if xs.len() > 1 {
-        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    (mean, var.sqrt())
+    let std = (xs.len() > 1)
+        .then(|| (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+    (mean, std)
 }
 
 /// One method's row, over the seeds that finished.
@@ -112,7 +109,7 @@ struct Row<'a> {
 }
 
 impl Row<'_> {
-    fn stat(&self, f: impl Fn(&Cell) -> Option<f64>) -> Option<(f64, f64)> {
+    fn stat(&self, f: impl Fn(&Cell) -> Option<f64>) -> Option<(f64, Option<f64>)> {
         let xs: Vec<f64> = self.cells.iter().filter_map(|c| f(c)).collect();
         (!xs.is_empty()).then(|| mean_std(&xs))
     }
@@ -139,7 +136,8 @@ fn rows<'a>(cells: &'a [Cell], p: &Protocol, order: &'a [String]) -> Vec<Row<'a>
     out
 }
 
-fn ms(v: Option<(f64, f64)>) -> serde_json::Value {
+/// `{"mean", "std"}`; std is null with one seed.
+fn ms(v: Option<(f64, Option<f64>)>) -> serde_json::Value {
     v.map_or(
         serde_json::Value::Null,
         |(m, s)| json!({"mean": m, "std": s}),
@@ -194,8 +192,12 @@ pub fn summary_json(
     })
 }
 
-fn pm(v: Option<(f64, f64)>) -> String {
-    v.map_or("-".into(), |(m, s)| format!("{m:.2} ± {s:.2}"))
+fn pm(v: Option<(f64, Option<f64>)>) -> String {
+    match v {
+        None => "-".into(),
+        Some((m, None)) => format!("{m:.2}"),
+        Some((m, Some(s))) => format!("{m:.2} ± {s:.2}"),
+    }
 }
 
 /// `emojicl.md`: the mean ± std table, then each cell's accuracy matrix.
@@ -210,8 +212,8 @@ pub fn markdown(
     let steps = summary_json(cells, p, seeds, order)["protocol"]["steps_per_task"].clone();
     let mut s = format!(
         "# EmojiCL results\n\nProtocol: {desc}\n\nOptimizer steps per task: {steps}\n\n\
-         Mean ± sample std over the seeds that finished (n = seeds done of {}); a row with fewer \
-         seeds is incomplete.\n\n\
+         Mean ± sample std over the seeds that finished (n = seeds done of {}; one seed: no std); \
+         a row with fewer seeds is incomplete.\n\n\
          | method | n seeds | final mean Rm | avg forgetting | BWT (paper, + = forgetting) | syncs / steps | wall s per seed |\n|---|---|---|---|---|---|---|\n",
         seeds.len()
     );
@@ -269,4 +271,17 @@ pub fn markdown(
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mean_std;
+
+    #[test]
+    fn sample_std_and_single_seed() {
+        let (m, s) = mean_std(&[1.0, 2.0, 6.0]);
+        assert_eq!(m, 3.0);
+        assert!((s.unwrap() - 7f64.sqrt()).abs() < 1e-12);
+        assert_eq!(mean_std(&[4.0]), (4.0, None));
+    }
 }

@@ -44,6 +44,9 @@ pub struct Method {
     /// Replayed samples as a fraction of the batch (0 = no replay).
     #[serde(default)]
     pub replay_fraction: f64,
+    /// Steps between drift checks for this row (`None` = the protocol's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_every: Option<u32>,
 }
 
 impl Method {
@@ -183,7 +186,7 @@ fn header(model: &str, name: &str, m: &Method, p: &Protocol, seed: u64) -> pb::T
             batch_size: Some(p.batch),
             learning_rate: Some(p.lr),
             drift_threshold: Some(m.threshold),
-            drift_check_every: Some(p.check_every),
+            drift_check_every: Some(m.check_every.unwrap_or(p.check_every)),
             method: m.pb_method() as i32,
             bn_policy: Some(m.pb_bn() as i32),
             loss_weights: Some(pb::LossWeights {

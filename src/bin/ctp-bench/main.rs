@@ -127,6 +127,9 @@ struct EmojiclArgs {
     thresholds: String,
     #[arg(long, default_value_t = 1)]
     drift_check_every: u32,
+    /// Gated runs: also these drift-check intervals (rows "CTP gated <t> every <n>").
+    #[arg(long, default_value = "")]
+    gated_check_every: String,
     /// Comma-separated, in run order, from: seqft, ctp, joint, seqft-replay, ctp-replay,
     /// gated, bn-train.
     #[arg(long, default_value = "ctp,seqft,joint,seqft-replay,ctp-replay")]
@@ -444,6 +447,7 @@ fn emojicl_methods(a: &EmojiclArgs) -> Result<Vec<emojicl::Method>> {
         },
         replay_per_task: 0,
         replay_fraction: 0.0,
+        check_every: None,
     };
     let replay = |mut m: emojicl::Method| {
         m.replay_per_task = a.replay_per_task;
@@ -469,6 +473,13 @@ fn emojicl_methods(a: &EmojiclArgs) -> Result<Vec<emojicl::Method>> {
                 for t in a.thresholds.split(',') {
                     let v: f64 = t.parse().context("thresholds")?;
                     list.push(mk(&format!("CTP gated {t}"), "ctp", "frozen", v));
+                    for n in a.gated_check_every.split(',').filter(|n| !n.is_empty()) {
+                        let every: u32 = n.parse().context("gated-check-every")?;
+                        list.push(emojicl::Method {
+                            check_every: Some(every),
+                            ..mk(&format!("CTP gated {t} every {n}"), "ctp", "frozen", v)
+                        });
+                    }
                 }
             }
             "bn-train" => {
