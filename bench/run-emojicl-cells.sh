@@ -3,7 +3,7 @@
 # finished cell and the regenerated summary (bench/results/emojicl.{json,md}) on the current
 # branch. Finished cells are skipped, so the script can be stopped and rerun at any time.
 #
-#   bench/run-emojicl-cells.sh [phase ...]     phases: main (default), replay, gated, bn
+#   bench/run-emojicl-cells.sh [phase ...]     phases: main (default), replay, gated, fidelity, bn
 #
 # Environment: CTP_BENCH (ctp-bench binary; default: a copy of $CARGO_TARGET_DIR/release's,
 # taken at start so rebuilding does not disturb a run), THREADS (libtorch threads, default 1),
@@ -35,6 +35,7 @@ methods_of() {
     main) echo "ctp seqft joint" ;;
     replay) echo "seqft-replay ctp-replay" ;;
     gated) echo "gated" ;;
+    fidelity) echo "fidelity" ;;
     bn) echo "bn-train" ;;
     *) echo "unknown phase $1" >&2; exit 1 ;;
   esac

@@ -47,6 +47,13 @@ pub struct Method {
     /// Steps between drift checks for this row (`None` = the protocol's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_every: Option<u32>,
+    /// Fidelity variant: the paper-era task-0 objective (no queue contrast, no MLM
+    /// distillation on the first task).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub task0_plain: bool,
+    /// Fidelity variant: the momentum queue's rows (`None` = the daemon's default, 1,024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_size: Option<i64>,
 }
 
 impl Method {
@@ -176,7 +183,19 @@ async fn submit_and_wait(
     bail!("watch stream ended early")
 }
 
-fn header(model: &str, name: &str, m: &Method, p: &Protocol, seed: u64) -> pb::TaskHeader {
+fn header(
+    model: &str,
+    name: &str,
+    m: &Method,
+    p: &Protocol,
+    seed: u64,
+    first: bool,
+) -> pb::TaskHeader {
+    let momentum = if first && m.task0_plain {
+        0.0
+    } else {
+        m.momentum_weight
+    };
     pb::TaskHeader {
         model: model.into(),
         preset: p.preset.clone(),
@@ -193,8 +212,8 @@ fn header(model: &str, name: &str, m: &Method, p: &Protocol, seed: u64) -> pb::T
                 tp_cross: Some(m.tp_weight),
                 tp_intra: Some(m.tp_weight),
                 mlm: Some(m.mlm_weight),
-                mlm_distill: Some(m.mlm_weight * m.momentum_weight),
-                itc_queue: Some(m.momentum_weight),
+                mlm_distill: Some(m.mlm_weight * momentum),
+                itc_queue: Some(momentum),
                 ..Default::default()
             }),
             replay: (m.replay_per_task > 0 || m.replay_fraction > 0.0).then(|| pb::Replay {
@@ -293,11 +312,16 @@ pub async fn run(
     if rt.threads > 0 {
         env.push(("CTP__ENGINE__THREADS".into(), rt.threads.to_string()));
     }
-    let daemon = super::service::Daemon::start(env).await?;
-    let addr = daemon.addr.clone();
-    let mut c = super::service::client(&addr).await?;
     let mut data: Option<(u64, TaskData)> = None;
     for (seed, m) in &todo {
+        // One daemon per cell, so daemon-level knobs (queue size) can differ between rows.
+        let mut env = env.clone();
+        if let Some(q) = m.queue_size {
+            env.push(("CTP__TRAINING__QUEUE_SIZE".into(), q.to_string()));
+        }
+        let daemon = super::service::Daemon::start(env).await?;
+        let addr = daemon.addr.clone();
+        let mut c = super::service::client(&addr).await?;
         if data.as_ref().map(|d| d.0) != Some(*seed) {
             data = Some((*seed, build_data(p, *seed)?));
         }
@@ -331,8 +355,8 @@ pub async fn run(
                 result,
             },
         )?;
+        daemon.stop().await?;
     }
-    daemon.stop().await?;
     Ok(todo.len())
 }
 
@@ -352,7 +376,7 @@ async fn run_cell(
         for (i, s) in all.iter_mut().enumerate() {
             s.id = format!("{i}-{}", s.id);
         }
-        let h = header(model, "all tasks", m, p, seed);
+        let h = header(model, "all tasks", m, p, seed, true);
         let (v, steps, n) = submit_and_wait(c, h, all).await?;
         let mut final_rm = Vec::new();
         for d in data {
@@ -374,10 +398,11 @@ async fn run_cell(
     }
     let mut last = 0;
     let (mut steps_per_task, mut n_train) = (Vec::new(), Vec::new());
-    for (name, train, eval) in data {
+    for (i, (name, train, eval)) in data.iter().enumerate() {
         let mut samples = train.clone();
         samples.extend(eval.iter().cloned());
-        let (v, steps, n) = submit_and_wait(c, header(model, name, m, p, seed), samples).await?;
+        let h = header(model, name, m, p, seed, i == 0);
+        let (v, steps, n) = submit_and_wait(c, h, samples).await?;
         last = v;
         steps_per_task.push(steps);
         n_train.push(n);

@@ -131,7 +131,7 @@ struct EmojiclArgs {
     #[arg(long, default_value = "")]
     gated_check_every: String,
     /// Comma-separated, in run order, from: seqft, ctp, joint, seqft-replay, ctp-replay,
-    /// gated, bn-train.
+    /// gated, fidelity (issue #10 item 2 variants of CTP), bn-train.
     #[arg(long, default_value = "ctp,seqft,joint,seqft-replay,ctp-replay")]
     methods: String,
     /// Model preset (small, or small-split for the fusion-layout study).
@@ -448,6 +448,8 @@ fn emojicl_methods(a: &EmojiclArgs) -> Result<Vec<emojicl::Method>> {
         replay_per_task: 0,
         replay_fraction: 0.0,
         check_every: None,
+        task0_plain: false,
+        queue_size: None,
     };
     let replay = |mut m: emojicl::Method| {
         m.replay_per_task = a.replay_per_task;
@@ -480,6 +482,27 @@ fn emojicl_methods(a: &EmojiclArgs) -> Result<Vec<emojicl::Method>> {
                             ..mk(&format!("CTP gated {t} every {n}"), "ctp", "frozen", v)
                         });
                     }
+                }
+            }
+            "fidelity" => {
+                // Issue #10 item 2: one change from `CTP` each.
+                list.push(emojicl::Method {
+                    task0_plain: true,
+                    ..mk("CTP, paper-era task 0", "ctp", "frozen", 0.0)
+                });
+                list.push(emojicl::Method {
+                    queue_size: Some(i64::from(a.batch) * 8),
+                    ..mk(&format!("CTP, queue {}", a.batch * 8), "ctp", "frozen", 0.0)
+                });
+                for w in [0.1, 0.3] {
+                    list.push(emojicl::Method {
+                        tp_weight: w,
+                        ..mk(&format!("CTP, TP weight {w}"), "ctp", "frozen", 0.0)
+                    });
+                    list.push(emojicl::Method {
+                        momentum_weight: w,
+                        ..mk(&format!("CTP, momentum weight {w}"), "ctp", "frozen", 0.0)
+                    });
                 }
             }
             "bn-train" => {
