@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # The main job: EmojiCL (nine emoji domains, real registry data) through ctpd on the embedded
 # default (SQLite + a local data dir), driven by ctpctl. Installs what it needs, builds, starts the
-# daemon, trains the nine tasks with progress bars, shows a rollback, prints the accuracy /
-# forgetting table and writes an HTML report.
+# daemon, trains the nine tasks with progress bars, shows the promotion gate refusing a version
+# that forgot (and the manual rollback an operator would use without a gate), prints the
+# accuracy / forgetting table and writes an HTML report.
 #
 #   bash scripts/demo.sh            # about 10 minutes of training on 2 CPU cores; a GPU is used if present
 #   CTP_DEMO_MAX_TRAIN=64 CTP_DEMO_EPOCHS=4 bash scripts/demo.sh   # a quicker look
+#   CTP_DEMO_BIN=target/release bash scripts/demo.sh                # use already-built binaries
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/env.sh"
 "$here/setup-data.sh" >/dev/null
 cd "$here/.."
-echo "== building ctpd and ctpctl" >&2
-cargo build --bins -q
-bin="$CARGO_TARGET_DIR/debug"
+if [ -n "${CTP_DEMO_BIN:-}" ]; then
+  bin="$CTP_DEMO_BIN"
+else
+  echo "== building ctpd and ctpctl" >&2
+  cargo build --bins -q
+  bin="$CARGO_TARGET_DIR/debug"
+fi
 work="${CTP_DEMO_DIR:-$PWD/ctp-demo}"
 rm -rf "$work"
 mkdir -p "$work"
@@ -37,23 +43,34 @@ done
 "$bin/ctpctl" health
 
 shards=("$work"/emojicl/*/)
-submit() { # name dir learning-rate
-  "$bin/ctpctl" submit --model emoji --preset small --name "$1" --epochs "$epochs" --batch-size 32 --lr "$3" --wait "$2"
+submit() { # name dir learning-rate; returns ctpctl's exit code (5 = the gate refused the version)
+  local rc=0
+  "$bin/ctpctl" submit --model emoji --preset small --name "$1" --epochs "$epochs" --batch-size 32 --lr "$3" --wait "$2" || rc=$?
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then exit "$rc"; fi
+  return "$rc"
 }
 i=0
 for dir in "${shards[@]}"; do
   name="$(basename "$dir")"
   i=$((i + 1))
   if [ "$i" -eq 5 ]; then
+    echo "== a promotion gate: a new version becomes the head only if it keeps earlier tasks" >&2
+    "$bin/ctpctl" gate --model emoji --max-avg-forgetting 45
     echo "== task $name with a learning rate that is far too high: this version will forget" >&2
-    submit "$name (lr 3e-3)" "$dir" 3e-3 || true
-    echo "== the new version is worse on earlier tasks; roll back to the previous version" >&2
+    rc=0
+    submit "$name (lr 3e-3)" "$dir" 3e-3 || rc=$?
     "$bin/ctpctl" versions --model emoji
-    head=$("$bin/ctpctl" --json versions --model emoji | python3 -c 'import json,sys; v=json.load(sys.stdin); v=v if isinstance(v, list) else v["versions"]; print(max(x["version"] for x in v))')
-    "$bin/ctpctl" rollback --model emoji --to $((head - 1)) --expected-head "$head" --reason "lr 3e-3 forgot earlier tasks"
-    echo "== retrain $name from the rolled-back version" >&2
+    head=$("$bin/ctpctl" --json versions --model emoji | python3 -c 'import json,sys; v=json.load(sys.stdin); print(max(x["version"] for x in v))')
+    if [ "$rc" -eq 5 ]; then
+      echo "== the gate refused version $head by itself: it is kept and listed, the head did not move" >&2
+      echo "   (an admin could still promote it: ctpctl rollback --model emoji --to $head)" >&2
+    else
+      echo "== the new version is worse on earlier tasks; roll back to the previous version by hand" >&2
+      "$bin/ctpctl" rollback --model emoji --to $((head - 1)) --expected-head "$head" --reason "lr 3e-3 forgot earlier tasks"
+    fi
+    echo "== retrain $name from the head" >&2
   fi
-  submit "$name" "$dir" 3e-4
+  submit "$name" "$dir" 3e-4 || echo "== the gate refused this version; the next task trains from the head" >&2
 done
 
 echo "== versions: Rm on every task seen so far, forgetting, momentum syncs" >&2

@@ -12,8 +12,8 @@ use std::sync::atomic::Ordering;
 use ctp::metrics::{self, LineageRow};
 use ctp::trainer::checkpoint;
 use ctp::trainer::{
-    Control, EngineConfig, EvalSet, Method, ModelConfig, Preset, Sample, TrainConfig, TrainEvent,
-    TrainOutcome, TrainRequest, TrainerHandle, VersionRef,
+    Control, EngineConfig, EvalSet, Method, ModelConfig, Preset, ReplayPool, Sample, TrainConfig,
+    TrainEvent, TrainOutcome, TrainRequest, TrainerHandle, VersionRef,
 };
 
 /// 16 synthetic pairs of one shape (task t): 8 colours × 2 sizes on white, 32×32.
@@ -54,6 +54,7 @@ fn request(
         parent,
         resume: None,
         samples: task_samples(task),
+        replay: Vec::new(),
         out_version: dir.join(format!("{name}.safetensors")),
         resume_path: dir.join(format!("{name}.resume.safetensors")),
         control: Control::new_flag(),
@@ -353,4 +354,55 @@ fn bf16_tiny_run_trains_like_fp32_and_records_its_precision() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("bf16") && err.contains("fp32"), "{err}");
+}
+
+/// Experience replay (issue #10): replayed samples change training, and a task resumed from a
+/// mid-task checkpoint replays exactly what an uninterrupted one does (bitwise on CPU).
+#[test]
+fn replay_is_used_and_exact_across_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = engine();
+    let v1 = completed(&run(&h, request(dir.path(), "v1", 0, 0, None, cfg(1))).0);
+    let mut c = cfg(2);
+    c.checkpoint_every = 2;
+    let with_replay = |name: &str, per_batch: usize| {
+        let mut r = request(dir.path(), name, 1, 1, Some(v1.clone()), c.clone());
+        r.replay = vec![ReplayPool {
+            samples: task_samples(0),
+            per_batch,
+        }];
+        r
+    };
+    let plain = completed(&run(&h, with_replay("plain", 0)).0);
+    let straight = completed(&run(&h, with_replay("straight", 3)).0);
+    let load = |v: &VersionRef| checkpoint::load(&v.path, Some(&v.sha256)).unwrap();
+    let same = |a: &VersionRef, b: &VersionRef| {
+        let (a, b) = (load(a), load(b));
+        a.tensors.len() == b.tensors.len() && a.tensors.iter().all(|(n, t)| t.equal(&b.tensors[n]))
+    };
+    assert!(
+        !same(&plain, &straight),
+        "replayed samples must change the weights"
+    );
+    drop(h);
+    let mid = dir.path().join("mid.safetensors");
+    std::fs::copy(dir.path().join("straight.resume.safetensors"), &mid).unwrap();
+    let mut req = with_replay("resumed", 3);
+    req.resume = Some(mid);
+    let (o, events) = run(&engine(), req);
+    assert!(
+        matches!(
+            events[0],
+            TrainEvent::Started {
+                resumed_from: Some(2),
+                ..
+            }
+        ),
+        "{:?}",
+        events[0]
+    );
+    assert!(
+        same(&straight, &completed(&o)),
+        "a resumed task replays the same samples"
+    );
 }

@@ -55,5 +55,43 @@ async fn python_example_submits_and_watches() {
         .unwrap()
         .into_inner();
     assert_eq!(v.task_id, tasks[0].id);
+
+    // A second task with replay, under a gate no non-root version can meet (forgetting is at
+    // least -100 Rm points): the example reports the refusal with exit code 5.
+    let out = tokio::process::Command::new(&python)
+        .args([script, "--addr", &addr, "--model", "py", "--name", "second"])
+        .args([
+            "--replay-per-task",
+            "2",
+            "--gate-max-avg-forgetting",
+            "-100",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("version 2 was rejected"), "{stderr}");
+    let v2 = c
+        .get_version(ctp::api::pb::GetVersionRequest {
+            model: "py".into(),
+            version: Some(2),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v2.state, ctp::api::pb::VersionState::Rejected as i32);
+    assert!(!v2.is_head);
+    let t2 = c
+        .get_task(ctp::api::pb::GetTaskRequest {
+            task_id: v2.task_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        t2.settings.unwrap().replay.unwrap().samples_per_task,
+        Some(2)
+    );
     app.stop().await;
 }

@@ -32,6 +32,7 @@ import zlib
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 EXIT_OK, EXIT_LOCAL, EXIT_REJECTED, EXIT_UNAVAILABLE, EXIT_TASK_FAILED = 0, 1, 2, 3, 4
+EXIT_GATE_REJECTED = 5
 
 # Generated samples: (caption, RGB). Distinct colours so retrieval has something to learn.
 COLOURS = [
@@ -115,7 +116,7 @@ def state_name(pb, state):
 
 
 def watch(grpc, pb, stub, task_id, metadata, timeout_s, max_retries=20):
-    """Follows the task until a terminal event; returns (state, error, version).
+    """Follows the task until a terminal event; returns (state, error, version, rejection).
 
     The resume cursor is the seq of the last event processed (or of a heartbeat, which the
     daemon stamps with the last event it sent); replayed events at or below it are skipped,
@@ -140,7 +141,8 @@ def watch(grpc, pb, stub, task_id, metadata, timeout_s, max_retries=20):
                     t = ev.terminal
                     if t.state in finished:
                         version = t.produced_version if t.HasField("produced_version") else None
-                        return t.state, t.error, version
+                        rejection = t.rejection_reason if t.HasField("rejection_reason") else None
+                        return t.state, t.error, version, rejection
                     # A terminal event with a live state means the daemon is draining.
                     raise ConnectionError(t.error or "daemon closed the stream")
                 elif ev.seq > cursor:
@@ -181,6 +183,12 @@ def main():
     ap.add_argument("--token", default=os.environ.get("CTP_TOKEN"), help="bearer token (env CTP_TOKEN)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the task")
     ap.add_argument("--stubs", help="folder with generated ctp/v1/ctp_pb2*.py")
+    ap.add_argument("--replay-per-task", type=int,
+                    help="replay this many samples of each earlier task of the lineage per batch")
+    ap.add_argument("--replay-fraction", type=float,
+                    help="replay earlier tasks' samples as this fraction of the batch, in (0, 1]")
+    ap.add_argument("--gate-max-avg-forgetting", type=float,
+                    help="before submitting, set the model's promotion gate (needs the admin scope)")
     args = ap.parse_args()
 
     try:
@@ -223,18 +231,34 @@ def main():
         seed=args.seed,
         expected_samples=len(samples),
     )
+    if args.replay_per_task is not None or args.replay_fraction is not None:
+        replay = {"samples_per_task": args.replay_per_task, "batch_fraction": args.replay_fraction}
+        header.settings.replay.CopyFrom(pb.Replay(**{k: v for k, v in replay.items() if v is not None}))
     metadata = [("authorization", f"Bearer {args.token}")] if args.token else []
 
     channel = grpc.insecure_channel(args.addr, options=[("grpc.max_send_message_length", 64 << 20)])
     stub = pb_grpc.ContinualTrainerStub(channel)
     try:
+        if args.gate_max_avg_forgetting is not None:
+            # The gate belongs to an existing model: set it once the model has a first task.
+            gate = stub.SetPromotionGate(
+                pb.SetPromotionGateRequest(
+                    model=args.model,
+                    gate=pb.PromotionGate(max_avg_forgetting=args.gate_max_avg_forgetting)),
+                metadata=metadata, timeout=30)
+            print(f"promotion gate of {args.model}: max_avg_forgetting {gate.max_avg_forgetting}",
+                  file=sys.stderr)
         task = stub.SubmitTask(requests(pb, header, samples), metadata=metadata, timeout=300)
         print(f"submitted task {task.id} ({len(samples)} samples) to model {args.model}", file=sys.stderr)
         print(task.id)
-        state, error, version = watch(grpc, pb, stub, task.id, metadata, args.timeout)
+        state, error, version, rejection = watch(grpc, pb, stub, task.id, metadata, args.timeout)
         if state != pb.TASK_STATE_SUCCEEDED:
             print(f"error: task ended {state_name(pb, state)}: {error}", file=sys.stderr)
             return EXIT_TASK_FAILED
+        if rejection is not None:
+            print(f"error: version {version} was rejected ({rejection}); the head did not move",
+                  file=sys.stderr)
+            return EXIT_GATE_REJECTED
         # Use the new version: embed the first image and its caption.
         first = samples[0]
         emb = stub.Embed(

@@ -10,6 +10,7 @@ use super::status::ApiError;
 use crate::config::TrainingDefaults;
 use crate::store::{EvalRow, HeadChange, TaskRow, TaskState, VersionRow};
 use crate::trainer::{BnPolicy, LossWeights, Method, ModelConfig, Preset, TrainConfig};
+use crate::worker::replay::ReplaySettings;
 
 /// Documented upper bounds of the numeric training settings (see `TrainSettings` in the
 /// proto); a value outside its range is `INVALID_ARGUMENT`.
@@ -54,6 +55,9 @@ pub struct TaskSettings {
     pub checkpoint_every: i64,
     #[serde(default)]
     pub weights: LossWeights,
+    /// Experience replay from the lineage's earlier tasks (default: none).
+    #[serde(default)]
+    pub replay: ReplaySettings,
 }
 
 impl TaskSettings {
@@ -113,11 +117,14 @@ impl TaskSettings {
                 bounds::MAX_LOSS_WEIGHT
             )));
         }
+        let batch_size = s.batch_size.unwrap_or(d.batch_size);
+        let replay = ReplaySettings::from_pb(s.replay, batch_size)?;
         let t = TaskSettings {
+            replay,
             weights,
             preset,
             epochs: s.epochs.unwrap_or(d.epochs),
-            batch_size: s.batch_size.unwrap_or(d.batch_size),
+            batch_size,
             learning_rate: s.learning_rate.unwrap_or(d.learning_rate),
             drift_threshold: s.drift_threshold.unwrap_or(d.drift_threshold),
             drift_check_every: s.drift_check_every.unwrap_or(d.drift_check_every),
@@ -169,6 +176,7 @@ impl TaskSettings {
                 tp_cross: Some(self.weights.tp_cross),
                 tp_intra: Some(self.weights.tp_intra),
             }),
+            replay: self.replay.to_pb(),
         }
     }
 
@@ -254,6 +262,9 @@ pub enum StoredEvent {
         state: String,
         error: String,
         produced_version: Option<i64>,
+        /// Why the promotion gate refused the produced version (absent = accepted).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rejection: Option<String>,
     },
     Log {
         message: String,
@@ -291,10 +302,12 @@ impl StoredEvent {
                 state,
                 error,
                 produced_version,
+                rejection,
             } => Event::Terminal(pb::Terminal {
                 state: state_to_pb(state.parse().unwrap_or(TaskState::Failed)) as i32,
                 error: error.clone(),
                 produced_version: *produced_version,
+                rejection_reason: rejection.clone(),
             }),
             StoredEvent::Log { message } => Event::Log(pb::Log {
                 message: message.clone(),
@@ -358,6 +371,7 @@ pub fn task_to_pb(t: &TaskRow) -> pb::Task {
         settings: settings.map(|s| s.to_pb()),
         idempotency_key: t.idempotency_key.clone(),
         cancel_requested: t.cancel_requested,
+        rejection_reason: t.rejected_reason.clone(),
     }
 }
 
@@ -399,6 +413,12 @@ pub fn version_to_pb(v: &VersionRow) -> pb::Version {
         momentum_syncs: v.momentum_syncs as u64,
         momentum_steps: v.momentum_steps as u64,
         is_head: v.is_head,
+        state: if v.rejected_reason.is_some() {
+            pb::VersionState::Rejected
+        } else {
+            pb::VersionState::Accepted
+        } as i32,
+        rejection_reason: v.rejected_reason.clone().unwrap_or_default(),
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod codec;
 pub mod convert;
+mod gate;
 pub mod pb;
 pub mod service;
 pub mod status;

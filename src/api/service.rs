@@ -10,7 +10,7 @@ use super::auth::{require, Scope};
 use super::convert;
 use super::pb::{self, continual_trainer_server::ContinualTrainer};
 use super::status::ApiError;
-use super::{submit, watch};
+use super::{gate, submit, watch};
 use crate::app::AppState;
 use crate::store::VersionRow;
 use crate::trainer::{Control, ModelConfig, Preset};
@@ -113,6 +113,7 @@ impl ContinualTrainer for Service {
                 state: t.state.as_str().into(),
                 error: format!("cancelled by {}", caller.name),
                 produced_version: None,
+                rejection: None,
             };
             self.state
                 .hub
@@ -200,6 +201,27 @@ impl ContinualTrainer for Service {
             head: Some(convert::version_to_pb(&head)),
             change: Some(convert::head_change_to_pb(&change)),
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "SetPromotionGate"))]
+    async fn set_promotion_gate(
+        &self,
+        req: Request<pb::SetPromotionGateRequest>,
+    ) -> Res<pb::PromotionGate> {
+        let caller = require(&req, Scope::Admin)?;
+        let g = gate::set(&self.state, req.into_inner(), &caller.name).await?;
+        Ok(Response::new(g))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "GetPromotionGate"))]
+    async fn get_promotion_gate(
+        &self,
+        req: Request<pb::GetPromotionGateRequest>,
+    ) -> Res<pb::PromotionGate> {
+        require(&req, Scope::Read)?;
+        Ok(Response::new(
+            gate::get(&self.state, req.into_inner()).await?,
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "Embed"))]

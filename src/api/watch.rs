@@ -131,6 +131,7 @@ fn terminal_of(task: &crate::store::TaskRow, seq: i64, error: String) -> pb::Tas
             state: convert::state_to_pb(task.state) as i32,
             error,
             produced_version: task.produced_version,
+            rejection_reason: task.rejected_reason.clone(),
         })),
     }
 }

@@ -13,6 +13,8 @@ Exit codes:
      ABORTED, ALREADY_EXISTS, PERMISSION_DENIED, UNAUTHENTICATED, INTERNAL, ...)
   3  daemon unavailable / connection failed (UNAVAILABLE, DEADLINE_EXCEEDED, not serving)
   4  the watched task ended FAILED or CANCELLED
+  5  the watched task SUCCEEDED but the model's promotion gate rejected its version
+     (the version is kept; the head did not move)
 
 Errors from the daemon are printed as one line on stderr: `error: <CODE>: <message>`.";
 
@@ -58,8 +60,10 @@ pub enum Command {
     Tasks(TasksArgs),
     /// Show a model's versions with their evaluation (Rm per task, forgetting, BWT).
     Versions(ModelArg),
-    /// Move a model's head to an earlier version.
+    /// Move a model's head to another version (also promotes a gate-rejected version).
     Rollback(RollbackArgs),
+    /// Show or set a model's promotion gate (the forgetting policy new versions must meet).
+    Gate(GateArgs),
     /// Cancel a queued or running task.
     Cancel(TaskIdArg),
     /// Embed images and/or texts with a version.
@@ -146,6 +150,12 @@ pub struct SubmitArgs {
     /// Weight of both topology-preservation loss terms (server default 1, the paper's code).
     #[arg(long)]
     pub tp_weight: Option<f64>,
+    /// Replay this many training samples of each earlier lineage task in every batch.
+    #[arg(long, conflicts_with = "replay_fraction")]
+    pub replay_per_task: Option<u32>,
+    /// Replay earlier lineage tasks' samples as this fraction of the batch size, in (0, 1].
+    #[arg(long)]
+    pub replay_fraction: Option<f64>,
     /// Training method.
     #[arg(long, value_enum)]
     pub method: Option<MethodArg>,
@@ -200,6 +210,26 @@ pub struct ModelArg {
 pub struct TaskIdArg {
     /// Task id.
     pub task_id: String,
+}
+
+/// `gate` arguments: with no bound and no `--clear`, prints the gate.
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// Model name.
+    #[arg(long)]
+    pub model: String,
+    /// Reject versions whose average forgetting (Rm points) exceeds this.
+    #[arg(long)]
+    pub max_avg_forgetting: Option<f64>,
+    /// Reject versions whose Rm on the union of the lineage's eval sets is below this.
+    #[arg(long)]
+    pub min_union_rm: Option<f64>,
+    /// Reject versions whose mean Rm drop from the parent, on the parent's tasks, exceeds this.
+    #[arg(long)]
+    pub max_rm_drop: Option<f64>,
+    /// Remove the gate.
+    #[arg(long, conflicts_with_all = ["max_avg_forgetting", "min_union_rm", "max_rm_drop"])]
+    pub clear: bool,
 }
 
 /// `rollback` arguments.

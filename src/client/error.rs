@@ -15,6 +15,8 @@ pub const EXIT_REJECTED: u8 = 2;
 pub const EXIT_UNAVAILABLE: u8 = 3;
 /// Exit code: the task ended FAILED or CANCELLED.
 pub const EXIT_TASK_FAILED: u8 = 4;
+/// Exit code: the task succeeded but the promotion gate rejected its version.
+pub const EXIT_GATE_REJECTED: u8 = 5;
 
 /// A failed command.
 #[derive(Debug)]
@@ -27,6 +29,8 @@ pub enum CliError {
     Connect(String),
     /// The watched task ended without success; the message says how.
     TaskEnded(String),
+    /// The watched task's version was refused by the promotion gate; the message says why.
+    GateRejected(String),
 }
 
 impl CliError {
@@ -41,6 +45,7 @@ impl CliError {
             CliError::Local(_) => EXIT_LOCAL,
             CliError::Connect(_) => EXIT_UNAVAILABLE,
             CliError::TaskEnded(_) => EXIT_TASK_FAILED,
+            CliError::GateRejected(_) => EXIT_GATE_REJECTED,
             CliError::Status(s) if is_unavailable(s.code()) => EXIT_UNAVAILABLE,
             CliError::Status(_) => EXIT_REJECTED,
         }
@@ -86,7 +91,9 @@ fn one_line(s: &str) -> String {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Local(m) | CliError::TaskEnded(m) => write!(f, "{}", one_line(m)),
+            CliError::Local(m) | CliError::TaskEnded(m) | CliError::GateRejected(m) => {
+                write!(f, "{}", one_line(m))
+            }
             CliError::Connect(m) => write!(f, "UNAVAILABLE: {}", one_line(m)),
             CliError::Status(s) => {
                 let msg = if s.message().is_empty() {

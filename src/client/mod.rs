@@ -15,6 +15,7 @@ pub mod conn;
 pub mod embed;
 pub mod emojicl;
 pub mod error;
+pub mod gate;
 pub mod output;
 pub mod report;
 pub mod submit;
@@ -117,6 +118,7 @@ pub async fn execute(cli: &Cli) -> CliResult<u8> {
         Command::Tasks(a) => tasks::tasks(&mut client, a, json).await?,
         Command::Versions(a) => tasks::versions(&mut client, &a.model, json).await?,
         Command::Rollback(a) => tasks::rollback(&mut client, a, json).await?,
+        Command::Gate(a) => gate::gate(&mut client, a, json).await?,
         Command::Cancel(a) => tasks::cancel(&mut client, &a.task_id, json).await?,
         Command::Embed(a) => embed::embed(&mut client, a, json).await?,
         Command::Search(a) => embed::search(&mut client, a, json).await?,

@@ -100,6 +100,7 @@ pub fn task_json(t: &pb::Task) -> Value {
         "idempotency_key": t.idempotency_key,
         "cancel_requested": t.cancel_requested,
         "seed": t.seed,
+        "rejection_reason": t.rejection_reason,
     })
 }
 
@@ -135,6 +136,8 @@ pub fn version_json(v: &pb::Version) -> Value {
         "momentum_syncs": v.momentum_syncs,
         "momentum_steps": v.momentum_steps,
         "is_head": v.is_head,
+        "state": if v.state == pb::VersionState::Rejected as i32 { "rejected" } else { "accepted" },
+        "rejection_reason": v.rejection_reason,
     })
 }
 
@@ -153,7 +156,8 @@ pub fn event_json(ev: &pb::TaskEvent) -> Value {
         Some(Event::Terminal(t)) => (
             "terminal",
             json!({"state": state_name(t.state), "error": t.error,
-                   "produced_version": t.produced_version}),
+                   "produced_version": t.produced_version,
+                   "rejection_reason": t.rejection_reason}),
         ),
         Some(Event::Log(l)) => ("log", json!({"message": l.message})),
         Some(Event::ServerClosing(c)) => ("server_closing", json!({"message": c.message})),

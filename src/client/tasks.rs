@@ -151,6 +151,10 @@ pub async fn cancel(client: &mut Client, task_id: &str, json: bool) -> CliResult
 
 /// The `versions` table: one column per task seen on any lineage (`T1..Tn`, with a legend
 /// below, since task names are long), blank where a version never saw that task.
+fn rejected(v: &pb::Version) -> bool {
+    v.state == pb::VersionState::Rejected as i32
+}
+
 pub fn versions_table(versions: &[pb::Version]) -> String {
     let mut tasks: Vec<(String, String)> = Vec::new();
     for v in versions {
@@ -162,7 +166,7 @@ pub fn versions_table(versions: &[pb::Version]) -> String {
     }
     let mut header: Vec<String> = ["VERSION", "PARENT", "TASK"].map(String::from).to_vec();
     header.extend((1..=tasks.len()).map(|i| format!("Rm T{i}")));
-    header.extend(["UNION Rm", "AVG FORGET", "BWT", "SYNCS/STEPS"].map(String::from));
+    header.extend(["UNION Rm", "AVG FORGET", "BWT", "SYNCS/STEPS", "GATE"].map(String::from));
     let rows: Vec<Vec<String>> = versions
         .iter()
         .map(|v| {
@@ -179,11 +183,18 @@ pub fn versions_table(versions: &[pb::Version]) -> String {
             row.push(num(v.average_forgetting, 2));
             row.push(num(v.bwt, 2));
             row.push(format!("{}/{}", v.momentum_syncs, v.momentum_steps));
+            row.push(if rejected(v) { "REJECTED" } else { "" }.into());
             row
         })
         .collect();
     let mut out = table(&header, &rows);
     out.push_str("\n\n* = head");
+    for v in versions.iter().filter(|v| rejected(v)) {
+        out.push_str(&format!(
+            "\nversion {} REJECTED: {}",
+            v.version, v.rejection_reason
+        ));
+    }
     for (i, (id, name)) in tasks.iter().enumerate() {
         out.push_str(&format!("\nT{}: {name} ({id})", i + 1));
     }
@@ -268,7 +279,15 @@ mod tests {
             is_head: true,
             ..Default::default()
         };
-        let t = versions_table(&[v1, v2]);
+        let v3 = pb::Version {
+            version: 3,
+            parent: Some(2),
+            task_name: "flags".into(),
+            state: pb::VersionState::Rejected as i32,
+            rejection_reason: "promotion gate: union Rm 4.00 < min_union_rm 10".into(),
+            ..Default::default()
+        };
+        let t = versions_table(&[v1, v2, v3]);
         let lines: Vec<&str> = t.lines().collect();
         assert!(lines[0].starts_with("VERSION  PARENT  TASK"), "{t}");
         assert!(
@@ -276,7 +295,15 @@ mod tests {
             "{t}"
         );
         assert!(
-            lines[0].ends_with("SYNCS/STEPS") && lines[1].ends_with("3/10"),
+            lines[0].ends_with("SYNCS/STEPS  GATE") && lines[1].trim_end().ends_with("3/10"),
+            "{t}"
+        );
+        assert!(
+            lines[3].starts_with("3 ") && lines[3].ends_with("REJECTED"),
+            "{t}"
+        );
+        assert!(
+            t.contains("version 3 REJECTED: promotion gate: union Rm 4.00 < min_union_rm 10"),
             "{t}"
         );
         assert!(

@@ -181,6 +181,9 @@ impl Sink for View {
                 if !t.error.is_empty() {
                     msg.push_str(&format!(": {}", t.error));
                 }
+                if let Some(why) = &t.rejection_reason {
+                    msg.push_str(&format!(" REJECTED, head unchanged ({why})"));
+                }
                 eprintln!("{msg}");
             }
             Some(Event::Heartbeat(_)) | None => {}

@@ -31,6 +31,8 @@ pub struct Outcome {
     pub error: String,
     /// Version produced when SUCCEEDED.
     pub produced_version: Option<i64>,
+    /// Why the promotion gate refused the produced version, if it did.
+    pub rejection: Option<String>,
     /// Seq of the last event processed (a resume cursor).
     pub cursor: u64,
 }
@@ -39,7 +41,13 @@ impl Outcome {
     /// `Ok` on SUCCEEDED, else the exit-code-4 error naming the state and error.
     pub fn into_result(self) -> CliResult<Outcome> {
         if self.state == pb::TaskState::Succeeded as i32 {
-            return Ok(self);
+            return match &self.rejection {
+                None => Ok(self),
+                Some(why) => Err(CliError::GateRejected(format!(
+                    "task succeeded, but version {} was rejected ({why}); the head did not move",
+                    self.produced_version.unwrap_or_default()
+                ))),
+            };
         }
         let mut msg = format!("task ended {}", state_name(self.state));
         if !self.error.is_empty() {
@@ -134,6 +142,7 @@ async fn read_stream(
                         state: t.state,
                         error: t.error,
                         produced_version: t.produced_version,
+                        rejection: t.rejection_reason,
                         cursor: *cursor,
                     }));
                 }
@@ -175,6 +184,7 @@ async fn read_stream(
                     state: t.state,
                     error: t.error.clone(),
                     produced_version: t.produced_version,
+                    rejection: t.rejection_reason.clone(),
                     cursor: *cursor,
                 }));
             }
@@ -228,9 +238,23 @@ mod tests {
             state: pb::TaskState::Succeeded as i32,
             error: String::new(),
             produced_version: Some(2),
+            rejection: None,
             cursor: 9,
         };
         assert!(ok.clone().into_result().is_ok());
+        let rejected = Outcome {
+            rejection: Some(
+                "promotion gate: average forgetting 30.00 > max_avg_forgetting 20".into(),
+            ),
+            ..ok.clone()
+        };
+        let err = rejected.into_result().unwrap_err();
+        assert_eq!(err.exit_code(), super::super::error::EXIT_GATE_REJECTED);
+        assert!(
+            err.to_string()
+                .contains("version 2 was rejected (promotion gate: average forgetting 30.00"),
+            "{err}"
+        );
         let failed = Outcome {
             state: pb::TaskState::Failed as i32,
             error: "NaN loss".into(),

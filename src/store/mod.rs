@@ -22,6 +22,7 @@
 
 mod db;
 mod events;
+mod gate;
 mod postgres;
 mod queue;
 mod sqlite;
@@ -30,6 +31,7 @@ mod types;
 mod versions;
 
 pub use db::Backend;
+pub use gate::GatePolicy;
 pub use types::{
     new_task_id, ClaimedJob, EvalRow, EvalScope, EventRow, HeadChange, ModelRow, NewTask,
     NewVersion, Submitted, SyncRow, TaskRow, TaskState, UnknownValue, VersionRow,

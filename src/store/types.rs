@@ -168,6 +168,8 @@ pub struct TaskRow {
     pub started_at: Option<DateTime<Utc>>,
     /// When it reached a terminal state.
     pub finished_at: Option<DateTime<Utc>>,
+    /// Set when the task succeeded but the promotion gate refused its version.
+    pub rejected_reason: Option<String>,
 }
 
 /// Result of [`Store::submit_task`](super::Store::submit_task).
@@ -308,6 +310,9 @@ pub struct NewVersion {
     pub bwt: Option<f64>,
     /// Mean max-based forgetting over earlier lineage tasks; `None` for a root version.
     pub average_forgetting: Option<f64>,
+    /// Why the model's promotion gate refused the version; `None` = accepted, the head
+    /// moves to it.
+    pub rejection: Option<String>,
     /// Task rows in lineage order (root first) and optionally one union row.
     pub evals: Vec<EvalRow>,
     /// Forgetting per earlier lineage task: `(task_id, F(v, j))`, not clipped.
@@ -341,6 +346,8 @@ pub struct VersionRow {
     pub bwt: Option<f64>,
     /// Mean forgetting over earlier lineage tasks.
     pub average_forgetting: Option<f64>,
+    /// Why the promotion gate refused it; `None` = accepted.
+    pub rejected_reason: Option<String>,
     /// Evaluation rows in the order given to `finish_task`.
     #[sqlx(skip)]
     pub evals: Vec<EvalRow>,

@@ -10,7 +10,7 @@ use super::{
 /// Columns of [`VersionRow`] (its task name joined from `tasks`).
 const VERSION_COLUMNS: &str = "v.model, v.version, v.parent, v.task_id, t.name AS task_name, \
      v.checkpoint_path, v.sha256, v.created_at, v.momentum_syncs, v.momentum_steps, v.bwt, \
-     v.average_forgetting";
+     v.average_forgetting, v.rejected_reason";
 
 /// Columns of [`HeadChange`].
 const HEAD_CHANGE_COLUMNS: &str = "id, model, from_version, to_version, at, who, reason";
@@ -110,7 +110,9 @@ impl Store {
     /// Commits the result of a successful task in one transaction: the next version
     /// number of the model (never reused, also after rollbacks), the version row, its
     /// evaluation and forgetting rows, the head moved to it (with a history row by
-    /// "ctpd"), the task SUCCEEDED with `produced_version`, and the job done.
+    /// "ctpd"), the task SUCCEEDED with `produced_version`, and the job done. A version
+    /// with `new.rejection` (refused by the promotion gate) is stored the same way, but the
+    /// head stays where it is and the task records the reason.
     ///
     /// The head moves to the new version even if it was rolled back while the task
     /// trained: the newest result wins, and the history shows both moves.
@@ -164,8 +166,9 @@ impl Store {
         let at = now();
         ex.execute(
             "INSERT INTO versions (model, version, parent, task_id, checkpoint_path, sha256, \
-             created_at, momentum_syncs, momentum_steps, bwt, average_forgetting) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             created_at, momentum_syncs, momentum_steps, bwt, average_forgetting, \
+             rejected_reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             args![
                 model,
                 version,
@@ -178,6 +181,7 @@ impl Store {
                 new.momentum_steps,
                 new.bwt,
                 new.average_forgetting,
+                new.rejection.as_deref(),
             ],
         )
         .await?;
@@ -212,17 +216,19 @@ impl Store {
             )
             .await?;
         }
+        if new.rejection.is_none() {
+            ex.execute(
+                "UPDATE models SET head_version = $2 WHERE name = $1",
+                args![model, version],
+            )
+            .await?;
+            let reason = format!("task {task_id} succeeded");
+            record_head_change(&mut ex, model, previous_head, version, "ctpd", &reason).await?;
+        }
         ex.execute(
-            "UPDATE models SET head_version = $2 WHERE name = $1",
-            args![model, version],
-        )
-        .await?;
-        let reason = format!("task {task_id} succeeded");
-        record_head_change(&mut ex, model, previous_head, version, "ctpd", &reason).await?;
-        ex.execute(
-            "UPDATE tasks SET state = 'succeeded', produced_version = $2, finished_at = $3 \
-             WHERE id = $1",
-            args![task_id, version, at],
+            "UPDATE tasks SET state = 'succeeded', produced_version = $2, finished_at = $3, \
+             rejected_reason = $4 WHERE id = $1",
+            args![task_id, version, at, new.rejection.as_deref()],
         )
         .await?;
         let row = load_version(&mut ex, model, version).await?;

@@ -186,7 +186,8 @@ impl Engine {
                         let _ = events.send(e); // a gone listener never stops training
                     };
                     let r = guarded(|| {
-                        let data = self.tensors(&req.samples, &req.model)?;
+                        let all = super::replay::combine(&req.samples, &req.replay);
+                        let data = self.tensors(&all, &req.model)?;
                         let mut s = Session::start(
                             &req,
                             data,

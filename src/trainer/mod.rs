@@ -15,6 +15,7 @@ pub mod model;
 pub mod momentum;
 pub mod optim;
 pub mod queue;
+pub mod replay;
 mod session;
 
 use std::collections::BTreeMap;
@@ -31,6 +32,7 @@ pub use config::{
 };
 pub use engine::EngineConfig;
 pub use momentum::SyncRecord;
+pub use replay::ReplayPool;
 
 /// Errors of the engine boundary.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +114,8 @@ pub struct TrainRequest {
     /// A mid-task checkpoint of this same task to continue from.
     pub resume: Option<PathBuf>,
     pub samples: Vec<Sample>,
+    /// Earlier tasks' samples replayed in every batch (empty = no replay).
+    pub replay: Vec<ReplayPool>,
     /// Where the finished version's checkpoint goes.
     pub out_version: PathBuf,
     /// Where mid-task checkpoints go (overwritten atomically).

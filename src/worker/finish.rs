@@ -100,7 +100,7 @@ pub(super) async fn finish(
         .iter()
         .map(|(i, v)| (seen[*i as usize].0.clone(), *v))
         .collect();
-    let new = NewVersion {
+    let mut new = NewVersion {
         parent: parent.map(|p| p.version),
         checkpoint_path: state.data.to_stored(&version.path),
         sha256: version.sha256,
@@ -108,9 +108,12 @@ pub(super) async fn finish(
         momentum_steps,
         bwt: metrics::bwt_paper(&rows),
         average_forgetting: f.average,
+        rejection: None,
         evals,
         forgetting,
     };
+    let policy = state.store.gate(&task.model).await.map_err(store_err)?;
+    new.rejection = super::gate::check(&policy, &new, parent);
     let v = state
         .store
         .finish_task(&task.id, new)
@@ -123,12 +126,21 @@ pub(super) async fn finish(
         state: TaskState::Succeeded.as_str().into(),
         error: String::new(),
         produced_version: Some(v.version),
+        rejection: v.rejected_reason.clone(),
     };
     state
         .hub
         .emit(&state.store, &task.id, ev)
         .await
         .map_err(store_err)?;
-    tracing::info!(task_id = %task.id, version = v.version, "Task succeeded");
+    match &v.rejected_reason {
+        None => tracing::info!(task_id = %task.id, version = v.version, "Task succeeded"),
+        Some(why) => tracing::warn!(
+            task_id = %task.id,
+            version = v.version,
+            reason = %why,
+            "Task succeeded; the promotion gate rejected its version"
+        ),
+    }
     Ok(())
 }

@@ -10,7 +10,9 @@ use tokio::sync::mpsc;
 
 mod events;
 mod finish;
+mod gate;
 mod orphans;
+pub mod replay;
 
 pub use orphans::clean_orphans;
 
@@ -59,6 +61,7 @@ pub async fn run(state: Arc<AppState>) {
                         state: "failed".into(),
                         error: e.clone(),
                         produced_version: None,
+                        rejection: None,
                     };
                     retry_store("recording the failure", || async {
                         state.store.fail_task(&id, &e).await?;
@@ -225,6 +228,8 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
         None => Vec::new(),
     };
     let samples = load_split(state, &task.data_dir, false, size).await?;
+    let replay =
+        replay::pools(state, &settings.replay, &lineage, settings.batch_size, size).await?;
     let resume_path = state.data.resume_checkpoint(&task.id);
     let resume = job
         .resume_checkpoint
@@ -253,6 +258,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
         parent: parent.as_ref().map(|p| version_ref(state, p)),
         resume,
         samples,
+        replay,
         out_version: state.data.version_checkpoint(&task.id),
         resume_path: resume_path.clone(),
         control: control.clone(),
@@ -304,6 +310,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
                 state: "cancelled".into(),
                 error: format!("cancelled at step {step}"),
                 produced_version: None,
+                rejection: None,
             };
             state
                 .hub

@@ -2,6 +2,7 @@
 //! on a real Postgres started by the test itself.
 mod bad_input;
 mod flow;
+mod gate_replay;
 mod reliability;
 mod helpers;
 mod service;

@@ -39,6 +39,7 @@ macro_rules! contract_tests {
 }
 
 mod events;
+mod gate;
 mod queue;
 mod versions;
 
@@ -117,6 +118,7 @@ fn version_for(task: &TaskRow, parent: Option<i64>) -> NewVersion {
         momentum_steps: 10,
         bwt: parent.map(|_| 1.5),
         average_forgetting: parent.map(|_| 2.0),
+        rejection: None,
         evals: vec![
             eval(EvalScope::Task, task, 40.0),
             eval(EvalScope::Union, task, 35.0),

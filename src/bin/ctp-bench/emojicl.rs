@@ -1,27 +1,34 @@
 //! `ctp-bench emojicl`: the continual-learning quality benchmark, through the daemon.
 //!
 //! Starts an in-process `ctpd` (SQLite in a temp dir), builds EmojiCL from the installed
-//! registry packages, and for every method trains the nine tasks in order as one model
-//! (`SubmitTask` + `WatchTask`), then reads the accuracy matrix, forgetting and BWT back with
-//! `ListVersions`. Joint trains one task on the union; its per-task Rm comes from `Embed` on each
-//! task's eval split, scored with the same metric function the daemon uses.
+//! registry packages, and runs one *cell* per (method, seed): the nine tasks in order as one
+//! model (`SubmitTask` + `WatchTask`), then the accuracy matrix, forgetting and BWT read back
+//! with `ListVersions`. Joint trains one task on the union; its per-task Rm comes from `Embed`
+//! on each task's eval split, scored with the same metric function the daemon uses.
+//!
+//! Every finished cell is written to its own file with every knob (module `cells`), and cells
+//! whose file already exists with the same knobs are skipped, so the table can be built over
+//! several runs. The summary is rebuilt from whatever cells exist.
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ctp::api::pb::{self, continual_trainer_client::ContinualTrainerClient};
 use ctp::datasets::emojicl;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
-/// One benchmark configuration.
-#[derive(Debug, Clone, Serialize)]
+use super::cells::{self, Cell, Knobs};
+
+/// One benchmark configuration (a row of the table).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Method {
+    /// Row name, e.g. `CTP`, `SeqFT+replay`, `CTP gated 0.02`.
     pub name: String,
-    #[serde(serialize_with = "debug_str")]
-    pub method: pb::Method,
-    #[serde(serialize_with = "debug_str")]
-    pub bn: pb::BnPolicy,
+    /// `ctp` or `seqft`.
+    pub method: String,
+    /// `frozen` or `train`.
+    pub bn: String,
     pub threshold: f64,
     pub joint: bool,
     /// Topology-preservation weight (both terms); 1 = the paper's code.
@@ -31,28 +38,71 @@ pub struct Method {
     /// Weight of the momentum terms (queue ITC and MLM distillation, times `mlm_weight` for the
     /// latter); 1 = the paper's code.
     pub momentum_weight: f64,
+    /// Replayed samples of each earlier lineage task per batch (0 = no replay).
+    #[serde(default)]
+    pub replay_per_task: u32,
+    /// Replayed samples as a fraction of the batch (0 = no replay).
+    #[serde(default)]
+    pub replay_fraction: f64,
+    /// Steps between drift checks for this row (`None` = the protocol's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_every: Option<u32>,
+    /// Fidelity variant: the paper-era task-0 objective (no queue contrast, no MLM
+    /// distillation on the first task).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub task0_plain: bool,
+    /// Fidelity variant: the momentum queue's rows (`None` = the daemon's default, 1,024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_size: Option<i64>,
 }
 
-fn debug_str<T: std::fmt::Debug, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("{v:?}"))
+impl Method {
+    fn pb_method(&self) -> pb::Method {
+        if self.method == "seqft" {
+            pb::Method::Seqft
+        } else {
+            pb::Method::Ctp
+        }
+    }
+    fn pb_bn(&self) -> pb::BnPolicy {
+        if self.bn == "train" {
+            pb::BnPolicy::Train
+        } else {
+            pb::BnPolicy::Frozen
+        }
+    }
+    /// File-name-safe form of the name.
+    pub fn slug(&self) -> String {
+        self.name
+            .replace(|c: char| !c.is_ascii_alphanumeric() && c != '.', "-")
+    }
 }
 
+/// The knobs shared by every cell of one table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Protocol {
     pub preset: String,
-    pub max_train: usize,
-    pub max_eval: usize,
+    /// Cap on training samples per task (`None` = every emoji of the category).
+    pub max_train: Option<usize>,
+    /// Cap on evaluation samples per task (`None` = every base emoji of the category).
+    pub max_eval: Option<usize>,
     pub epochs: u32,
     pub batch: u32,
     pub lr: f64,
-    pub seed: u64,
     pub tasks: Vec<usize>,
-    pub device: String,
     pub check_every: u32,
 }
 
-#[derive(Debug, Serialize)]
+/// Where and how the cells run (recorded, not part of a cell's identity).
+pub struct Runtime {
+    pub device: String,
+    pub threads: i32,
+    pub seeds: Vec<u64>,
+    pub ctpctl: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MethodResult {
-    pub method: Method,
     pub tasks: Vec<String>,
     /// matrix[v][j]: Rm on task j after training through task v (None = not seen yet).
     pub matrix: Vec<Vec<Option<f64>>>,
@@ -62,6 +112,10 @@ pub struct MethodResult {
     pub bwt: Option<f64>,
     pub momentum_syncs: u64,
     pub momentum_steps: u64,
+    /// Optimizer steps of each submitted task (Joint: one task).
+    pub steps_per_task: Vec<u64>,
+    /// Training samples of each submitted task.
+    pub n_train: Vec<u64>,
     pub wall_seconds: f64,
 }
 
@@ -77,11 +131,12 @@ fn sample(s: &emojicl::SampleRef) -> Result<pb::Sample> {
     })
 }
 
+/// Submits one task, follows it to the end, returns (version, total steps, training samples).
 async fn submit_and_wait(
     c: &mut ContinualTrainerClient<Channel>,
     header: pb::TaskHeader,
     samples: Vec<pb::Sample>,
-) -> Result<i64> {
+) -> Result<(i64, u64, u64)> {
     use pb::submit_task_request::Msg;
     let mut reqs = vec![pb::SubmitTaskRequest {
         msg: Some(Msg::Header(header)),
@@ -111,13 +166,36 @@ async fn submit_and_wait(
                     t.error
                 );
             }
-            return t.produced_version.context("no version");
+            let done = c
+                .get_task(pb::GetTaskRequest {
+                    task_id: task.id.clone(),
+                })
+                .await?
+                .into_inner();
+            let steps = done.progress.map_or(0, |p| p.total_steps);
+            return Ok((
+                t.produced_version.context("no version")?,
+                steps,
+                done.n_train,
+            ));
         }
     }
     bail!("watch stream ended early")
 }
 
-fn header(model: &str, name: &str, m: &Method, p: &Protocol) -> pb::TaskHeader {
+fn header(
+    model: &str,
+    name: &str,
+    m: &Method,
+    p: &Protocol,
+    seed: u64,
+    first: bool,
+) -> pb::TaskHeader {
+    let momentum = if first && m.task0_plain {
+        0.0
+    } else {
+        m.momentum_weight
+    };
     pb::TaskHeader {
         model: model.into(),
         preset: p.preset.clone(),
@@ -127,22 +205,26 @@ fn header(model: &str, name: &str, m: &Method, p: &Protocol) -> pb::TaskHeader {
             batch_size: Some(p.batch),
             learning_rate: Some(p.lr),
             drift_threshold: Some(m.threshold),
-            drift_check_every: Some(p.check_every),
-            method: m.method as i32,
-            bn_policy: Some(m.bn as i32),
+            drift_check_every: Some(m.check_every.unwrap_or(p.check_every)),
+            method: m.pb_method() as i32,
+            bn_policy: Some(m.pb_bn() as i32),
             loss_weights: Some(pb::LossWeights {
                 tp_cross: Some(m.tp_weight),
                 tp_intra: Some(m.tp_weight),
                 mlm: Some(m.mlm_weight),
-                mlm_distill: Some(m.mlm_weight * m.momentum_weight),
-                itc_queue: Some(m.momentum_weight),
+                mlm_distill: Some(m.mlm_weight * momentum),
+                itc_queue: Some(momentum),
                 ..Default::default()
+            }),
+            replay: (m.replay_per_task > 0 || m.replay_fraction > 0.0).then(|| pb::Replay {
+                samples_per_task: (m.replay_per_task > 0).then_some(m.replay_per_task),
+                batch_fraction: (m.replay_fraction > 0.0).then_some(m.replay_fraction),
             }),
         }),
         eval_split: Some(pb::EvalSplit {
             kind: Some(pb::eval_split::Kind::PerSample(pb::PerSampleSplit {})),
         }),
-        seed: p.seed,
+        seed,
         ..Default::default()
     }
 }
@@ -176,21 +258,18 @@ async fn embed_rm(
     Ok(ctp::metrics::retrieval(&sim, n)?.rm)
 }
 
-pub async fn run(
-    methods: Vec<Method>,
-    p: Protocol,
-    out_dir: &Path,
-    ctpctl: Option<PathBuf>,
-) -> Result<Vec<MethodResult>> {
+/// (task name, train samples, eval samples) per task.
+type TaskData = Vec<(String, Vec<pb::Sample>, Vec<pb::Sample>)>;
+
+fn build_data(p: &Protocol, seed: u64) -> Result<TaskData> {
     let opts = emojicl::Options {
         tasks: p.tasks.clone(),
-        max_train: Some(p.max_train),
-        max_eval: Some(p.max_eval),
-        seed: p.seed,
+        max_train: p.max_train,
+        max_eval: p.max_eval,
+        seed,
         ..Default::default()
     };
-    let tasks = emojicl::build(&emojicl::default_node_modules(), &opts)?;
-    let data: Vec<(String, Vec<pb::Sample>, Vec<pb::Sample>)> = tasks
+    emojicl::build(&emojicl::default_node_modules(), &opts)?
         .iter()
         .map(|t| {
             Ok((
@@ -199,104 +278,62 @@ pub async fn run(
                 t.eval.iter().map(sample).collect::<Result<_>>()?,
             ))
         })
-        .collect::<Result<_>>()?;
-    let env = vec![
-        ("CTP__ENGINE__DEVICE".to_string(), p.device.clone()),
+        .collect()
+}
+
+/// Runs every missing (seed, method) cell — seeds outer, methods in the given order — writing
+/// each to `cells_dir` as it finishes. Returns how many cells ran.
+pub async fn run(
+    methods: &[Method],
+    p: &Protocol,
+    rt: &Runtime,
+    cells_dir: &Path,
+    out_dir: &Path,
+) -> Result<usize> {
+    let todo: Vec<(u64, &Method)> = rt
+        .seeds
+        .iter()
+        .flat_map(|&s| methods.iter().map(move |m| (s, m)))
+        .filter(|(s, m)| !cells::is_done(cells_dir, &Knobs::new(p, m, *s)))
+        .collect::<Vec<_>>();
+    for (s, m) in &todo {
+        cells::check_no_conflict(cells_dir, &Knobs::new(p, m, *s))?;
+    }
+    if todo.is_empty() {
+        return Ok(0);
+    }
+    let mut env = vec![
+        ("CTP__ENGINE__DEVICE".to_string(), rt.device.clone()),
         (
             "CTP__TRAINING__CHECKPOINT_EVERY".to_string(),
             "100000".to_string(),
         ),
     ];
-    let daemon = super::service::Daemon::start(env).await?;
-    let addr = daemon.addr.clone();
-    let mut c = super::service::client(&addr).await?;
-    let mut results = Vec::new();
-    for m in methods {
-        let started = Instant::now();
-        let model = m
-            .name
-            .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-");
-        let names: Vec<String> = data.iter().map(|d| d.0.clone()).collect();
-        let result = if m.joint {
-            let train: Vec<pb::Sample> = data.iter().flat_map(|d| d.1.iter().cloned()).collect();
-            let eval: Vec<pb::Sample> = data.iter().flat_map(|d| d.2.iter().cloned()).collect();
-            let mut all = train;
-            all.extend(eval);
-            for (i, s) in all.iter_mut().enumerate() {
-                s.id = format!("{i}-{}", s.id);
-            }
-            let v = submit_and_wait(&mut c, header(&model, "all nine tasks", &m, &p), all).await?;
-            let mut final_rm = Vec::new();
-            for d in &data {
-                final_rm.push(embed_rm(&mut c, &model, v, &d.2).await?);
-            }
-            let mean = final_rm.iter().sum::<f64>() / final_rm.len() as f64;
-            MethodResult {
-                matrix: vec![final_rm.iter().map(|&x| Some(x)).collect()],
-                final_mean_rm: mean,
-                final_rm,
-                average_forgetting: None,
-                bwt: None,
-                momentum_syncs: 0,
-                momentum_steps: 0,
-                wall_seconds: 0.0,
-                tasks: names,
-                method: m.clone(),
-            }
-        } else {
-            let mut last = 0;
-            for (name, train, eval) in &data {
-                let mut samples = train.clone();
-                samples.extend(eval.iter().cloned());
-                last = submit_and_wait(&mut c, header(&model, name, &m, &p), samples).await?;
-                eprintln!(
-                    "  {}: {name} -> v{last} ({:.0}s)",
-                    m.name,
-                    started.elapsed().as_secs_f64()
-                );
-            }
-            let versions = c
-                .list_versions(pb::ListVersionsRequest {
-                    model: model.clone(),
-                    page_size: 100,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner()
-                .versions;
-            let matrix: Vec<Vec<Option<f64>>> = versions
-                .iter()
-                .map(|v| {
-                    (0..data.len())
-                        .map(|j| v.evals.get(j).map(|e| e.rm))
-                        .collect()
-                })
-                .collect();
-            let fin = versions
-                .iter()
-                .find(|v| v.version == last)
-                .context("final version")?;
-            let final_rm: Vec<f64> = fin.evals.iter().map(|e| e.rm).collect();
-            MethodResult {
-                final_mean_rm: final_rm.iter().sum::<f64>() / final_rm.len() as f64,
-                final_rm,
-                average_forgetting: fin.average_forgetting,
-                bwt: fin.bwt,
-                momentum_syncs: versions.iter().map(|v| v.momentum_syncs).sum(),
-                momentum_steps: versions.iter().map(|v| v.momentum_steps).sum(),
-                matrix,
-                wall_seconds: 0.0,
-                tasks: names,
-                method: m.clone(),
-            }
-        };
-        let mut result = result;
-        result.wall_seconds = started.elapsed().as_secs_f64();
+    if rt.threads > 0 {
+        env.push(("CTP__ENGINE__THREADS".into(), rt.threads.to_string()));
+    }
+    let mut data: Option<(u64, TaskData)> = None;
+    for (seed, m) in &todo {
+        // One daemon per cell, so daemon-level knobs (queue size) can differ between rows.
+        let mut env = env.clone();
+        if let Some(q) = m.queue_size {
+            env.push(("CTP__TRAINING__QUEUE_SIZE".into(), q.to_string()));
+        }
+        let daemon = super::service::Daemon::start(env).await?;
+        let addr = daemon.addr.clone();
+        let mut c = super::service::client(&addr).await?;
+        if data.as_ref().map(|d| d.0) != Some(*seed) {
+            data = Some((*seed, build_data(p, *seed)?));
+        }
+        let d = &data.as_ref().context("data")?.1;
+        let model = format!("{}-seed{seed}", m.slug());
+        eprintln!("cell {} seed {seed}: starting", m.name);
+        let result = run_cell(&mut c, &model, m, p, *seed, d).await?;
         eprintln!(
-            "{}: final mean Rm {:.2}, forgetting {:?}, {:.0}s",
+            "cell {} seed {seed}: final mean Rm {:.2}, forgetting {:?}, {:.0}s",
             m.name, result.final_mean_rm, result.average_forgetting, result.wall_seconds
         );
-        if let Some(bin) = &ctpctl {
+        if let Some(bin) = &rt.ctpctl {
             let report = out_dir.join("reports").join(&model);
             let status = std::process::Command::new(bin)
                 .args(["--addr", &addr, "report", "--model", &model, "--out"])
@@ -307,55 +344,107 @@ pub async fn run(
                 eprintln!("  (report for {model} failed)");
             }
         }
-        results.push(result);
+        cells::write(
+            cells_dir,
+            &Cell {
+                knobs: Knobs::new(p, m, *seed),
+                device: rt.device.clone(),
+                threads: rt.threads,
+                machine: super::machine(),
+                finished_at: chrono::Utc::now().to_rfc3339(),
+                result,
+            },
+        )?;
+        daemon.stop().await?;
     }
-    daemon.stop().await?;
-    Ok(results)
+    Ok(todo.len())
 }
 
-fn fmt(v: Option<f64>) -> String {
-    v.map_or("-".into(), |x| format!("{x:.1}"))
-}
-
-/// The Markdown summary (main table, then each accuracy matrix).
-pub fn markdown(results: &[MethodResult], machine: &str, protocol: &str) -> String {
-    let mut s = format!("# EmojiCL results\n\n{machine}\n\nProtocol: {protocol}\n\n");
-    s.push_str("| method | final mean Rm | avg forgetting | BWT (paper, + = forgetting) | momentum syncs / steps | skipped | wall s |\n|---|---|---|---|---|---|---|\n");
-    for r in results {
-        let skipped = if r.momentum_steps > 0 {
-            format!(
-                "{:.0}%",
-                100.0 * (1.0 - r.momentum_syncs as f64 / r.momentum_steps as f64)
-            )
-        } else {
-            "-".into()
-        };
-        s.push_str(&format!(
-            "| {} | {:.2} | {} | {} | {}/{} | {} | {:.0} |\n",
-            r.method.name,
-            r.final_mean_rm,
-            r.average_forgetting
-                .map_or("-".into(), |x| format!("{x:.2}")),
-            r.bwt.map_or("-".into(), |x| format!("{x:.2}")),
-            r.momentum_syncs,
-            r.momentum_steps,
-            skipped,
-            r.wall_seconds
-        ));
-    }
-    for r in results {
-        s.push_str(&format!("\n## {} — accuracy matrix (Rm; row = after task, column = task)\n\n| after \\ task | {} |\n|---|{}\n", r.method.name, r.tasks.join(" | "), "---|".repeat(r.tasks.len())));
-        for (i, row) in r.matrix.iter().enumerate() {
-            let label = if r.method.joint {
-                "joint".to_string()
-            } else {
-                r.tasks[i].clone()
-            };
-            s.push_str(&format!(
-                "| {label} | {} |\n",
-                row.iter().map(|v| fmt(*v)).collect::<Vec<_>>().join(" | ")
-            ));
+async fn run_cell(
+    c: &mut ContinualTrainerClient<Channel>,
+    model: &str,
+    m: &Method,
+    p: &Protocol,
+    seed: u64,
+    data: &TaskData,
+) -> Result<MethodResult> {
+    let started = Instant::now();
+    let names: Vec<String> = data.iter().map(|d| d.0.clone()).collect();
+    if m.joint {
+        let mut all: Vec<pb::Sample> = data.iter().flat_map(|d| d.1.iter().cloned()).collect();
+        all.extend(data.iter().flat_map(|d| d.2.iter().cloned()));
+        for (i, s) in all.iter_mut().enumerate() {
+            s.id = format!("{i}-{}", s.id);
         }
+        let h = header(model, "all tasks", m, p, seed, true);
+        let (v, steps, n) = submit_and_wait(c, h, all).await?;
+        let mut final_rm = Vec::new();
+        for d in data {
+            final_rm.push(embed_rm(c, model, v, &d.2).await?);
+        }
+        return Ok(MethodResult {
+            matrix: vec![final_rm.iter().map(|&x| Some(x)).collect()],
+            final_mean_rm: final_rm.iter().sum::<f64>() / final_rm.len() as f64,
+            final_rm,
+            average_forgetting: None,
+            bwt: None,
+            momentum_syncs: 0,
+            momentum_steps: 0,
+            steps_per_task: vec![steps],
+            n_train: vec![n],
+            wall_seconds: started.elapsed().as_secs_f64(),
+            tasks: names,
+        });
     }
-    s
+    let mut last = 0;
+    let (mut steps_per_task, mut n_train) = (Vec::new(), Vec::new());
+    for (i, (name, train, eval)) in data.iter().enumerate() {
+        let mut samples = train.clone();
+        samples.extend(eval.iter().cloned());
+        let h = header(model, name, m, p, seed, i == 0);
+        let (v, steps, n) = submit_and_wait(c, h, samples).await?;
+        last = v;
+        steps_per_task.push(steps);
+        n_train.push(n);
+        eprintln!(
+            "  {} seed {seed}: {name} -> v{last}, {steps} steps ({:.0}s)",
+            m.name,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let versions = c
+        .list_versions(pb::ListVersionsRequest {
+            model: model.into(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .versions;
+    let matrix = versions
+        .iter()
+        .map(|v| {
+            (0..data.len())
+                .map(|j| v.evals.get(j).map(|e| e.rm))
+                .collect()
+        })
+        .collect();
+    let fin = versions
+        .iter()
+        .find(|v| v.version == last)
+        .context("final version")?;
+    let final_rm: Vec<f64> = fin.evals.iter().map(|e| e.rm).collect();
+    Ok(MethodResult {
+        final_mean_rm: final_rm.iter().sum::<f64>() / final_rm.len() as f64,
+        final_rm,
+        average_forgetting: fin.average_forgetting,
+        bwt: fin.bwt,
+        momentum_syncs: versions.iter().map(|v| v.momentum_syncs).sum(),
+        momentum_steps: versions.iter().map(|v| v.momentum_steps).sum(),
+        matrix,
+        steps_per_task,
+        n_train,
+        wall_seconds: started.elapsed().as_secs_f64(),
+        tasks: names,
+    })
 }

@@ -6,12 +6,13 @@
 //! - `compare`: ctp's `small` step against the same step in eager PyTorch, in one invocation.
 //! - `emojicl`: continual-learning quality through the daemon (module `emojicl`).
 //! - `load` / `ingest`: the control plane under training load, and upload throughput.
+mod cells;
 mod emojicl;
 mod gpumem;
 mod service;
 mod step;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -55,50 +56,10 @@ enum Cmd {
     /// ctp's step against the same step in eager PyTorch (bench/pytorch_step.py), in one
     /// invocation, plus ctp with the drift-gated momentum sync.
     Compare(step::CompareSettings),
-    /// Continual-learning quality on EmojiCL through the daemon: SeqFT, CTP (threshold 0),
-    /// drift-gated CTP at several thresholds, Joint, and the BatchNorm-policy ablation.
-    Emojicl {
-        #[arg(long, default_value_t = 96)]
-        max_train: usize,
-        #[arg(long, default_value_t = 64)]
-        max_eval: usize,
-        #[arg(long, default_value_t = 8)]
-        epochs: u32,
-        #[arg(long, default_value_t = 32)]
-        batch: u32,
-        #[arg(long, default_value_t = 3e-4)]
-        lr: f64,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Drift thresholds of the gated runs.
-        #[arg(long, default_value = "0.01,0.02,0.05")]
-        thresholds: String,
-        #[arg(long, default_value_t = 1)]
-        drift_check_every: u32,
-        /// Comma-separated subset of: seqft, ctp, gated, joint, bn-train (default all).
-        #[arg(long, default_value = "seqft,ctp,gated,joint,bn-train")]
-        methods: String,
-        /// Model preset (small, or small-split for the fusion-layout study).
-        #[arg(long, default_value = "small")]
-        preset: String,
-        /// Weight of both topology-preservation terms for CTP runs.
-        #[arg(long, default_value_t = 1.0)]
-        tp_weight: f64,
-        /// Weight of the MLM and MLM-distillation terms (all methods).
-        #[arg(long, default_value_t = 1.0)]
-        mlm_weight: f64,
-        /// Weight of CTP's momentum terms (queue ITC, MLM distillation).
-        #[arg(long, default_value_t = 1.0)]
-        momentum_weight: f64,
-        /// EmojiCL task indices (default all nine).
-        #[arg(long, default_value = "0,1,2,3,4,5,6,7,8")]
-        tasks: String,
-        #[arg(long, default_value = "auto")]
-        device: String,
-        /// Folder for results (JSON, Markdown, reports).
-        #[arg(long, default_value = "bench/results")]
-        out: std::path::PathBuf,
-    },
+    /// Continual-learning quality on EmojiCL through the daemon, one resumable cell per
+    /// (method, seed): SeqFT, CTP (threshold 0), replay variants, drift-gated CTP, Joint, and
+    /// the BatchNorm-policy ablation. Finished cells are skipped.
+    Emojicl(EmojiclArgs),
     /// Control plane under load: GetTask latency and training throughput with N clients.
     Load {
         #[arg(long, default_value = "16,64")]
@@ -120,6 +81,73 @@ enum Cmd {
     StepOne(step::StepSettings),
 }
 
+#[derive(clap::Args)]
+struct EmojiclArgs {
+    /// Training samples per task (0 = every emoji of the category).
+    #[arg(long, default_value_t = 1000)]
+    max_train: usize,
+    /// Evaluation samples per task (0 = every base emoji of the category).
+    #[arg(long, default_value_t = 0)]
+    max_eval: usize,
+    #[arg(long, default_value_t = 10)]
+    epochs: u32,
+    #[arg(long, default_value_t = 32)]
+    batch: u32,
+    #[arg(long, default_value_t = 3e-4)]
+    lr: f64,
+    /// Seeds (data subset, caption templates, data order, init of the heads).
+    #[arg(long, default_value = "0,1,2")]
+    seeds: String,
+    /// Drift thresholds of the gated runs.
+    #[arg(long, default_value = "0.01,0.02,0.05")]
+    thresholds: String,
+    #[arg(long, default_value_t = 1)]
+    drift_check_every: u32,
+    /// Gated runs: also these drift-check intervals (rows "CTP gated <t> every <n>").
+    #[arg(long, default_value = "")]
+    gated_check_every: String,
+    /// Comma-separated, in run order, from: seqft, ctp, joint, seqft-replay, ctp-replay,
+    /// gated, fidelity (issue #10 item 2 variants of CTP), bn-train.
+    #[arg(long, default_value = "ctp,seqft,joint,seqft-replay,ctp-replay")]
+    methods: String,
+    /// Model preset (small, or small-split for the fusion-layout study).
+    #[arg(long, default_value = "small")]
+    preset: String,
+    /// Weight of both topology-preservation terms for CTP runs.
+    #[arg(long, default_value_t = 1.0)]
+    tp_weight: f64,
+    /// Weight of the MLM and MLM-distillation terms (all methods).
+    #[arg(long, default_value_t = 1.0)]
+    mlm_weight: f64,
+    /// Weight of CTP's momentum terms (queue ITC, MLM distillation).
+    #[arg(long, default_value_t = 1.0)]
+    momentum_weight: f64,
+    /// Replay methods: samples of each earlier task per batch.
+    #[arg(long, default_value_t = 0)]
+    replay_per_task: u32,
+    /// Replay methods: replayed samples as a fraction of the batch.
+    #[arg(long, default_value_t = 0.25)]
+    replay_fraction: f64,
+    /// EmojiCL task indices (default all nine).
+    #[arg(long, default_value = "0,1,2,3,4,5,6,7,8")]
+    tasks: String,
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// libtorch intra-op threads of the daemon (0 = libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    threads: i32,
+    /// Only rebuild emojicl.{json,md} from the finished cells.
+    #[arg(long)]
+    summarize_only: bool,
+    /// Also write a `ctpctl report` per cell under `<out>/emojicl/reports` (about 1 MB each).
+    #[arg(long)]
+    reports: bool,
+    /// Folder for results (summary, reports); cells go to `<out>/emojicl/cells`.
+    #[arg(long, default_value = "bench/results")]
+    out: std::path::PathBuf,
+}
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
@@ -138,113 +166,158 @@ fn machine() -> String {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_emojicl(
-    preset: &str,
-    (tp_weight, mlm_weight, momentum_weight): (f64, f64, f64),
-    max_train: usize,
-    max_eval: usize,
-    epochs: u32,
-    batch: u32,
-    lr: f64,
-    seed: u64,
-    thresholds: &str,
-    check_every: u32,
-    methods: &str,
-    tasks: &str,
-    device: &str,
-    out: &std::path::Path,
-) -> Result<()> {
-    use ctp::api::pb::{BnPolicy, Method as M};
-    let pick: Vec<&str> = methods.split(',').collect();
-    let mk = |name: String, method: M, bn: BnPolicy, threshold: f64, joint: bool| emojicl::Method {
-        name,
-        method,
-        bn,
+fn emojicl_methods(a: &EmojiclArgs) -> Result<Vec<emojicl::Method>> {
+    let mk = |name: &str, method: &str, bn: &str, threshold: f64| emojicl::Method {
+        name: name.into(),
+        method: method.into(),
+        bn: bn.into(),
         threshold,
-        joint,
-        tp_weight,
-        mlm_weight,
-        momentum_weight,
+        joint: false,
+        tp_weight: if method == "ctp" { a.tp_weight } else { 1.0 },
+        mlm_weight: a.mlm_weight,
+        momentum_weight: if method == "ctp" {
+            a.momentum_weight
+        } else {
+            1.0
+        },
+        replay_per_task: 0,
+        replay_fraction: 0.0,
+        check_every: None,
+        task0_plain: false,
+        queue_size: None,
+    };
+    let replay = |mut m: emojicl::Method| {
+        m.replay_per_task = a.replay_per_task;
+        m.replay_fraction = if a.replay_per_task > 0 {
+            0.0
+        } else {
+            a.replay_fraction
+        };
+        m
     };
     let mut list = Vec::new();
-    if pick.contains(&"seqft") {
-        list.push(mk("SeqFT".into(), M::Seqft, BnPolicy::Frozen, 0.0, false));
-    }
-    if pick.contains(&"ctp") {
-        list.push(mk(
-            "CTP (sync every step)".into(),
-            M::Ctp,
-            BnPolicy::Frozen,
-            0.0,
-            false,
-        ));
-    }
-    if pick.contains(&"gated") {
-        for t in thresholds.split(',') {
-            let t: f64 = t.parse().context("thresholds")?;
-            list.push(mk(
-                format!("CTP drift-gated {t}"),
-                M::Ctp,
-                BnPolicy::Frozen,
-                t,
-                false,
-            ));
+    for pick in a.methods.split(',') {
+        match pick {
+            "seqft" => list.push(mk("SeqFT", "seqft", "frozen", 0.0)),
+            "ctp" => list.push(mk("CTP", "ctp", "frozen", 0.0)),
+            "seqft-replay" => list.push(replay(mk("SeqFT+replay", "seqft", "frozen", 0.0))),
+            "ctp-replay" => list.push(replay(mk("CTP+replay", "ctp", "frozen", 0.0))),
+            "joint" => list.push(emojicl::Method {
+                joint: true,
+                ..mk("Joint", "seqft", "frozen", 0.0)
+            }),
+            "gated" => {
+                for t in a.thresholds.split(',') {
+                    let v: f64 = t.parse().context("thresholds")?;
+                    list.push(mk(&format!("CTP gated {t}"), "ctp", "frozen", v));
+                    for n in a.gated_check_every.split(',').filter(|n| !n.is_empty()) {
+                        let every: u32 = n.parse().context("gated-check-every")?;
+                        list.push(emojicl::Method {
+                            check_every: Some(every),
+                            ..mk(&format!("CTP gated {t} every {n}"), "ctp", "frozen", v)
+                        });
+                    }
+                }
+            }
+            "fidelity" => {
+                // Issue #10 item 2: one change from `CTP` each.
+                list.push(emojicl::Method {
+                    task0_plain: true,
+                    ..mk("CTP, paper-era task 0", "ctp", "frozen", 0.0)
+                });
+                list.push(emojicl::Method {
+                    queue_size: Some(i64::from(a.batch) * 8),
+                    ..mk(&format!("CTP, queue {}", a.batch * 8), "ctp", "frozen", 0.0)
+                });
+                for w in [0.1, 0.3] {
+                    list.push(emojicl::Method {
+                        tp_weight: w,
+                        ..mk(&format!("CTP, TP weight {w}"), "ctp", "frozen", 0.0)
+                    });
+                    list.push(emojicl::Method {
+                        momentum_weight: w,
+                        ..mk(&format!("CTP, momentum weight {w}"), "ctp", "frozen", 0.0)
+                    });
+                }
+            }
+            "bn-train" => {
+                list.push(mk("SeqFT, BN train", "seqft", "train", 0.0));
+                list.push(mk("CTP, BN train", "ctp", "train", 0.0));
+            }
+            other => bail!("--methods: unknown method {other:?}"),
         }
     }
-    if pick.contains(&"joint") {
-        list.push(mk("Joint".into(), M::Seqft, BnPolicy::Frozen, 0.0, true));
-    }
-    if pick.contains(&"bn-train") {
-        list.push(mk(
-            "SeqFT, BN train".into(),
-            M::Seqft,
-            BnPolicy::Train,
-            0.0,
-            false,
-        ));
-        list.push(mk(
-            "CTP, BN train".into(),
-            M::Ctp,
-            BnPolicy::Train,
-            0.0,
-            false,
-        ));
-    }
+    Ok(list)
+}
+
+fn run_emojicl(a: &EmojiclArgs) -> Result<()> {
+    let methods = emojicl_methods(a)?;
     let protocol = emojicl::Protocol {
-        preset: preset.into(),
-        max_train,
-        max_eval,
-        epochs,
-        batch,
-        lr,
-        seed,
-        tasks: tasks
+        preset: a.preset.clone(),
+        max_train: (a.max_train > 0).then_some(a.max_train),
+        max_eval: (a.max_eval > 0).then_some(a.max_eval),
+        epochs: a.epochs,
+        batch: a.batch,
+        lr: a.lr,
+        tasks: a
+            .tasks
             .split(',')
             .map(|t| t.parse())
             .collect::<Result<_, _>>()
             .context("tasks")?,
-        device: device.into(),
-        check_every,
+        check_every: a.drift_check_every,
+    };
+    let seeds: Vec<u64> = a
+        .seeds
+        .split(',')
+        .map(|t| t.parse())
+        .collect::<Result<_, _>>()
+        .context("seeds")?;
+    let cap = |v: usize| {
+        if v == 0 {
+            "all".to_string()
+        } else {
+            format!("≤{v}")
+        }
     };
     let desc = format!(
-        "`{preset}` preset, tasks {tasks}, ≤{max_train} train (Noto) / ≤{max_eval} eval (Twemoji) samples per task, {epochs} epochs, batch {batch}, AdamW lr {lr} cosine per task, seed {seed}, drift check every {check_every} step(s)"
+        "`{}` preset, tasks {}, {} train (Noto) / {} eval (Twemoji) samples per task, {} epochs, batch {}, AdamW lr {} cosine per task, BN frozen unless stated, seeds {}, drift check every {} step(s)",
+        a.preset, a.tasks, cap(a.max_train), cap(a.max_eval), a.epochs, a.batch, a.lr, a.seeds, a.drift_check_every
     );
-    std::fs::create_dir_all(out)?;
-    let ctpctl = std::env::current_exe()?.with_file_name("ctpctl");
-    let rt = tokio::runtime::Runtime::new()?;
-    let results = rt.block_on(emojicl::run(
-        list,
-        protocol,
-        out,
-        ctpctl.exists().then_some(ctpctl),
-    ))?;
-    let md = emojicl::markdown(&results, &machine(), &desc);
-    std::fs::write(out.join("emojicl.md"), &md)?;
+    let cells_dir = a.out.join("emojicl").join("cells");
+    std::fs::create_dir_all(&cells_dir)?;
+    if !a.summarize_only {
+        let ctpctl = std::env::current_exe()?.with_file_name("ctpctl");
+        let rt = emojicl::Runtime {
+            device: a.device.clone(),
+            threads: a.threads,
+            seeds: seeds.clone(),
+            ctpctl: (a.reports && ctpctl.exists()).then_some(ctpctl),
+        };
+        let runtime = tokio::runtime::Runtime::new()?;
+        let reports = a.out.join("emojicl");
+        let ran = runtime.block_on(emojicl::run(&methods, &protocol, &rt, &cells_dir, &reports))?;
+        eprintln!("{ran} cell(s) ran");
+    }
+    let all = cells::load_all(&cells_dir)?;
+    // Table order: the issue's five rows, then this run's others (gated, ablations), then
+    // any other finished cells by name.
+    let mut order: Vec<String> = ["SeqFT", "CTP", "SeqFT+replay", "CTP+replay", "Joint"]
+        .map(String::from)
+        .to_vec();
+    let extra: Vec<String> = methods
+        .iter()
+        .map(|m| m.name.clone())
+        .filter(|n| !order.contains(n))
+        .collect();
+    order.extend(extra);
+    let md = cells::markdown(&all, &protocol, &seeds, &order, &desc);
+    let mut json = cells::summary_json(&all, &protocol, &seeds, &order);
+    json["protocol"]["description"] = serde_json::json!(desc);
+    std::fs::write(a.out.join("emojicl.md"), &md)?;
     std::fs::write(
-        out.join("emojicl.json"),
-        serde_json::to_string_pretty(
-            &serde_json::json!({"machine": machine(), "protocol": desc, "results": results}),
-        )?,
+        a.out.join("emojicl.json"),
+        serde_json::to_string_pretty(&json)?,
     )?;
     println!("{md}");
     Ok(())
@@ -273,41 +346,9 @@ fn main() -> Result<()> {
             let table = tokio::runtime::Runtime::new()?.block_on(service::ingest(png, jpeg))?;
             println!("{}\n{table}", machine());
         }
-        Cmd::Emojicl {
-            max_train,
-            max_eval,
-            epochs,
-            batch,
-            lr,
-            seed,
-            thresholds,
-            drift_check_every,
-            methods,
-            tasks,
-            device,
-            out,
-            tp_weight,
-            mlm_weight,
-            momentum_weight,
-            preset,
-        } => {
+        Cmd::Emojicl(args) => {
             ctp::telemetry::init_tracing();
-            run_emojicl(
-                &preset,
-                (tp_weight, mlm_weight, momentum_weight),
-                max_train,
-                max_eval,
-                epochs,
-                batch,
-                lr,
-                seed,
-                &thresholds,
-                drift_check_every,
-                &methods,
-                &tasks,
-                &device,
-                &out,
-            )?;
+            run_emojicl(&args)?;
         }
         Cmd::Compare(c) => {
             let md = step::compare(&c)?;

@@ -176,7 +176,8 @@ impl ReportData {
             .collect()
     }
 
-    /// Row labels: `v3`, with `*` on the head and `†` off the head's lineage.
+    /// Row labels: `v3`, with `*` on the head, `†` off the head's lineage and `✗` when the
+    /// promotion gate rejected the version.
     pub fn row_labels(&self) -> Vec<String> {
         self.versions
             .iter()
@@ -189,7 +190,12 @@ impl ReportData {
                 } else {
                     ""
                 };
-                format!("v{}{mark}", v.version)
+                let gate = if v.state == pb::VersionState::Rejected as i32 {
+                    "✗"
+                } else {
+                    ""
+                };
+                format!("v{}{mark}{gate}", v.version)
             })
             .collect()
     }

@@ -91,21 +91,24 @@ fn matrix_table(out: &mut String, data: &ReportData) {
             esc(id)
         );
     }
-    out.push_str("* = head, † = not on the head's lineage (left by a rollback).</p>\n");
+    out.push_str(
+        "* = head, † = not on the head's lineage (left by a rollback or refused by the gate), \
+         ✗ = rejected by the promotion gate.</p>\n",
+    );
 }
 
 fn versions_table(out: &mut String, data: &ReportData) {
     out.push_str(
         "<table><tr><th>version</th><th>parent</th><th class=l>task</th><th>union Rm</th>\
          <th>avg forgetting</th><th>BWT</th><th>syncs / steps</th><th class=l>created</th>\
-         <th class=l>checkpoint</th></tr>\n",
+         <th class=l>checkpoint</th><th class=l>promotion gate</th></tr>\n",
     );
     for (label, v) in data.row_labels().iter().zip(&data.versions) {
         let sha: String = v.checkpoint_sha256.chars().take(12).collect();
         let _ = writeln!(
             out,
             "<tr><td>{}</td><td>{}</td><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{} / {}</td><td class=l>{}</td><td class='l mono'>{}</td></tr>",
+             <td>{} / {}</td><td class=l>{}</td><td class='l mono'>{}</td><td class=l>{}</td></tr>",
             esc(label),
             v.parent.map(|p| p.to_string()).unwrap_or("-".into()),
             esc(&v.task_name),
@@ -116,6 +119,11 @@ fn versions_table(out: &mut String, data: &ReportData) {
             v.momentum_steps,
             esc(&time(&v.created_at)),
             esc(&sha),
+            if v.rejection_reason.is_empty() {
+                String::new()
+            } else {
+                format!("REJECTED: {}", esc(&v.rejection_reason))
+            },
         );
     }
     out.push_str("</table>\n");

@@ -67,8 +67,12 @@ fn events(total: u64) -> Vec<pb::TaskEvent> {
 
 /// Three versions; v3 was trained from v1 after a rollback, leaving v2 off the lineage.
 fn sample_data() -> ReportData {
+    let mut rejected = version(2, Some(1), vec![eval("t1", 40.0), eval("t2", 70.0)], false);
+    rejected.state = pb::VersionState::Rejected as i32;
+    rejected.rejection_reason =
+        "promotion gate: average forgetting 40.00 > max_avg_forgetting 20".into();
     let vs = vec![
-        version(2, Some(1), vec![eval("t1", 40.0), eval("t2", 70.0)], false),
+        rejected,
         version(1, None, vec![eval("t1", 80.0)], false),
         version(3, Some(1), vec![eval("t1", 75.0), eval("t3", 65.0)], true),
     ];
@@ -103,7 +107,7 @@ fn lineage_order_and_matrix() {
     let order: Vec<i64> = d.versions.iter().map(|v| v.version).collect();
     assert_eq!(order, vec![1, 3, 2]);
     assert_eq!(d.lineage_len, 2);
-    assert_eq!(d.row_labels(), vec!["v1", "v3*", "v2†"]);
+    assert_eq!(d.row_labels(), vec!["v1", "v3*", "v2†✗"]);
     let cols: Vec<String> = d.columns().into_iter().map(|c| c.0).collect();
     assert_eq!(cols, vec!["t1", "t3", "t2"]);
     assert_eq!(
@@ -141,6 +145,7 @@ fn history_from_events_dedups_resumed_steps() {
             state: pb::TaskState::Succeeded as i32,
             error: String::new(),
             produced_version: Some(4),
+            rejection_reason: None,
         })),
     });
     let h = TaskHistory::from_events("t", "n", &evs);
@@ -167,6 +172,10 @@ fn check_output(dir: &Path, written: &Written) {
     assert!(page.contains(">80.0</td>") && page.contains(">65.0</td>"));
     assert!(page.contains("task &lt;t3&gt;"), "names are escaped");
     assert!(page.contains("NaN loss"));
+    assert!(
+        page.contains("REJECTED: promotion gate: average forgetting 40.00"),
+        "gate outcome shown"
+    );
     assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("<script"));
 }
 

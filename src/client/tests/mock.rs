@@ -41,6 +41,7 @@ fn terminal(state: pb::TaskState, error: &str, version: Option<i64>) -> Event {
         state: state as i32,
         error: error.into(),
         produced_version: version,
+        rejection_reason: None,
     })
 }
 
@@ -160,6 +161,18 @@ impl ContinualTrainer for Arc<Mock> {
         Err(Status::unimplemented("mock"))
     }
     async fn get_version(&self, _: Request<pb::GetVersionRequest>) -> Reply<pb::Version> {
+        Err(Status::unimplemented("mock"))
+    }
+    async fn set_promotion_gate(
+        &self,
+        _: Request<pb::SetPromotionGateRequest>,
+    ) -> Reply<pb::PromotionGate> {
+        Err(Status::unimplemented("mock"))
+    }
+    async fn get_promotion_gate(
+        &self,
+        _: Request<pb::GetPromotionGateRequest>,
+    ) -> Reply<pb::PromotionGate> {
         Err(Status::unimplemented("mock"))
     }
     async fn rollback(&self, _: Request<pb::RollbackRequest>) -> Reply<pb::RollbackResponse> {

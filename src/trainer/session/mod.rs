@@ -14,6 +14,7 @@ use super::model::CtpModel;
 use super::momentum::{DriftGate, GateParams};
 use super::optim::{cosine_lr, AdamW};
 use super::queue::FeatureQueue;
+use super::replay::ReplayPlan;
 use super::{
     Control, StepProgress, StepTimes, TrainEvent, TrainOutcome, TrainRequest, TrainerError,
 };
@@ -51,6 +52,9 @@ pub(crate) struct Session {
     reference_flat: Option<Tensor>,
     opts: RunOptions,
     order_cache: Option<(i64, Vec<i64>)>,
+    /// The task's own samples are rows `0..n_task` of `data`; replay pools follow.
+    n_task: i64,
+    replay: ReplayPlan,
     samples_seen: i64,
     resumed_from: Option<i64>,
 }
@@ -117,10 +121,11 @@ impl Session {
         };
         let (momentum, momentum_flat) = copy(ctp)?;
         let (reference, reference_flat) = copy(ctp && req.task_index > 0)?;
-        let spe = data::steps_per_epoch(data.len(), cfg.batch_size);
+        let n_task = req.samples.len() as i64;
+        let spe = data::steps_per_epoch(n_task, cfg.batch_size);
         let gate = ctp.then(|| DriftGate::new(cfg.momentum.clone(), req.task_index));
         let probe = (ctp && cfg.momentum.metric == DriftMetric::Feature).then(|| {
-            let n = data.len().min(cfg.batch_size);
+            let n = n_task.min(cfg.batch_size);
             data.batch(&Tensor::arange(n, (Kind::Int64, Device::Cpu)))
         });
         let mut s = Session {
@@ -144,6 +149,8 @@ impl Session {
             reference_flat,
             opts: *opts,
             order_cache: None,
+            n_task,
+            replay: ReplayPlan::new(req.samples.len(), &req.replay),
             samples_seen: 0,
             resumed_from: None,
         };
@@ -156,13 +163,15 @@ impl Session {
     fn batch_indices(&mut self, step: i64) -> Tensor {
         let (epoch, within) = (step / self.spe, step % self.spe);
         if self.order_cache.as_ref().map(|c| c.0) != Some(epoch) {
-            let order = data::epoch_order(self.data.len(), self.cfg.seed, self.task_index, epoch);
+            let order = data::epoch_order(self.n_task, self.cfg.seed, self.task_index, epoch);
             self.order_cache = Some((epoch, order));
         }
         let order = &self.order_cache.as_ref().expect("just filled").1;
-        let b = self.cfg.batch_size.min(self.data.len()) as usize;
+        let b = self.cfg.batch_size.min(self.n_task) as usize;
         let start = within as usize * b;
-        Tensor::from_slice(&order[start..start + b])
+        let mut rows = order[start..start + b].to_vec();
+        rows.extend(self.replay.draw(self.cfg.seed, self.task_index, step));
+        Tensor::from_slice(&rows)
     }
 
     /// Runs one step; returns the loss terms and timings. The host waits for the device once,
