@@ -85,12 +85,7 @@ impl Application {
                     .with_context(|| format!("binding metrics {addr}"))?,
             ),
         };
-        let worker_id = if settings.worker_id.is_empty() {
-            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "host".into());
-            format!("{}-{}", host.trim(), std::process::id())
-        } else {
-            settings.worker_id.clone()
-        };
+        let worker_id = worker::identity(&settings, listener.local_addr()?);
         tracing::info!(device = %engine.device, backend = ?store.backend(), data_dir = %settings.data_dir.display(), "ctpd starting");
         let state = Arc::new(AppState {
             settings,
@@ -177,7 +172,10 @@ impl Application {
         // Recovery: put interrupted jobs back in the queue, drop orphaned files.
         let requeued = match state.store.backend() {
             Backend::Sqlite => state.store.requeue_all_running().await?,
-            Backend::Postgres => state.store.requeue_expired().await?,
+            Backend::Postgres => {
+                let own = &state.worker_id;
+                state.store.requeue_expired_or_held_by(own).await?
+            }
         };
         if !requeued.is_empty() {
             tracing::info!(tasks = ?requeued, "Requeued interrupted tasks");
@@ -186,6 +184,8 @@ impl Application {
         state.metrics.refresh(&state.store).await;
         state.ready.store(true, Ordering::SeqCst);
         set_health(&health, true).await;
+        tokio::spawn(crate::api::health::probe_database(state.clone(), health.clone()));
+        tokio::spawn(worker::reap(state.clone()));
         tracing::info!(addr = %state.settings.listen, removed_orphans = removed, "ctpd serving");
 
         let worker = if state.settings.dispatch {
@@ -221,7 +221,7 @@ impl Application {
 }
 
 /// Sets grpc.health.v1 for the whole server ("") and for ctp.v1.ContinualTrainer together.
-async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
+pub(crate) async fn set_health(health: &tonic_health::server::HealthReporter, serving: bool) {
     let status = if serving {
         tonic_health::ServingStatus::Serving
     } else {

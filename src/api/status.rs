@@ -45,6 +45,10 @@ impl From<StoreError> for ApiError {
                 ApiError::Aborted(format!("lease on task {task_id} lost"))
             }
             StoreError::Invalid(m) => ApiError::Invalid(m),
+            e if e.is_unavailable() => {
+                tracing::warn!(error.cause_chain = %error_chain(&e), "Database unavailable");
+                ApiError::Unavailable("the database is unavailable; retry later".into())
+            }
             e @ (StoreError::Migrate(_) | StoreError::Db(_)) => ApiError::Internal(error_chain(&e)),
         }
     }

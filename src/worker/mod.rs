@@ -11,8 +11,10 @@ use tokio::sync::mpsc;
 
 mod events;
 mod finish;
+mod lease;
 mod orphans;
 
+pub use lease::{identity, reap, Fence};
 pub use orphans::clean_orphans;
 
 use crate::api::convert::{StoredEvent, TaskSettings};
@@ -53,17 +55,13 @@ pub async fn run(state: Arc<AppState>) {
         match state.store.claim_next_job(&state.worker_id, lease).await {
             Ok(Some(job)) => {
                 let id = job.task.id.clone();
-                tracing::info!(task_id = %id, model = %job.task.model, "Claimed task");
-                if let Err(e) = run_job(&state, job).await {
-                    tracing::error!(task_id = %id, error.message = %e, "Task failed");
-                    let _ = state.store.fail_task(&id, &e).await;
-                    let ev = StoredEvent::Terminal {
-                        state: "failed".into(),
-                        error: e,
-                        produced_version: None,
-                    };
-                    let _ = state.hub.emit(&state.store, &id, ev).await;
+                tracing::info!(task_id = %id, model = %job.task.model, epoch = job.epoch, "Claimed task");
+                let fence = Fence::new(state.clone(), &job, Control::new_flag());
+                let heartbeat = lease::keep_alive(fence.clone());
+                if let Err(e) = run_job(&state, job, &fence).await {
+                    fail(&fence, e).await;
                 }
+                heartbeat.abort();
                 state.metrics.refresh(&state.store).await;
             }
             Ok(None) => {
@@ -78,6 +76,26 @@ pub async fn run(state: Arc<AppState>) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+/// Records a run's failure (task FAILED, terminal event), unless its lease was lost: then
+/// the task belongs to another worker and nothing is written.
+async fn fail(fence: &Fence, e: String) {
+    let id = &fence.lease().task_id;
+    if fence.lost() {
+        tracing::warn!(task_id = %id, error.message = %e, "Run stopped after losing its lease");
+        return;
+    }
+    tracing::error!(task_id = %id, error.message = %e, "Task failed");
+    if fence.fail(&e).await.is_ok() {
+        fence.drop_resume_point();
+        let ev = StoredEvent::Terminal {
+            state: "failed".into(),
+            error: e,
+            produced_version: None,
+        };
+        let _ = fence.emit(ev).await;
     }
 }
 
@@ -128,7 +146,7 @@ fn version_ref(v: &VersionRow) -> VersionRef {
     }
 }
 
-async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
+async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Result<(), String> {
     let task = job.task.clone();
     let settings: TaskSettings =
         serde_json::from_str(&task.settings_json).map_err(|e| format!("stored settings: {e}"))?;
@@ -137,25 +155,32 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
     let size = model_cfg.image_size as u32;
     let parent = match task.base_version {
         Some(v) => Some(
-            state
-                .store
-                .get_version(&task.model, v)
+            fence
+                .call("reading the parent version", || {
+                    state.store.get_version(&task.model, v)
+                })
                 .await
                 .map_err(store_err)?,
         ),
         None => None,
     };
     let lineage = match &parent {
-        Some(p) => state
-            .store
-            .lineage(&task.model, p.version)
+        Some(p) => fence
+            .call("reading the lineage", || {
+                state.store.lineage(&task.model, p.version)
+            })
             .await
             .map_err(store_err)?,
         None => Vec::new(),
     };
     let samples = load_split(&task.data_dir, false, size, limits).await?;
     let dir = &state.settings.data_dir;
-    let resume_path = dir.join("resume").join(format!("{}.safetensors", task.id));
+    // Files of this claim only (its epoch in the name): a stale worker never writes a file
+    // another claim uses.
+    let resume_path = dir
+        .join("resume")
+        .join(format!("{}.{}.safetensors", task.id, job.epoch));
+    lease::remove_earlier_scratch(&resume_path, &task.id, job.epoch);
     let resume = job
         .resume_checkpoint
         .as_ref()
@@ -166,13 +191,12 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
             "resuming from the step-{step} checkpoint (attempt {})",
             job.attempts
         );
-        state
-            .hub
-            .emit(&state.store, &task.id, StoredEvent::Log { message: msg })
+        fence
+            .emit(StoredEvent::Log { message: msg })
             .await
             .map_err(store_err)?;
     }
-    let control = Control::new_flag();
+    let control = fence.control().clone();
     if task.cancel_requested {
         control.store(Control::CANCEL, Ordering::SeqCst);
     }
@@ -186,7 +210,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
         out_version: dir
             .join("versions")
             .join(&task.model)
-            .join(format!("{}.safetensors", task.id)),
+            .join(format!("{}.{}.safetensors", task.id, job.epoch)),
         resume_path: resume_path.clone(),
         control: control.clone(),
     };
@@ -195,11 +219,20 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
     let (tx, rx) = mpsc::unbounded_channel();
     let engine = state.engine.clone();
     let train = tokio::spawn(async move { engine.train(req, tx).await });
-    let pumped = events::pump_events(state, &task, &settings, rx, &control).await;
+    let pumped = events::pump_events(state, fence, &settings, rx).await;
+    if pumped.is_err() {
+        // Nothing more of this run can be recorded: stop training at the next step.
+        control.store(Control::CANCEL, Ordering::SeqCst);
+    }
     let outcome = train
         .await
         .map_err(|e| format!("engine call panicked: {e}"))?;
     *state.running.task.lock().expect("running lock poisoned") = None;
+    let _ = std::fs::remove_file(&resume_path);
+    if let (Err(_), Ok(TrainOutcome::Completed { version_path, .. })) = (&pumped, &outcome) {
+        // A failed run leaves no version file behind.
+        let _ = std::fs::remove_file(version_path);
+    }
     pumped?;
     match outcome.map_err(|e| e.to_string())? {
         TrainOutcome::Completed {
@@ -210,11 +243,12 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
             ..
         } => {
             let v = VersionRef {
-                path: version_path,
+                path: version_path.clone(),
                 sha256,
             };
-            finish::finish(
+            let finished = finish::finish(
                 state,
+                fence,
                 &task,
                 &settings,
                 &lineage,
@@ -223,42 +257,39 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
                 syncs.len() as i64,
                 momentum_steps,
             )
-            .await?;
-            let _ = std::fs::remove_file(&resume_path);
+            .await;
+            if finished.is_err() && !fence.committed() {
+                // Not committed: the file is nobody's.
+                let _ = std::fs::remove_file(&version_path);
+            }
+            finished?;
+            fence.drop_resume_point();
             Ok(())
         }
+        // Stopped because another worker holds the task now: write nothing.
+        TrainOutcome::Cancelled { step } if fence.lost() => {
+            Err(format!("lease lost; stopped at step {step}"))
+        }
         TrainOutcome::Cancelled { step } => {
-            state
-                .store
-                .mark_cancelled(&task.id)
-                .await
-                .map_err(store_err)?;
+            fence.cancelled().await.map_err(store_err)?;
+            fence.drop_resume_point();
             let ev = StoredEvent::Terminal {
                 state: "cancelled".into(),
                 error: format!("cancelled at step {step}"),
                 produced_version: None,
             };
-            state
-                .hub
-                .emit(&state.store, &task.id, ev)
-                .await
-                .map_err(store_err)?;
-            let _ = std::fs::remove_file(&resume_path);
+            fence.emit(ev).await.map_err(store_err)?;
             Ok(())
         }
-        TrainOutcome::Paused { step, resume_path } => {
-            // Graceful shutdown: the job stays claimed; the next start requeues it and resumes here.
-            state
-                .store
-                .set_resume_checkpoint(&task.id, &resume_path.to_string_lossy(), step)
+        TrainOutcome::Paused { step, .. } => {
+            // Graceful shutdown: the event pump recorded the checkpoint; the job goes back
+            // to the queue, and this or another daemon resumes it there.
+            let msg = format!("daemon stopping; checkpointed at step {step}, training resumes there after restart or on another daemon");
+            fence
+                .emit(StoredEvent::Log { message: msg })
                 .await
                 .map_err(store_err)?;
-            let msg = format!("daemon stopping; checkpointed at step {step}, training resumes there after restart");
-            state
-                .hub
-                .emit(&state.store, &task.id, StoredEvent::Log { message: msg })
-                .await
-                .map_err(store_err)?;
+            fence.release().await.map_err(store_err)?;
             Ok(())
         }
     }
