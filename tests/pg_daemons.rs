@@ -33,7 +33,6 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// One `ctpd` process; killed when dropped.
 struct Daemon {
     child: Child,
-    port: u16,
     worker: String,
     addr: String,
 }
@@ -65,7 +64,6 @@ impl Daemon {
         }
         Daemon {
             child: cmd.spawn().unwrap(),
-            port,
             worker: worker.unwrap_or_default().to_owned(),
             addr: format!("http://127.0.0.1:{port}"),
         }
@@ -358,7 +356,7 @@ async fn postgres_restart_while_training_loses_nothing() {
     server.start_again().unwrap();
     wait_health(&d.addr, true).await;
 
-    let events = watch_succeeded(&mut c, &task.id).await;
+    watch_succeeded(&mut c, &task.id).await;
     single_version(&d.addr, dir.path()).await;
 }
 

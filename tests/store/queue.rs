@@ -86,7 +86,7 @@ async fn fifo_per_model_and_one_running_per_model(store: Store) {
     assert_eq!(second.task.id, b1.id);
     assert!(store.claim_next_job("w3", LEASE).await.unwrap().is_none());
 
-    run_finish(&store, &first.task.id, None).await;
+    run_finish(&store, &first).await;
     let third = store.claim_next_job("w1", LEASE).await.unwrap().unwrap();
     assert_eq!(third.task.id, a2.id);
     assert_eq!(third.task.base_version, Some(1));

@@ -115,7 +115,7 @@ impl PgServer {
                 String::from_utf8_lossy(&init.stderr)
             )));
         }
-        let log = fs::File::create(dir.path().join("server.log"))?;
+        fs::File::create(dir.path().join("server.log"))?;
         if let Some((uid, gid)) = run_as {
             chown(dir.path().join("server.log"), Some(uid), Some(gid))?;
         }
