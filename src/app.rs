@@ -91,12 +91,7 @@ impl Application {
                     .with_context(|| format!("binding metrics {addr}"))?,
             ),
         };
-        let worker_id = if settings.worker_id.is_empty() {
-            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "host".into());
-            format!("{}-{}", host.trim(), std::process::id())
-        } else {
-            settings.worker_id.clone()
-        };
+        let worker_id = worker::identity(&settings, listener.local_addr()?);
         tracing::info!(device = %engine.device, precision = %engine.precision, backend = ?store.backend(), data_dir = %data.root().display(), "ctpd starting");
         let metrics = Metrics::default();
         metrics.set_engine(&engine.device, &engine.precision);
@@ -192,7 +187,10 @@ impl Application {
         // Recovery: put interrupted jobs back in the queue, quarantine unreferenced files.
         let requeued = match state.store.backend() {
             Backend::Sqlite => state.store.requeue_all_running().await?,
-            Backend::Postgres => state.store.requeue_expired().await?,
+            Backend::Postgres => {
+                let own = &state.worker_id;
+                state.store.requeue_expired_or_held_by(own).await?
+            }
         };
         if !requeued.is_empty() {
             tracing::info!(tasks = ?requeued, "Requeued interrupted tasks");
@@ -200,8 +198,9 @@ impl Application {
         let cleanup = worker::clean_orphans(&state).await?;
         state.metrics.refresh(&state.store).await;
         state.ready.store(true, Ordering::SeqCst);
-        // Health follows readiness, draining and the data dir from here on.
+        // Health follows readiness, draining, the data dir and the database from here on.
         tokio::spawn(crate::health::watch(state.clone(), health.clone()));
+        tokio::spawn(worker::reap(state.clone()));
         tracing::info!(addr = %state.settings.listen, removed_tmp = cleanup.removed_tmp, quarantined = cleanup.quarantined, "ctpd serving");
 
         let worker = if state.settings.dispatch {

@@ -24,10 +24,14 @@ pub struct Settings {
     pub training: TrainingDefaults,
     pub auth: Auth,
     pub tls: Option<Tls>,
-    /// Worker identity in the job table (defaults to host name + pid).
+    /// Worker identity in the job table (default: host name and gRPC port). Stable across
+    /// restarts, so a restarted daemon reclaims its previous jobs at once; unique per
+    /// live daemon.
     pub worker_id: String,
     /// Job lease; a running job whose heartbeat is older than this is presumed dead.
     pub lease_seconds: u64,
+    /// How often every daemon requeues jobs whose lease expired; 0 = half the lease.
+    pub reap_seconds: u64,
     /// Seconds between heartbeats on idle WatchTask streams.
     pub heartbeat_seconds: u64,
     /// How long graceful shutdown waits for the running task to checkpoint.
@@ -120,6 +124,7 @@ impl Default for Settings {
             tls: None,
             worker_id: String::new(),
             lease_seconds: 60,
+            reap_seconds: 0,
             heartbeat_seconds: 10,
             shutdown_grace_seconds: 60,
             dispatch: true,
@@ -216,6 +221,9 @@ impl Settings {
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        if self.lease_seconds == 0 {
+            return Err("lease_seconds must be at least 1".into());
+        }
         self.listen
             .parse::<SocketAddr>()
             .map_err(|e| format!("listen {:?}: {e}", self.listen))?;

@@ -1,9 +1,10 @@
-//! Whether the daemon can serve: recovered, not draining, and able to write its data dir.
+//! Whether the daemon can serve: recovered, not draining, able to write its data dir and to
+//! reach its database.
 //!
-//! A background loop probes the data dir every few seconds (a small file written, fsynced and
-//! removed) and keeps `grpc.health.v1` in step: NOT_SERVING while the probe fails (a full disk,
-//! a read-only mount) or while training is held back for lack of space, SERVING again by
-//! itself once it passes. Nothing has to restart.
+//! A background loop probes the data dir (a small file written, fsynced and removed) and pings
+//! the database every two seconds, and keeps `grpc.health.v1` in step: NOT_SERVING while a
+//! probe fails (a full disk, a read-only mount, a database outage) or while training is held
+//! back for lack of space, SERVING again by itself once they pass. Nothing has to restart.
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,9 @@ use tonic_health::ServingStatus;
 use crate::app::AppState;
 use crate::datadir::DataDir;
 
-/// How often the data dir is probed.
+/// A database ping slower than this counts as a failure.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the data dir is probed and the database pinged.
 pub const PROBE_EVERY: Duration = Duration::from_secs(2);
 /// Bytes the probe writes: enough to notice a disk that cannot take another block.
 const PROBE_BYTES: usize = 64 << 10;
@@ -25,6 +28,8 @@ const PROBE_BYTES: usize = 64 << 10;
 pub struct StorageHealth {
     /// Why the data dir cannot be written now (`None`: it can).
     problem: Mutex<Option<String>>,
+    /// Why the database does not answer now (`None`: it does).
+    database: Mutex<Option<String>>,
     /// Training hit "no space" and waits for a retry to get through.
     starved: AtomicBool,
 }
@@ -35,7 +40,13 @@ impl StorageHealth {
         if self.starved.load(Ordering::SeqCst) {
             return Some("training is waiting for space in the data dir".into());
         }
-        self.problem.lock().expect("health lock").clone()
+        let data = self.problem.lock().expect("health lock").clone();
+        data.or_else(|| self.database.lock().expect("health lock").clone())
+    }
+
+    /// Records the latest database ping.
+    pub fn set_database(&self, result: Result<(), String>) {
+        *self.database.lock().expect("health lock") = result.err();
     }
 
     /// Records the latest probe result.
@@ -92,7 +103,7 @@ pub async fn set_serving(health: &HealthReporter, serving: bool) {
         .await;
 }
 
-/// Probes the data dir and updates the health service until shutdown.
+/// Probes the data dir and the database and updates the health service until shutdown.
 pub async fn watch(state: Arc<AppState>, health: HealthReporter) {
     let mut shutdown = state.hub.shutdown_signal();
     let mut last: Option<bool> = None;
@@ -102,6 +113,15 @@ pub async fn watch(state: Arc<AppState>, health: HealthReporter) {
             .await
             .unwrap_or_else(|e| Err(format!("probe panicked: {e}")));
         state.storage.set_probe(result);
+        let ping = match tokio::time::timeout(PING_TIMEOUT, state.store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!(
+                "the database is unreachable: {}",
+                crate::api::status::error_chain(&e)
+            )),
+            Err(_) => Err(format!("the database did not answer within {PING_TIMEOUT:?}")),
+        };
+        state.storage.set_database(ping);
         let problem = state.storage.problem();
         let serving = state.is_ready() && !state.is_draining() && problem.is_none();
         if last != Some(serving) {

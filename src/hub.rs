@@ -7,7 +7,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::api::convert::StoredEvent;
 use crate::api::pb;
-use crate::store::{Store, StoreError};
+use crate::store::{Lease, Store, StoreError};
 
 pub struct Hub {
     live: Mutex<HashMap<String, broadcast::Sender<pb::TaskEvent>>>,
@@ -45,12 +45,26 @@ impl Hub {
     ) -> Result<i64, StoreError> {
         let payload = serde_json::to_string(&ev).expect("events serialise");
         let seq = store.append_event(task_id, ev.kind(), &payload).await?;
+        self.publish(task_id, seq, ev);
+        Ok(seq)
+    }
+
+    /// Like [`Hub::emit`], for the worker holding `lease`: refused (nothing stored or
+    /// published) once another worker holds the task.
+    pub async fn emit_as(&self, store: &Store, lease: &Lease, ev: StoredEvent) -> Result<i64, StoreError> {
+        let payload = serde_json::to_string(&ev).expect("events serialise");
+        let seq = store.append_job_event(lease, ev.kind(), &payload).await?;
+        self.publish(&lease.task_id, seq, ev);
+        Ok(seq)
+    }
+
+    /// Sends a stored event to live watchers.
+    fn publish(&self, task_id: &str, seq: i64, ev: StoredEvent) {
         let terminal = matches!(ev, StoredEvent::Terminal { .. });
         let _ = self.sender(task_id).send(ev.to_pb(seq, chrono::Utc::now()));
         if terminal {
             self.live.lock().expect("hub lock poisoned").remove(task_id);
         }
-        Ok(seq)
     }
 
     /// Flips when the daemon starts draining; open watch streams end.

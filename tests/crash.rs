@@ -13,14 +13,6 @@ use std::time::Duration;
 use ctp::api::pb;
 use helpers::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start(dir: &std::path::Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_ctpd"))
         .args(["--listen", &format!("127.0.0.1:{port}"), "--device", "cpu"])
@@ -101,11 +93,21 @@ async fn finish_and_check(dir: &std::path::Path, addr: &str, task_id: &str) -> V
         .unwrap()
         .into_inner();
     assert_eq!(v.version, 1, "exactly one version");
-    let file = dir
-        .join("versions")
-        .join("m")
-        .join(format!("{task_id}.safetensors"));
-    let sha = ctp::trainer::checkpoint::sha256_file(&file).unwrap();
+    // The version file of the claim that finished (its name carries the claim's epoch),
+    // and no other.
+    let files: Vec<_> = std::fs::read_dir(dir.join("versions"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = &files[0];
+    assert!(file
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with(task_id));
+    let sha = ctp::trainer::checkpoint::sha256_file(file).unwrap();
     assert_eq!(
         sha, v.checkpoint_sha256,
         "the version row points at the complete file"

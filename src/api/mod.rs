@@ -2,11 +2,13 @@
 //!
 //! - `pb`: generated code; `service`: the RPC handlers; `submit` / `watch`: the two streaming
 //!   RPCs; `convert`: pb ↔ store ↔ engine types; `status`: the one error → status mapping;
-//!   `auth`: bearer tokens and scopes.
+//!   `auth`: bearer tokens and scopes; `health`: the database probe; `limits`: the length
+//!   limits of every stored string.
 pub mod auth;
 pub mod codec;
 pub mod convert;
 mod gate;
+pub mod limits;
 pub mod pb;
 pub mod service;
 pub mod status;

@@ -164,6 +164,7 @@ impl ContinualTrainer for Service {
     async fn rollback(&self, req: Request<pb::RollbackRequest>) -> Res<pb::RollbackResponse> {
         let caller = require(&req, Scope::Admin)?;
         let r = req.into_inner();
+        super::limits::check("reason", &r.reason, super::limits::REASON_BYTES)?;
         let target = self
             .state
             .store

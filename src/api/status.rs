@@ -51,6 +51,10 @@ impl From<StoreError> for ApiError {
                     error_chain(&e)
                 ))
             }
+            e if e.is_unavailable() => {
+                tracing::warn!(error.cause_chain = %error_chain(&e), "Database unavailable");
+                ApiError::Unavailable("the database is unavailable; retry later".into())
+            }
             e @ (StoreError::Migrate(_) | StoreError::Db(_)) => ApiError::Internal(error_chain(&e)),
         }
     }

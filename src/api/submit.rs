@@ -82,6 +82,9 @@ fn parse_header(state: &AppState, h: pb::TaskHeader) -> Result<Header, ApiError>
             "header.task_name must be 1-200 characters".into(),
         ));
     }
+    if let Some(key) = &h.idempotency_key {
+        super::limits::check("header.idempotency_key", key, super::limits::IDEMPOTENCY_KEY_BYTES)?;
+    }
     let split = match h.eval_split.and_then(|e| e.kind) {
         None => SplitMode::Fraction(0.2),
         Some(pb::eval_split::Kind::EvalFraction(f)) if f > 0.0 && f < 1.0 => SplitMode::Fraction(f),
@@ -140,6 +143,7 @@ pub fn check_sample(i: usize, s: pb::Sample, rules: &SampleRules) -> Result<Stor
             ))
         }
     };
+    super::limits::check("id", &s.id, super::limits::SAMPLE_ID_BYTES).map_err(|e| bad(e.to_string()))?;
     let id = if s.id.is_empty() { i.to_string() } else { s.id };
     Ok(StoredSample {
         id,

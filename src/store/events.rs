@@ -1,35 +1,46 @@
 //! Task events (the durable log behind `WatchTask`), momentum-sync records, and the file
 //! references that orphan cleanup must keep.
 
-use super::db::{args, now};
+use super::db::{args, now, Exec};
 use super::{EventRow, Result, Store, StoreError, SyncRow};
 
+/// Appends an event inside the caller's transaction and returns its seq.
+///
+/// The seq comes from a counter on the task row, bumped in the same transaction as
+/// the insert: the row lock makes concurrent appends take distinct, gap-free numbers
+/// on both backends, so a watcher resuming after seq n misses nothing.
+pub(super) async fn insert_event(
+    ex: &mut Exec<'_>,
+    task_id: &str,
+    kind: &str,
+    payload_json: &str,
+) -> Result<i64> {
+    let (seq,): (i64,) = ex
+        .fetch_optional(
+            "UPDATE tasks SET last_event_seq = last_event_seq + 1 WHERE id = $1 \
+             RETURNING last_event_seq",
+            args![task_id],
+        )
+        .await?
+        .ok_or_else(|| StoreError::not_found(format!("task {task_id}")))?;
+    ex.execute(
+        "INSERT INTO task_events (task_id, seq, kind, payload_json, at) \
+         VALUES ($1, $2, $3, $4, $5)",
+        args![task_id, seq, kind, payload_json, now()],
+    )
+    .await?;
+    Ok(seq)
+}
+
 impl Store {
-    /// Appends an event to a task's log and returns its seq (1, 2, 3, … per task).
-    ///
-    /// The seq comes from a counter on the task row, bumped in the same transaction as
-    /// the insert: the row lock makes concurrent appends take distinct, gap-free numbers
-    /// on both backends, so a watcher resuming after seq n misses nothing.
+    /// Appends an event to a task's log and returns its seq (1, 2, 3, … per task); see
+    /// `insert_event`. Workers use the fenced [`Store::append_job_event`].
     ///
     /// # Errors
     /// `NotFound` if the task does not exist.
     pub async fn append_event(&self, task_id: &str, kind: &str, payload_json: &str) -> Result<i64> {
         let mut tx = self.db.begin_write().await?;
-        let mut ex = tx.exec();
-        let (seq,): (i64,) = ex
-            .fetch_optional(
-                "UPDATE tasks SET last_event_seq = last_event_seq + 1 WHERE id = $1 \
-                 RETURNING last_event_seq",
-                args![task_id],
-            )
-            .await?
-            .ok_or_else(|| StoreError::not_found(format!("task {task_id}")))?;
-        ex.execute(
-            "INSERT INTO task_events (task_id, seq, kind, payload_json, at) \
-             VALUES ($1, $2, $3, $4, $5)",
-            args![task_id, seq, kind, payload_json, now()],
-        )
-        .await?;
+        let seq = insert_event(&mut tx.exec(), task_id, kind, payload_json).await?;
         tx.commit().await?;
         Ok(seq)
     }
@@ -67,31 +78,6 @@ impl Store {
             .await?;
         row.map(|(seq,)| seq)
             .ok_or_else(|| StoreError::not_found(format!("task {task_id}")))
-    }
-
-    /// Records a momentum sync. A step replayed after a resume replaces its earlier
-    /// record, so each step is counted once.
-    pub async fn record_sync(&self, task_id: &str, sync: &SyncRow) -> Result<()> {
-        let mut conn = self.db.acquire().await?;
-        conn.exec()
-            .execute(
-                "INSERT INTO momentum_syncs (task_id, step, k, drift, threshold, duration_ms, at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (task_id, step) DO UPDATE SET k = excluded.k, \
-                 drift = excluded.drift, threshold = excluded.threshold, \
-                 duration_ms = excluded.duration_ms, at = excluded.at",
-                args![
-                    task_id,
-                    sync.step,
-                    sync.k,
-                    sync.drift,
-                    sync.threshold,
-                    sync.duration_ms,
-                    sync.at,
-                ],
-            )
-            .await?;
-        Ok(())
     }
 
     /// The task's momentum syncs in step order.

@@ -17,11 +17,17 @@
 //! `models` and `tasks` lock rows in that order, so on Postgres they cannot deadlock.
 //!
 //! Operations live next to their tables: `tasks` (models, submit, list, cancel, fail),
-//! `queue` (claim, lease, resume, requeue), `versions` (finish, versions, lineage,
-//! rollback) and `events` (task events, momentum syncs, file references).
+//! `queue` (claim, requeue: the reaper), `fence` (the writes of a worker holding a
+//! lease: heartbeat, progress, events, syncs, resume points), `versions` (finish,
+//! versions, lineage, rollback) and `events` (task events, file references).
+//!
+//! Fencing: every claim bumps the job's `lease_epoch`; a worker's writes carry its
+//! [`Lease`] (task, worker, epoch) and are refused with [`StoreError::LeaseLost`] unless
+//! the job still runs under exactly that lease.
 
 mod db;
 mod events;
+mod fence;
 mod gate;
 mod postgres;
 mod queue;
@@ -33,7 +39,7 @@ mod versions;
 pub use db::Backend;
 pub use gate::GatePolicy;
 pub use types::{
-    new_task_id, ClaimedJob, EvalRow, EvalScope, EventRow, HeadChange, ModelRow, NewTask,
+    new_task_id, ClaimedJob, EvalRow, EvalScope, EventRow, HeadChange, Lease, ModelRow, NewTask,
     NewVersion, Submitted, SyncRow, TaskRow, TaskState, UnknownValue, VersionRow,
 };
 
@@ -89,6 +95,40 @@ pub enum StoreError {
 impl StoreError {
     pub(crate) fn not_found(what: impl Into<String>) -> Self {
         StoreError::NotFound { what: what.into() }
+    }
+
+    /// True if the database could not be reached or dropped the connection (I/O error,
+    /// no pooled connection within the acquire timeout, a server shutting down or not
+    /// yet accepting connections): the operation may succeed later (`UNAVAILABLE`).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Db(e) => is_connection_error(e),
+            StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => is_connection_error(e),
+            _ => false,
+        }
+    }
+
+    /// Like [`StoreError::is_unavailable`], but not when this daemon closed the pool
+    /// itself (shutdown): worth retrying.
+    pub fn is_transient(&self) -> bool {
+        self.is_unavailable() && !matches!(self, StoreError::Db(sqlx::Error::PoolClosed))
+    }
+}
+
+/// SQLSTATE classes and codes of a connection that is gone or not accepted yet:
+/// class 08 (connection exception), 57P01-57P03 (admin/crash shutdown, cannot connect
+/// now), 53300 (too many connections).
+fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
     }
 }
 

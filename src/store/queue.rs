@@ -1,5 +1,5 @@
-//! The job queue: claiming work, holding a lease, mid-task resume points, and putting
-//! interrupted jobs back after a restart.
+//! The job queue: claiming work under a lease, and putting jobs back whose worker died or
+//! was restarted (the reaper). Writes made while holding a lease are in `fence`.
 //!
 //! Order: FIFO by `enqueued_seq` over all models, but only the oldest queued job of a
 //! model is eligible, and never while that model has a running job — each version is
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::db::{args, now, Backend, Exec};
+use super::db::{args, now, Backend};
 use super::tasks::load_task;
 use super::{ClaimedJob, Result, Store, StoreError};
 
@@ -18,24 +18,15 @@ use super::{ClaimedJob, Result, Store, StoreError};
 #[derive(sqlx::FromRow)]
 struct JobLease {
     attempts: i64,
+    lease_epoch: i64,
     resume_checkpoint: Option<String>,
     resume_step: Option<i64>,
 }
 
 /// Converts a lease length for time arithmetic.
-fn lease_delta(lease: Duration) -> Result<chrono::Duration> {
+pub(super) fn lease_delta(lease: Duration) -> Result<chrono::Duration> {
     chrono::Duration::from_std(lease)
         .map_err(|_| StoreError::Invalid(format!("lease {lease:?} is too long")))
-}
-
-/// The error for an operation on a job its worker no longer runs.
-async fn not_running(ex: &mut Exec<'_>, task_id: &str) -> StoreError {
-    match load_task(ex, task_id).await {
-        Ok(task) => {
-            StoreError::FailedPrecondition(format!("task {task_id} is {}, not running", task.state))
-        }
-        Err(e) => e,
-    }
 }
 
 /// True if the error is a unique-index violation (a lost race on Postgres).
@@ -87,7 +78,8 @@ impl Store {
         let claimed = ex
             .execute(
                 "UPDATE jobs SET state = 'running', worker_id = $2, lease_until = $3, \
-                 attempts = attempts + 1 WHERE task_id = $1 AND state = 'queued'",
+                 attempts = attempts + 1, lease_epoch = lease_epoch + 1 \
+                 WHERE task_id = $1 AND state = 'queued'",
                 args![&task_id, worker_id, lease_until],
             )
             .await;
@@ -97,7 +89,8 @@ impl Store {
         };
         let job: JobLease = ex
             .fetch_one(
-                "SELECT attempts, resume_checkpoint, resume_step FROM jobs WHERE task_id = $1",
+                "SELECT attempts, lease_epoch, resume_checkpoint, resume_step FROM jobs \
+                 WHERE task_id = $1",
                 args![&task_id],
             )
             .await?;
@@ -127,78 +120,8 @@ impl Store {
             attempts: job.attempts,
             resume_checkpoint: job.resume_checkpoint,
             resume_step: job.resume_step,
+            epoch: job.lease_epoch,
         }))
-    }
-
-    /// Extends the lease of a running job to now + `lease`. Returns whether a cancel was
-    /// requested for the task, so the worker learns about cancels from any daemon.
-    ///
-    /// # Errors
-    /// [`StoreError::LeaseLost`] if `worker_id` no longer holds the job: the worker must
-    /// stop and publish nothing.
-    pub async fn heartbeat(&self, task_id: &str, worker_id: &str, lease: Duration) -> Result<bool> {
-        let lease_until = now() + lease_delta(lease)?;
-        let mut conn = self.db.acquire().await?;
-        let mut ex = conn.exec();
-        let renewed = ex
-            .execute(
-                "UPDATE jobs SET lease_until = $3 \
-                 WHERE task_id = $1 AND worker_id = $2 AND state = 'running'",
-                args![task_id, worker_id, lease_until],
-            )
-            .await?;
-        if renewed == 0 {
-            return Err(StoreError::LeaseLost {
-                task_id: task_id.to_owned(),
-            });
-        }
-        let (cancel,): (bool,) = ex
-            .fetch_one(
-                "SELECT cancel_requested FROM tasks WHERE id = $1",
-                args![task_id],
-            )
-            .await?;
-        Ok(cancel)
-    }
-
-    /// Records the newest verified mid-task checkpoint of a running job; a restart
-    /// resumes from it. Write the file (and fsync) before calling this.
-    ///
-    /// # Errors
-    /// `NotFound`; `FailedPrecondition` if the job is not running.
-    pub async fn set_resume_checkpoint(&self, task_id: &str, path: &str, step: i64) -> Result<()> {
-        let mut conn = self.db.acquire().await?;
-        let mut ex = conn.exec();
-        let changed = ex
-            .execute(
-                "UPDATE jobs SET resume_checkpoint = $2, resume_step = $3 \
-                 WHERE task_id = $1 AND state = 'running'",
-                args![task_id, path, step],
-            )
-            .await?;
-        if changed == 0 {
-            return Err(not_running(&mut ex, task_id).await);
-        }
-        Ok(())
-    }
-
-    /// Stores the task's latest progress (caller's JSON), read back by `GetTask`.
-    ///
-    /// # Errors
-    /// `NotFound` if the task does not exist.
-    pub async fn update_progress(&self, task_id: &str, progress_json: &str) -> Result<()> {
-        let mut conn = self.db.acquire().await?;
-        let changed = conn
-            .exec()
-            .execute(
-                "UPDATE tasks SET progress_json = $2 WHERE id = $1",
-                args![task_id, progress_json],
-            )
-            .await?;
-        if changed == 0 {
-            return Err(StoreError::not_found(format!("task {task_id}")));
-        }
-        Ok(())
     }
 
     /// Startup recovery of a single daemon: every running job was interrupted, so each
@@ -206,18 +129,31 @@ impl Store {
     /// position); a task whose cancel was requested becomes CANCELLED instead.
     /// Returns the requeued task ids.
     pub async fn requeue_all_running(&self) -> Result<Vec<String>> {
-        self.requeue(None).await
+        self.requeue(None, None).await
     }
 
-    /// Like [`Store::requeue_all_running`], but only for jobs whose lease has expired:
-    /// the sweep for several daemons sharing one database.
+    /// The reaper's sweep: requeues the running jobs whose lease has expired (their
+    /// worker died, hung, or lost the database for longer than the lease).
     pub async fn requeue_expired(&self) -> Result<Vec<String>> {
-        self.requeue(Some(now())).await
+        self.requeue(Some(now()), None).await
     }
 
-    /// Requeues running jobs, all of them or those whose lease ended before `expired_before`.
-    async fn requeue(&self, expired_before: Option<DateTime<Utc>>) -> Result<Vec<String>> {
-        const STALE: &str = "state = 'running' AND ($1 IS NULL OR lease_until < $1)";
+    /// Startup recovery of a daemon sharing the database: requeues expired jobs and,
+    /// whatever their lease, the jobs held under this daemon's own `worker_id`: the
+    /// previous process with this identity is gone, so nothing can be running them.
+    pub async fn requeue_expired_or_held_by(&self, worker_id: &str) -> Result<Vec<String>> {
+        self.requeue(Some(now()), Some(worker_id)).await
+    }
+
+    /// Requeues running jobs: all of them (`expired_before` = `None`), or those whose
+    /// lease ended before `expired_before` or that `held_by` holds.
+    async fn requeue(
+        &self,
+        expired_before: Option<DateTime<Utc>>,
+        held_by: Option<&str>,
+    ) -> Result<Vec<String>> {
+        const STALE: &str =
+            "state = 'running' AND ($1 IS NULL OR lease_until < $1 OR worker_id = $2)";
         let at = now();
         let mut tx = self.db.begin_write().await?;
         let mut ex = tx.exec();
@@ -227,7 +163,7 @@ impl Store {
                 "UPDATE jobs SET state = 'done', worker_id = NULL, lease_until = NULL \
                  WHERE {STALE} AND task_id IN (SELECT id FROM tasks WHERE cancel_requested)"
             ),
-            args![expired_before],
+            args![expired_before, held_by],
         )
         .await?;
         ex.execute(
@@ -243,7 +179,7 @@ impl Store {
                     "UPDATE jobs SET state = 'queued', worker_id = NULL, lease_until = NULL \
                      WHERE {STALE} RETURNING task_id"
                 ),
-                args![expired_before],
+                args![expired_before, held_by],
             )
             .await?;
         ex.execute(

@@ -2,9 +2,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::db::{args, now, Exec};
+use super::db::{args, now, Backend, Exec};
+use super::fence::{lease_lost, HELD};
 use super::{
-    page_limit, ModelRow, NewTask, Result, Store, StoreError,
+    page_limit, Lease, ModelRow, NewTask, Result, Store, StoreError,
     Submitted, TaskRow, TaskState,
 };
 
@@ -29,6 +30,21 @@ pub(super) async fn load_model(ex: &mut Exec<'_>, name: &str) -> Result<ModelRow
     )
     .await?
     .ok_or_else(|| StoreError::not_found(format!("model {name:?}")))
+}
+
+/// Reads one model and, on Postgres, row-locks it until the transaction ends. Submits to
+/// one model hold this lock while they stamp `created_at` and take their queue position,
+/// so per model, submission time order = queue order = commit order (SQLite's write
+/// transactions are exclusive, so there the lock is implicit).
+async fn lock_model(ex: &mut Exec<'_>, name: &str) -> Result<ModelRow> {
+    let lock = match ex.backend() {
+        Backend::Postgres => " FOR UPDATE",
+        Backend::Sqlite => "",
+    };
+    let sql = format!("SELECT name, preset, head_version, created_at FROM models WHERE name = $1{lock}");
+    ex.fetch_optional(&sql, args![name])
+        .await?
+        .ok_or_else(|| StoreError::not_found(format!("model {name:?}")))
 }
 
 /// The error for an operation that needs a live task but found a finished one.
@@ -91,7 +107,7 @@ impl Store {
     pub async fn submit_task(&self, new: NewTask) -> Result<Submitted> {
         let mut tx = self.db.begin_write().await?;
         let mut ex = tx.exec();
-        load_model(&mut ex, &new.model).await?;
+        lock_model(&mut ex, &new.model).await?;
         if let Some(task) = find_by_key(&mut ex, &new.model, new.idempotency_key.as_deref()).await?
         {
             same_content(&mut ex, &task, &new).await?;
@@ -109,7 +125,18 @@ impl Store {
                 what: format!("task {}", new.id),
             });
         }
-        let at = now();
+        // Strictly after the model's newest task even if this daemon's clock is behind
+        // another's: submission time order must stay queue order.
+        let newest: Option<(DateTime<Utc>,)> = ex
+            .fetch_optional(
+                "SELECT created_at FROM tasks WHERE model = $1 ORDER BY created_at DESC LIMIT 1",
+                args![&new.model],
+            )
+            .await?;
+        let at = match newest {
+            Some((t,)) if t >= now() => t + chrono::Duration::microseconds(1),
+            _ => now(),
+        };
         let inserted = ex
             .execute(
                 "INSERT INTO tasks (id, model, name, state, idempotency_key, settings_json, \
@@ -251,46 +278,64 @@ impl Store {
         Ok(task)
     }
 
-    /// Records that the engine stopped a task because of a cancel: CANCELLED, finished,
-    /// out of the queue.
+    /// Records that the engine stopped the job's task because of a cancel: CANCELLED,
+    /// finished, out of the queue.
     ///
     /// # Errors
-    /// `NotFound`; `FailedPrecondition` if the task already finished.
-    pub async fn mark_cancelled(&self, id: &str) -> Result<TaskRow> {
-        self.finish_without_version(id, TaskState::Cancelled, None)
+    /// `LeaseLost` if `lease` no longer holds the job (nothing changes).
+    pub async fn mark_cancelled(&self, lease: &Lease) -> Result<TaskRow> {
+        self.finish_without_version(&lease.task_id, TaskState::Cancelled, None, Some(lease))
             .await
     }
 
-    /// Marks a queued or running task FAILED with `error` and takes it out of the queue.
+    /// Marks a queued or running task FAILED with `error` and takes it out of the queue
+    /// (an operator's or the daemon's decision; a worker uses [`Store::fail_job`]).
     ///
     /// # Errors
     /// `NotFound`; `FailedPrecondition` if the task already finished.
     pub async fn fail_task(&self, id: &str, error: &str) -> Result<TaskRow> {
-        self.finish_without_version(id, TaskState::Failed, Some(error))
+        self.finish_without_version(id, TaskState::Failed, Some(error), None)
             .await
     }
 
-    /// Shared by cancel and fail: a terminal state that produces no version.
+    /// Marks the job's task FAILED with `error` if `lease` still holds the job.
+    ///
+    /// # Errors
+    /// `LeaseLost` if it does not (nothing changes).
+    pub async fn fail_job(&self, lease: &Lease, error: &str) -> Result<TaskRow> {
+        self.finish_without_version(&lease.task_id, TaskState::Failed, Some(error), Some(lease))
+            .await
+    }
+
+    /// Shared by cancel and fail: a terminal state that produces no version; only while
+    /// `lease` holds the job, if given.
     async fn finish_without_version(
         &self,
         id: &str,
         state: TaskState,
         error: Option<&str>,
+        lease: Option<&Lease>,
     ) -> Result<TaskRow> {
         let mut tx = self.db.begin_write().await?;
         let mut ex = tx.exec();
         // Job first, then task: every transaction touching both locks them in this order
         // (jobs, models, tasks), so concurrent ones cannot deadlock on Postgres. A job is
         // done exactly when its task is terminal.
-        let closed = ex
-            .execute(
-                "UPDATE jobs SET state = 'done', worker_id = NULL, lease_until = NULL \
-                 WHERE task_id = $1 AND state <> 'done'",
-                args![id],
-            )
-            .await?;
-        if closed == 0 {
-            return Err(already_terminal(&load_task(&mut ex, id).await?));
+        const CLOSE: &str = "UPDATE jobs SET state = 'done', worker_id = NULL, lease_until = NULL";
+        let closed = match lease {
+            None => {
+                let sql = format!("{CLOSE} WHERE task_id = $1 AND state <> 'done'");
+                ex.execute(&sql, args![id]).await?
+            }
+            Some(l) => {
+                let sql = format!("{CLOSE} WHERE {HELD}");
+                ex.execute(&sql, args![id, &l.worker_id, l.epoch]).await?
+            }
+        };
+        match lease {
+            Some(l) if closed == 0 => return Err(lease_lost(l)),
+            None if closed == 0 => return Err(already_terminal(&load_task(&mut ex, id).await?)),
+            _ => {}
         }
         ex.execute(
             "UPDATE tasks SET state = $2, error = $3, finished_at = $4 WHERE id = $1",

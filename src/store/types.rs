@@ -197,6 +197,34 @@ pub struct ClaimedJob {
     pub resume_checkpoint: Option<String>,
     /// Optimizer step stored in `resume_checkpoint`.
     pub resume_step: Option<i64>,
+    /// Fencing token of this claim: the job's lease epoch, bumped at every claim.
+    pub epoch: i64,
+}
+
+impl ClaimedJob {
+    /// The lease this claim holds; every write of the worker carries it.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            task_id: self.task.id.clone(),
+            worker_id: self.worker_id.clone(),
+            epoch: self.epoch,
+        }
+    }
+}
+
+/// Proof of holding a job: its task, the worker and the claim's epoch (the fencing
+/// token). A write made with a lease is refused with
+/// [`StoreError::LeaseLost`](super::StoreError::LeaseLost) unless the job is still
+/// running under exactly this worker and epoch — so a worker that was paused, cut off
+/// or presumed dead can never overwrite the work of the worker that took over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The job's task.
+    pub task_id: String,
+    /// The worker that claimed it.
+    pub worker_id: String,
+    /// The claim's epoch.
+    pub epoch: i64,
 }
 
 /// One persisted `WatchTask` event.

@@ -1,10 +1,11 @@
 //! Versions: committing a task's result, reading versions and lineages, moving the head.
 
 use super::db::{args, now, Exec};
+use super::fence::{lease_lost, HELD};
 use super::tasks::{load_model, load_task};
 use super::{
-    decode_token, encode_token, page_limit, EvalRow, HeadChange, NewVersion, Result, Store,
-    StoreError, TaskState, VersionRow,
+    decode_token, encode_token, page_limit, EvalRow, HeadChange, Lease, NewVersion, Result,
+    Store, StoreError, TaskState, VersionRow,
 };
 
 /// Columns of [`VersionRow`] (its task name joined from `tasks`).
@@ -118,30 +119,33 @@ impl Store {
     /// trained: the newest result wins, and the history shows both moves.
     ///
     /// # Errors
-    /// `NotFound` for an unknown task or parent; `FailedPrecondition` if the task is not
-    /// running (finished already, or requeued after its lease was lost).
-    pub async fn finish_task(&self, task_id: &str, new: NewVersion) -> Result<VersionRow> {
+    /// `NotFound` for an unknown parent; [`StoreError::LeaseLost`] if `lease` no longer
+    /// holds the job (requeued after its lease expired, claimed again, or finished):
+    /// nothing is committed.
+    pub async fn finish_task(&self, lease: &Lease, new: NewVersion) -> Result<VersionRow> {
+        let task_id = lease.task_id.as_str();
         let mut tx = self.db.begin_write().await?;
         let mut ex = tx.exec();
+        // Closing the job first row-locks it (Postgres) — jobs, models, tasks is the lock
+        // order of every transaction — so a racing cancel, requeue or claim sees it done,
+        // and a worker whose claim is no longer current changes nothing.
+        let closed = ex
+            .execute(
+                &format!(
+                    "UPDATE jobs SET state = 'done', worker_id = NULL, lease_until = NULL \
+                     WHERE {HELD}"
+                ),
+                args![task_id, &lease.worker_id, lease.epoch],
+            )
+            .await?;
+        if closed == 0 {
+            return Err(lease_lost(lease));
+        }
         let task = load_task(&mut ex, task_id).await?;
         if task.state != TaskState::Running {
             return Err(StoreError::FailedPrecondition(format!(
                 "task {task_id} is {}, not running",
                 task.state
-            )));
-        }
-        // Closing the job first row-locks it (Postgres) — jobs, models, tasks is the lock
-        // order of every transaction — so a racing cancel or requeue sees it done.
-        let closed = ex
-            .execute(
-                "UPDATE jobs SET state = 'done', worker_id = NULL, lease_until = NULL \
-                 WHERE task_id = $1 AND state = 'running'",
-                args![task_id],
-            )
-            .await?;
-        if closed == 0 {
-            return Err(StoreError::FailedPrecondition(format!(
-                "task {task_id} has no running job"
             )));
         }
         let model = task.model.as_str();

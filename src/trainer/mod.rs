@@ -96,6 +96,9 @@ impl Control {
     pub const CANCEL: u8 = 1;
     /// Write a resume checkpoint at the next step boundary, then stop (graceful shutdown).
     pub const PAUSE: u8 = 2;
+    /// Wait at the next step boundary, writing nothing, until the flag changes (the
+    /// database is unreachable: training continues once it is back).
+    pub const HOLD: u8 = 3;
 
     pub fn new_flag() -> Arc<AtomicU8> {
         Arc::new(AtomicU8::new(Control::RUN))

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::lease::Fence;
 use super::{load_split, store_err};
 use crate::api::convert::{StoredEvent, TaskSettings};
 use crate::app::AppState;
@@ -30,6 +31,7 @@ fn eval_row(scope: EvalScope, task_id: &str, task_name: &str, r: &metrics::Retri
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn finish(
     state: &Arc<AppState>,
+    fence: &Fence,
     task: &TaskRow,
     settings: &TaskSettings,
     lineage: &[VersionRow],
@@ -43,7 +45,10 @@ pub(super) async fn finish(
     // Tasks seen by the new version: each ancestor's task in order, then this one.
     let mut seen: Vec<(String, String, String)> = Vec::new(); // (task id, name, bundle path)
     for v in lineage {
-        let t = state.store.get_task(&v.task_id).await.map_err(store_err)?;
+        let t = fence
+            .call("reading a lineage task", || state.store.get_task(&v.task_id))
+            .await
+            .map_err(store_err)?;
         seen.push((t.id, t.name, t.data_dir));
     }
     seen.push((task.id.clone(), task.name.clone(), task.data_dir.clone()));
@@ -114,11 +119,7 @@ pub(super) async fn finish(
     };
     let policy = state.store.gate(&task.model).await.map_err(store_err)?;
     new.rejection = super::gate::check(&policy, &new, parent);
-    let v = state
-        .store
-        .finish_task(&task.id, new)
-        .await
-        .map_err(store_err)?;
+    let v = fence.finish(new).await.map_err(store_err)?;
     if let Some(avg) = v.average_forgetting {
         state.metrics.observe_forgetting(avg);
     }
@@ -128,11 +129,7 @@ pub(super) async fn finish(
         produced_version: Some(v.version),
         rejection: v.rejected_reason.clone(),
     };
-    state
-        .hub
-        .emit(&state.store, &task.id, ev)
-        .await
-        .map_err(store_err)?;
+    fence.emit(ev).await.map_err(store_err)?;
     match &v.rejected_reason {
         None => tracing::info!(task_id = %task.id, version = v.version, "Task succeeded"),
         Some(why) => tracing::warn!(

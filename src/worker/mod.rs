@@ -11,9 +11,11 @@ use tokio::sync::mpsc;
 mod events;
 mod finish;
 mod gate;
+mod lease;
 mod orphans;
 pub mod replay;
 
+pub use lease::{identity, reap, Fence};
 pub use orphans::clean_orphans;
 
 use crate::api::convert::{StoredEvent, TaskSettings};
@@ -54,21 +56,13 @@ pub async fn run(state: Arc<AppState>) {
         match state.store.claim_next_job(&state.worker_id, lease).await {
             Ok(Some(job)) => {
                 let id = job.task.id.clone();
-                tracing::info!(task_id = %id, model = %job.task.model, "Claimed task");
-                if let Err(e) = run_until_space(&state, job).await {
-                    tracing::error!(task_id = %id, error.message = %e, "Task failed");
-                    let ev = StoredEvent::Terminal {
-                        state: "failed".into(),
-                        error: e.clone(),
-                        produced_version: None,
-                        rejection: None,
-                    };
-                    retry_store("recording the failure", || async {
-                        state.store.fail_task(&id, &e).await?;
-                        state.hub.emit(&state.store, &id, ev.clone()).await
-                    })
-                    .await;
+                tracing::info!(task_id = %id, model = %job.task.model, epoch = job.epoch, "Claimed task");
+                let fence = Fence::new(state.clone(), &job, Control::new_flag());
+                let heartbeat = lease::keep_alive(fence.clone());
+                if let Err(e) = run_until_space(&state, job, &fence).await {
+                    fail(&fence, e).await;
                 }
+                heartbeat.abort();
                 state.metrics.refresh(&state.store).await;
             }
             Ok(None) => {
@@ -87,14 +81,19 @@ pub async fn run(state: Arc<AppState>) {
 }
 
 /// Runs a claimed job; a run that fails for lack of disk space is not the task's fault, so it
-/// waits (health NOT_SERVING meanwhile) and runs again from its last checkpoint until it gets
-/// through, instead of failing an accepted task.
-async fn run_until_space(state: &Arc<AppState>, mut job: ClaimedJob) -> Result<(), String> {
+/// waits (health NOT_SERVING meanwhile) and runs again from its last recorded checkpoint until
+/// it gets through, instead of failing an accepted task.
+async fn run_until_space(
+    state: &Arc<AppState>,
+    mut job: ClaimedJob,
+    fence: &Fence,
+) -> Result<(), String> {
     let mut wait = Duration::from_secs(2);
+    let mut shutdown = state.hub.shutdown_signal();
     loop {
-        let result = run_job(state, job.clone()).await;
+        let result = run_job(state, job.clone(), fence).await;
         let err = match result {
-            Err(e) if crate::health::is_out_of_space(&e) && !state.is_draining() => e,
+            Err(e) if crate::health::is_out_of_space(&e) && !state.is_draining() && !fence.lost() => e,
             other => {
                 state.storage.set_starved(false);
                 return other;
@@ -103,53 +102,45 @@ async fn run_until_space(state: &Arc<AppState>, mut job: ClaimedJob) -> Result<(
         state.storage.set_starved(true);
         tracing::error!(task_id = %job.task.id, error.message = %err, retry_in_s = wait.as_secs(), "Out of disk space; the task waits and retries");
         let msg = format!("out of disk space ({err}); retrying in {} s", wait.as_secs());
-        let _ = state
-            .hub
-            .emit(&state.store, &job.task.id, StoredEvent::Log { message: msg })
-            .await;
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(60));
-        let lease = Duration::from_secs(state.settings.lease_seconds);
-        match state.store.heartbeat(&job.task.id, &state.worker_id, lease).await {
-            Ok(cancel) => job.task.cancel_requested |= cancel,
-            Err(StoreError::LeaseLost { .. }) => {
-                // Another worker owns the job now; this one writes nothing more.
-                tracing::warn!(task_id = %job.task.id, "Lease lost while waiting for disk space");
+        let _ = fence.emit(StoredEvent::Log { message: msg }).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {
                 state.storage.set_starved(false);
-                return Ok(());
+                return fence.release().await.map_err(store_err);
             }
-            Err(_) => {} // The database may be on the full disk too: keep waiting.
         }
-        // Resume from the newest checkpoint the failed run left, if any.
-        let resume = state.data.resume_checkpoint(&job.task.id);
-        if resume.exists() {
-            job.resume_checkpoint = Some(state.data.to_stored(&resume));
+        wait = (wait * 2).min(Duration::from_secs(60));
+        if fence.lost() {
+            state.storage.set_starved(false);
+            return Err("lease lost while waiting for disk space".into());
+        }
+        // Resume from the newest checkpoint the failed run recorded, if any.
+        if let Some(p) = fence.recorded() {
+            job.resume_checkpoint = Some(state.data.to_stored(&p));
             job.resume_step = None;
         }
     }
 }
 
-/// Retries a store write (about 15 minutes at most) until it succeeds, e.g. once the
-/// database's disk has space again, so that an outcome is not silently dropped.
-async fn retry_store<F, Fut, T>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
-{
-    let mut wait = Duration::from_millis(500);
-    for attempt in 1..=30 {
-        match f().await {
-            Ok(_) => return,
-            Err(e @ (StoreError::NotFound { .. } | StoreError::FailedPrecondition(_) | StoreError::LeaseLost { .. })) => {
-                tracing::warn!(error.message = %e, "{what}: not retried");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error.message = %e, attempt, "{what} failed; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(30));
-            }
-        }
+/// Records a run's failure (task FAILED, terminal event), unless its lease was lost: then
+/// the task belongs to another worker and nothing is written.
+async fn fail(fence: &Fence, e: String) {
+    let id = &fence.lease().task_id;
+    if fence.lost() {
+        tracing::warn!(task_id = %id, error.message = %e, "Run stopped after losing its lease");
+        return;
+    }
+    tracing::error!(task_id = %id, error.message = %e, "Task failed");
+    if fence.fail(&e).await.is_ok() {
+        fence.drop_resume_point();
+        let ev = StoredEvent::Terminal {
+            state: "failed".into(),
+            error: e,
+            produced_version: None,
+            rejection: None,
+        };
+        let _ = fence.emit(ev).await;
     }
 }
 
@@ -203,7 +194,7 @@ pub fn version_ref(state: &AppState, v: &VersionRow) -> VersionRef {
     }
 }
 
-async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
+async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Result<(), String> {
     let task = job.task.clone();
     let settings: TaskSettings =
         serde_json::from_str(&task.settings_json).map_err(|e| format!("stored settings: {e}"))?;
@@ -211,18 +202,20 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
     let size = model_cfg.image_size as u32;
     let parent = match task.base_version {
         Some(v) => Some(
-            state
-                .store
-                .get_version(&task.model, v)
+            fence
+                .call("reading the parent version", || {
+                    state.store.get_version(&task.model, v)
+                })
                 .await
                 .map_err(store_err)?,
         ),
         None => None,
     };
     let lineage = match &parent {
-        Some(p) => state
-            .store
-            .lineage(&task.model, p.version)
+        Some(p) => fence
+            .call("reading the lineage", || {
+                state.store.lineage(&task.model, p.version)
+            })
             .await
             .map_err(store_err)?,
         None => Vec::new(),
@@ -230,7 +223,11 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
     let samples = load_split(state, &task.data_dir, false, size).await?;
     let replay =
         replay::pools(state, &settings.replay, &lineage, settings.batch_size, size).await?;
-    let resume_path = state.data.resume_checkpoint(&task.id);
+    // Files of this claim only (its epoch in the name): a stale worker never writes a file
+    // another claim uses.
+    let claim = format!("{}.{}", task.id, job.epoch);
+    let resume_path = state.data.resume_checkpoint(&claim);
+    lease::remove_earlier_scratch(&resume_path, &task.id, job.epoch);
     let resume = job
         .resume_checkpoint
         .as_deref()
@@ -241,13 +238,12 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
             "resuming from the step-{step} checkpoint (attempt {})",
             job.attempts
         );
-        state
-            .hub
-            .emit(&state.store, &task.id, StoredEvent::Log { message: msg })
+        fence
+            .emit(StoredEvent::Log { message: msg })
             .await
             .map_err(store_err)?;
     }
-    let control = Control::new_flag();
+    let control = fence.control().clone();
     if task.cancel_requested {
         control.store(Control::CANCEL, Ordering::SeqCst);
     }
@@ -259,7 +255,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
         resume,
         samples,
         replay,
-        out_version: state.data.version_checkpoint(&task.id),
+        out_version: state.data.version_checkpoint(&claim),
         resume_path: resume_path.clone(),
         control: control.clone(),
     };
@@ -268,11 +264,20 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
     let (tx, rx) = mpsc::unbounded_channel();
     let engine = state.engine.clone();
     let train = tokio::spawn(async move { engine.train(req, tx).await });
-    let pumped = events::pump_events(state, &task, &settings, rx, &control).await;
+    let pumped = events::pump_events(state, fence, &settings, rx).await;
+    if pumped.is_err() {
+        // Nothing more of this run can be recorded: stop training at the next step.
+        control.store(Control::CANCEL, Ordering::SeqCst);
+    }
     let outcome = train
         .await
         .map_err(|e| format!("engine call panicked: {e}"))?;
     *state.running.task.lock().expect("running lock poisoned") = None;
+    let _ = std::fs::remove_file(&resume_path);
+    if let (Err(_), Ok(TrainOutcome::Completed { version_path, .. })) = (&pumped, &outcome) {
+        // A failed run leaves no version file behind.
+        let _ = std::fs::remove_file(version_path);
+    }
     pumped?;
     match outcome.map_err(|e| e.to_string())? {
         TrainOutcome::Completed {
@@ -283,11 +288,12 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
             ..
         } => {
             let v = VersionRef {
-                path: version_path,
+                path: version_path.clone(),
                 sha256,
             };
-            finish::finish(
+            let finished = finish::finish(
                 state,
+                fence,
                 &task,
                 &settings,
                 &lineage,
@@ -296,43 +302,40 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob) -> Result<(), String> {
                 syncs.len() as i64,
                 momentum_steps,
             )
-            .await?;
-            let _ = std::fs::remove_file(&resume_path);
+            .await;
+            if finished.is_err() && !fence.committed() {
+                // Not committed: the file is nobody's.
+                let _ = std::fs::remove_file(&version_path);
+            }
+            finished?;
+            fence.drop_resume_point();
             Ok(())
         }
+        // Stopped because another worker holds the task now: write nothing.
+        TrainOutcome::Cancelled { step } if fence.lost() => {
+            Err(format!("lease lost; stopped at step {step}"))
+        }
         TrainOutcome::Cancelled { step } => {
-            state
-                .store
-                .mark_cancelled(&task.id)
-                .await
-                .map_err(store_err)?;
+            fence.cancelled().await.map_err(store_err)?;
+            fence.drop_resume_point();
             let ev = StoredEvent::Terminal {
                 state: "cancelled".into(),
                 error: format!("cancelled at step {step}"),
                 produced_version: None,
                 rejection: None,
             };
-            state
-                .hub
-                .emit(&state.store, &task.id, ev)
-                .await
-                .map_err(store_err)?;
-            let _ = std::fs::remove_file(&resume_path);
+            fence.emit(ev).await.map_err(store_err)?;
             Ok(())
         }
-        TrainOutcome::Paused { step, resume_path } => {
-            // Graceful shutdown: the job stays claimed; the next start requeues it and resumes here.
-            state
-                .store
-                .set_resume_checkpoint(&task.id, &state.data.to_stored(&resume_path), step)
+        TrainOutcome::Paused { step, .. } => {
+            // Graceful shutdown: the event pump recorded the checkpoint; the job goes back
+            // to the queue, and this or another daemon resumes it there.
+            let msg = format!("daemon stopping; checkpointed at step {step}, training resumes there after restart or on another daemon");
+            fence
+                .emit(StoredEvent::Log { message: msg })
                 .await
                 .map_err(store_err)?;
-            let msg = format!("daemon stopping; checkpointed at step {step}, training resumes there after restart");
-            state
-                .hub
-                .emit(&state.store, &task.id, StoredEvent::Log { message: msg })
-                .await
-                .map_err(store_err)?;
+            fence.release().await.map_err(store_err)?;
             Ok(())
         }
     }

@@ -121,29 +121,47 @@ pub async fn connect(addr: &str) -> ContinualTrainerClient<Channel> {
 
 /// Waits until grpc.health.v1 reports SERVING (startup recovery done).
 pub async fn wait_serving(addr: &str) {
+    wait_health(addr, true).await;
+}
+
+/// Waits until grpc.health.v1 reports SERVING (`true`) or NOT_SERVING (`false`); the
+/// daemon may still be starting.
+pub async fn wait_health(addr: &str, serving: bool) {
     use tonic_health::pb::{
         health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
     };
     let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
         .unwrap()
-        .connect()
-        .await
-        .unwrap();
+        .connect_lazy();
     let mut health = HealthClient::new(channel);
-    for _ in 0..200 {
+    let want = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    for _ in 0..600 {
         if let Ok(r) = health
             .check(HealthCheckRequest {
                 service: String::new(),
             })
             .await
         {
-            if r.into_inner().status() == ServingStatus::Serving {
+            if r.into_inner().status() == want {
                 return;
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("daemon at {addr} never reported SERVING");
+    panic!("daemon at {addr} never reported {want:?}");
+}
+
+/// A TCP port that was free a moment ago (for daemons started as processes).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn png(rgb: &[u8], w: u32, h: u32) -> Vec<u8> {

@@ -5,4 +5,5 @@ mod flow;
 mod gate_replay;
 mod reliability;
 mod helpers;
+mod limits;
 mod service;

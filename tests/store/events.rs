@@ -67,6 +67,12 @@ async fn concurrent_appends_get_distinct_seqs(store: Store) {
 
 async fn replayed_sync_steps_overwrite(store: Store) {
     let task = submit(&store, "m", "t", None).await;
+    let job = store
+        .claim_next_job("w", std::time::Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let lease = job.lease();
     let sync = |step: i64, drift: f64| SyncRow {
         step,
         k: 4,
@@ -75,10 +81,10 @@ async fn replayed_sync_steps_overwrite(store: Store) {
         duration_ms: 1.25,
         at: chrono::DateTime::from_timestamp(1_800_000_000, 123_456_000).unwrap(),
     };
-    store.record_sync(&task.id, &sync(8, 0.02)).await.unwrap();
-    store.record_sync(&task.id, &sync(4, 0.03)).await.unwrap();
+    store.record_sync(&lease, &sync(8, 0.02)).await.unwrap();
+    store.record_sync(&lease, &sync(4, 0.03)).await.unwrap();
     // After a resume, step 8 runs again.
-    store.record_sync(&task.id, &sync(8, 0.05)).await.unwrap();
+    store.record_sync(&lease, &sync(8, 0.05)).await.unwrap();
     assert_eq!(
         store.syncs(&task.id).await.unwrap(),
         vec![sync(4, 0.03), sync(8, 0.05)]

@@ -39,6 +39,7 @@ macro_rules! contract_tests {
 }
 
 mod events;
+mod fencing;
 mod gate;
 mod queue;
 mod versions;
@@ -77,7 +78,7 @@ async fn submit(store: &Store, model: &str, name: &str, key: Option<&str>) -> Ta
 }
 
 /// A task input with a fresh id.
-fn new_task(model: &str, name: &str, key: Option<&str>) -> NewTask {
+pub(crate) fn new_task(model: &str, name: &str, key: Option<&str>) -> NewTask {
     let id = ctp::store::new_task_id();
     NewTask {
         data_dir: format!("/data/tasks/{id}"),
@@ -136,7 +137,7 @@ async fn run_to_version(store: &Store, task: &TaskRow) -> i64 {
         .expect("a job is eligible");
     assert_eq!(job.task.id, task.id, "FIFO order");
     let version = store
-        .finish_task(&task.id, version_for(&job.task, job.task.base_version))
+        .finish_task(&job.lease(), version_for(&job.task, job.task.base_version))
         .await
         .expect("finish");
     version.version

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ctp::store::{Store, StoreError, TaskState};
+use ctp::store::{ClaimedJob, Store, StoreError, TaskState};
 
 use crate::{new_task, run_to_version, submit};
 
@@ -96,7 +96,7 @@ async fn fifo_per_model_and_one_running_per_model(store: Store) {
     assert_eq!(second.task.id, b1.id);
     assert!(store.claim_next_job("w3", LEASE).await.unwrap().is_none());
 
-    run_finish(&store, &first.task.id, None).await;
+    run_finish(&store, &first).await;
     let third = store.claim_next_job("w1", LEASE).await.unwrap().unwrap();
     assert_eq!(third.task.id, a2.id);
     assert_eq!(third.task.base_version, Some(1));
@@ -119,7 +119,7 @@ async fn requeue_keeps_resume_checkpoint(store: Store) {
     let job = store.claim_next_job("old", LEASE).await.unwrap().unwrap();
     assert_eq!(job.resume_checkpoint, None);
     store
-        .set_resume_checkpoint(&task.id, "/data/resume/t-40.safetensors", 40)
+        .set_resume_checkpoint(&job.lease(), "/data/resume/t-40.safetensors", 40)
         .await
         .unwrap();
     let started_at = store.get_task(&task.id).await.unwrap().started_at;
@@ -148,10 +148,11 @@ async fn requeue_keeps_resume_checkpoint(store: Store) {
     assert_eq!(resumed.resume_step, Some(40));
     assert_eq!(resumed.task.started_at, started_at);
 
-    // The old worker lost its lease; the new one holds it.
-    let err = store.heartbeat(&task.id, "old", LEASE).await.unwrap_err();
+    // The old worker lost its lease; the new one holds it, under the next epoch.
+    assert_eq!(resumed.epoch, job.epoch + 1);
+    let err = store.heartbeat(&job.lease(), LEASE).await.unwrap_err();
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
-    assert!(!store.heartbeat(&task.id, "new", LEASE).await.unwrap());
+    assert!(!store.heartbeat(&resumed.lease(), LEASE).await.unwrap());
 
     // A cancel requested before a restart is honoured by the restart.
     store.cancel_task(&task.id).await.unwrap();
@@ -188,7 +189,7 @@ async fn requeue_expired_only_takes_lapsed_leases(store: Store) {
 async fn cancel_queued_and_running(store: Store) {
     let running = submit(&store, "m", "r", None).await;
     let queued = submit(&store, "m", "q", None).await;
-    store.claim_next_job("w", LEASE).await.unwrap().unwrap();
+    let job = store.claim_next_job("w", LEASE).await.unwrap().unwrap();
 
     let cancelled = store.cancel_task(&queued.id).await.unwrap();
     assert_eq!(cancelled.state, TaskState::Cancelled);
@@ -197,9 +198,9 @@ async fn cancel_queued_and_running(store: Store) {
     let flagged = store.cancel_task(&running.id).await.unwrap();
     assert_eq!(flagged.state, TaskState::Running);
     assert!(flagged.cancel_requested);
-    assert!(store.heartbeat(&running.id, "w", LEASE).await.unwrap());
+    assert!(store.heartbeat(&job.lease(), LEASE).await.unwrap());
 
-    let stopped = store.mark_cancelled(&running.id).await.unwrap();
+    let stopped = store.mark_cancelled(&job.lease()).await.unwrap();
     assert_eq!(stopped.state, TaskState::Cancelled);
     assert!(store.claim_next_job("w", LEASE).await.unwrap().is_none());
 
@@ -211,18 +212,18 @@ async fn cancel_queued_and_running(store: Store) {
 
 async fn fail_task_is_terminal(store: Store) {
     let task = submit(&store, "m", "t", None).await;
-    store.claim_next_job("w", LEASE).await.unwrap().unwrap();
+    let job = store.claim_next_job("w", LEASE).await.unwrap().unwrap();
     let failed = store.fail_task(&task.id, "out of memory").await.unwrap();
     assert_eq!(failed.state, TaskState::Failed);
     assert_eq!(failed.error.as_deref(), Some("out of memory"));
     let err = store.fail_task(&task.id, "again").await.unwrap_err();
     assert!(matches!(err, StoreError::FailedPrecondition(_)), "{err:?}");
     let err = store
-        .set_resume_checkpoint(&task.id, "/x", 1)
+        .set_resume_checkpoint(&job.lease(), "/x", 1)
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::FailedPrecondition(_)), "{err:?}");
-    let err = store.heartbeat(&task.id, "w", LEASE).await.unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
+    let err = store.heartbeat(&job.lease(), LEASE).await.unwrap_err();
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
 }
 
@@ -262,7 +263,7 @@ async fn concurrent_claimers_keep_per_model_order(store: Store) {
                         .push(job.task.id.clone());
                     tokio::time::sleep(Duration::from_millis(2)).await;
                     running.lock().unwrap().remove(&model);
-                    run_finish(&store, &job.task.id, job.task.base_version).await;
+                    run_finish(&store, &job).await;
                 }
             })
         })
@@ -274,10 +275,7 @@ async fn concurrent_claimers_keep_per_model_order(store: Store) {
 }
 
 /// Finishes a claimed task with a minimal version.
-async fn run_finish(store: &Store, task_id: &str, parent: Option<i64>) {
-    let task = store.get_task(task_id).await.unwrap();
-    store
-        .finish_task(task_id, crate::version_for(&task, parent))
-        .await
-        .unwrap();
+async fn run_finish(store: &Store, job: &ClaimedJob) {
+    let version = crate::version_for(&job.task, job.task.base_version);
+    store.finish_task(&job.lease(), version).await.unwrap();
 }

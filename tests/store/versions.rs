@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use ctp::store::{EvalScope, Store, StoreError, TaskState};
+use ctp::store::{EvalScope, Lease, Store, StoreError, TaskState};
 
 use crate::{eval, run_to_version, submit, version_for};
 
@@ -30,7 +30,7 @@ async fn finish_task_commits_everything(store: Store) {
         eval(EvalScope::Union, &t2, 42.0),
     ];
     new.forgetting = vec![(t1.id.clone(), 10.0)];
-    let v2 = store.finish_task(&t2.id, new.clone()).await.unwrap();
+    let v2 = store.finish_task(&job.lease(), new.clone()).await.unwrap();
 
     assert_eq!(
         (v2.model.as_str(), v2.version, v2.parent),
@@ -71,27 +71,34 @@ async fn finish_task_commits_everything(store: Store) {
     assert!(files.contains(&v2.checkpoint_path));
     assert!(files.contains(&t1.data_dir));
 
-    // Finishing twice is refused.
-    let err = store.finish_task(&t2.id, new).await.unwrap_err();
-    assert!(matches!(err, StoreError::FailedPrecondition(_)), "{err:?}");
+    // Finishing twice is refused: the job is done, so the lease is gone.
+    let err = store.finish_task(&job.lease(), new).await.unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
 }
 
 async fn finish_task_is_all_or_nothing(store: Store) {
     let task = submit(&store, "m", "t", None).await;
-    // Not running yet.
+    // Not running yet: no claim holds it (epoch 1 is the first claim's).
+    let unclaimed = Lease {
+        task_id: task.id.clone(),
+        worker_id: "w".into(),
+        epoch: 1,
+    };
     let err = store
-        .finish_task(&task.id, version_for(&task, None))
+        .finish_task(&unclaimed, version_for(&task, None))
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::FailedPrecondition(_)), "{err:?}");
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
 
-    store
+    let job = store
         .claim_next_job("w", Duration::from_secs(60))
         .await
+        .unwrap()
         .unwrap();
+    assert_eq!(job.lease(), unclaimed);
     // A parent that does not exist fails the whole transaction...
     let err = store
-        .finish_task(&task.id, version_for(&task, Some(7)))
+        .finish_task(&job.lease(), version_for(&task, Some(7)))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
@@ -102,7 +109,7 @@ async fn finish_task_is_all_or_nothing(store: Store) {
     );
     assert!(store.head("m").await.unwrap().is_none());
     let v = store
-        .finish_task(&task.id, version_for(&task, None))
+        .finish_task(&job.lease(), version_for(&task, None))
         .await
         .unwrap();
     assert_eq!(v.version, 1);

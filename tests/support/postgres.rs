@@ -115,26 +115,31 @@ impl PgServer {
                 String::from_utf8_lossy(&init.stderr)
             )));
         }
-        let log = fs::File::create(dir.path().join("server.log"))?;
+        fs::File::create(dir.path().join("server.log"))?;
         if let Some((uid, gid)) = run_as {
             chown(dir.path().join("server.log"), Some(uid), Some(gid))?;
         }
-        let child = as_user(Command::new(bindir.join("postgres")), run_as, dir.path())
-            .arg("-D")
-            .arg(&data)
-            .arg("-k")
-            .arg(dir.path())
-            .args(["-p", &PORT.to_string()])
-            .args(["-c", "listen_addresses="])
-            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
+        let child = spawn_server(&bindir, run_as, dir.path())?;
         let server = PgServer { dir, child, bindir };
         server.wait_ready()?;
         Ok(server)
+    }
+
+    /// Stops the server with a fast shutdown (what `pg_ctl stop -m fast` sends: SIGINT,
+    /// which disconnects every client) and waits until it has exited.
+    pub fn stop_fast(&mut self) -> std::io::Result<()> {
+        Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Starts the stopped server again on the same cluster and socket, and waits until
+    /// it accepts connections. `stop_fast` then `start_again` is `pg_ctl restart -m fast`.
+    pub fn start_again(&mut self) -> std::io::Result<()> {
+        self.child = spawn_server(&self.bindir, server_user()?, self.dir.path())?;
+        self.wait_ready()
     }
 
     /// Directory of the server's Unix socket.
@@ -225,6 +230,27 @@ impl Drop for PgServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `postgres` on the cluster in `dir/data`, its socket in `dir`, appending to
+/// `dir/server.log`.
+fn spawn_server(bindir: &Path, run_as: Option<(u32, u32)>, dir: &Path) -> std::io::Result<Child> {
+    let log = fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("server.log"))?;
+    as_user(Command::new(bindir.join("postgres")), run_as, dir)
+        .arg("-D")
+        .arg(dir.join("data"))
+        .arg("-k")
+        .arg(dir)
+        .args(["-p", &PORT.to_string()])
+        .args(["-c", "listen_addresses="])
+        .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+        .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
 }
 
 /// Where the server binaries are (see the module docs).

@@ -343,6 +343,10 @@ impl Session {
                         resume_path: req.resume_path.clone(),
                     });
                 }
+                Control::HOLD => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    continue;
+                }
                 _ => {}
             }
             let (losses, times, sync) = self.train_step()?;
