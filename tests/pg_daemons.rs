@@ -147,6 +147,24 @@ async fn training_on(
     (dir, url, daemons, task, db)
 }
 
+/// One daemon with the default identity and a long lease (waiting for it to expire would
+/// take a minute), training one task past its first recorded checkpoint.
+async fn training_alone(
+    dir: &Path,
+    url: &str,
+    port: u16,
+) -> (Daemon, pb::Task, PgConnection, Job) {
+    let d = Daemon::start(dir, url, port, 60, None);
+    wait_serving(&d.addr).await;
+    let mut c = connect(&d.addr).await;
+    let task = submit(&mut c, header("m", "squares", EPOCHS), shape_samples(0))
+        .await
+        .unwrap();
+    let mut db = PgConnection::connect(url).await.unwrap();
+    let held = wait_job(&mut db, &task.id, |j| j.resume_step.is_some()).await;
+    (d, task, db, held)
+}
+
 fn index_of(daemons: &[Daemon], worker: &str) -> usize {
     daemons
         .iter()
@@ -332,16 +350,9 @@ async fn postgres_restart_while_training_loses_nothing() {
     let mut server = pg::PgServer::start().unwrap();
     let url = server.url("postgres");
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), &url, free_port(), 60, None);
-    wait_serving(&d.addr).await;
+    let (d, task, db, _) = training_alone(dir.path(), &url, free_port()).await;
+    drop(db);
     let mut c = connect(&d.addr).await;
-    let task = submit(&mut c, header("m", "squares", EPOCHS), shape_samples(0))
-        .await
-        .unwrap();
-    {
-        let mut db = PgConnection::connect(&url).await.unwrap();
-        wait_job(&mut db, &task.id, |j| j.resume_step.is_some()).await;
-    }
 
     server.stop_fast().unwrap();
     // While the database is down: health says NOT_SERVING and RPCs answer UNAVAILABLE.
@@ -369,15 +380,7 @@ async fn restarted_daemon_reclaims_its_task_at_once() {
     let url = pg::PgServer::shared().fresh_database().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    // A long lease: waiting for it to expire would take a minute.
-    let mut d = Daemon::start(dir.path(), &url, port, 60, None);
-    wait_serving(&d.addr).await;
-    let mut c = connect(&d.addr).await;
-    let task = submit(&mut c, header("m", "squares", EPOCHS), shape_samples(0))
-        .await
-        .unwrap();
-    let mut db = PgConnection::connect(&url).await.unwrap();
-    let held = wait_job(&mut db, &task.id, |j| j.resume_step.is_some()).await;
+    let (mut d, task, mut db, held) = training_alone(dir.path(), &url, port).await;
     d.kill();
     let at_kill = job(&mut db, &task.id).await;
 

@@ -24,12 +24,17 @@ pub(super) fn lease_lost(lease: &Lease) -> StoreError {
 /// Succeeds if `lease` still holds its job, share-locking the job row until the end of
 /// the transaction (Postgres); `LeaseLost` otherwise.
 pub(super) async fn check_lease(ex: &mut Exec<'_>, lease: &Lease) -> Result<()> {
+    check_lease_in(ex, lease, "state = 'running'").await
+}
+
+/// [`check_lease`] with another condition on the job's state.
+async fn check_lease_in(ex: &mut Exec<'_>, lease: &Lease, state: &str) -> Result<()> {
     let lock = match ex.backend() {
         Backend::Postgres => " FOR SHARE",
         Backend::Sqlite => "",
     };
     let sql = format!(
-        "SELECT task_id FROM jobs WHERE task_id = $1 AND state = 'running' \
+        "SELECT task_id FROM jobs WHERE task_id = $1 AND ({state}) \
          AND worker_id = $2 AND lease_epoch = $3{lock}"
     );
     ex.fetch_optional::<(String,)>(&sql, args![&lease.task_id, &lease.worker_id, lease.epoch])
@@ -107,8 +112,9 @@ impl Store {
         Ok(())
     }
 
-    /// Appends an event to the log of the job's task, like
-    /// [`Store::append_event`], if `lease` still holds the job.
+    /// Appends an event to the log of the job's task, like [`Store::append_event`], if
+    /// `lease` still holds the job — or, for the `terminal` event, if this lease is the
+    /// one that finished it (the job is done and still names this worker and epoch).
     pub async fn append_job_event(
         &self,
         lease: &Lease,
@@ -117,7 +123,12 @@ impl Store {
     ) -> Result<i64> {
         let mut tx = self.db.begin_write().await?;
         let mut ex = tx.exec();
-        check_lease(&mut ex, lease).await?;
+        let state = if kind == "terminal" {
+            "state IN ('running', 'done')"
+        } else {
+            "state = 'running'"
+        };
+        check_lease_in(&mut ex, lease, state).await?;
         let seq = insert_event(&mut ex, &lease.task_id, kind, payload_json).await?;
         tx.commit().await?;
         Ok(seq)

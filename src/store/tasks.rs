@@ -321,14 +321,16 @@ impl Store {
         // Job first, then task: every transaction touching both locks them in this order
         // (jobs, models, tasks), so concurrent ones cannot deadlock on Postgres. A job is
         // done exactly when its task is terminal.
-        const CLOSE: &str = "UPDATE jobs SET state = 'done', worker_id = NULL, lease_until = NULL";
+        // A worker's own close keeps its worker and epoch on the job, so that it may still
+        // append the terminal event; anyone else's close takes the job from its worker.
         let closed = match lease {
             None => {
-                let sql = format!("{CLOSE} WHERE task_id = $1 AND state <> 'done'");
-                ex.execute(&sql, args![id]).await?
+                let sql = "UPDATE jobs SET state = 'done', worker_id = NULL, lease_until = NULL \
+                           WHERE task_id = $1 AND state <> 'done'";
+                ex.execute(sql, args![id]).await?
             }
             Some(l) => {
-                let sql = format!("{CLOSE} WHERE {HELD}");
+                let sql = format!("UPDATE jobs SET state = 'done', lease_until = NULL WHERE {HELD}");
                 ex.execute(&sql, args![id, &l.worker_id, l.epoch]).await?
             }
         };

@@ -128,12 +128,13 @@ impl Store {
         let mut ex = tx.exec();
         // Closing the job first row-locks it (Postgres) — jobs, models, tasks is the lock
         // order of every transaction — so a racing cancel, requeue or claim sees it done,
-        // and a worker whose claim is no longer current changes nothing.
+        // and a worker whose claim is no longer current changes nothing. The job keeps the
+        // worker and epoch that finished it, so that claim may still append the terminal
+        // event (see `append_job_event`).
         let closed = ex
             .execute(
                 &format!(
-                    "UPDATE jobs SET state = 'done', worker_id = NULL, lease_until = NULL \
-                     WHERE {HELD}"
+                    "UPDATE jobs SET state = 'done', lease_until = NULL WHERE {HELD}"
                 ),
                 args![task_id, &lease.worker_id, lease.epoch],
             )

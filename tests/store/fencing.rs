@@ -93,6 +93,15 @@ async fn stale_worker_writes_are_refused(store: Store) {
         .await
         .unwrap();
     assert_eq!(v.version, 1);
+    // The claim that finished may still announce it; nothing else is appended.
+    store
+        .append_job_event(&fresh.lease(), "terminal", "{}")
+        .await
+        .unwrap();
+    assert_lost(
+        "event after the end",
+        store.append_job_event(&fresh.lease(), "progress", "{}").await,
+    );
     // After the task finished, the late writer is still refused.
     assert_lost("late commit", store.finish_task(&old, late).await);
     assert_lost("late event", store.append_job_event(&old, "terminal", "{}").await);
