@@ -52,7 +52,7 @@ async fn rejected_version_is_kept_but_not_head(store: Store) {
     let mut new = version_for(&job.task, Some(1));
     let why = "promotion gate: average forgetting 30.00 > max_avg_forgetting 20";
     new.rejection = Some(why.into());
-    let v2 = store.finish_task(&t2.id, new).await.unwrap();
+    let v2 = store.finish_task(&job.lease(), new).await.unwrap();
     assert_eq!(v2.version, 2);
     assert_eq!(v2.rejected_reason.as_deref(), Some(why));
     assert!(!v2.is_head);
@@ -94,7 +94,7 @@ async fn rejected_version_is_kept_but_not_head(store: Store) {
         (t3.id.as_str(), Some(1))
     );
     let v3 = store
-        .finish_task(&t3.id, version_for(&job.task, Some(1)))
+        .finish_task(&job.lease(), version_for(&job.task, Some(1)))
         .await
         .unwrap();
     assert!(v3.is_head && v3.rejected_reason.is_none());
