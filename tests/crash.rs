@@ -101,10 +101,7 @@ async fn finish_and_check(dir: &std::path::Path, addr: &str, task_id: &str) -> V
         .unwrap()
         .into_inner();
     assert_eq!(v.version, 1, "exactly one version");
-    let file = dir
-        .join("versions")
-        .join("m")
-        .join(format!("{task_id}.safetensors"));
+    let file = dir.join("versions").join(format!("{task_id}.safetensors"));
     let sha = ctp::trainer::checkpoint::sha256_file(&file).unwrap();
     assert_eq!(
         sha, v.checkpoint_sha256,
