@@ -146,7 +146,6 @@ struct EmojiclArgs {
     #[arg(long, default_value = "bench/results")]
     out: std::path::PathBuf,
 }
-}
 
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
