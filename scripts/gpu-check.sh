@@ -16,7 +16,9 @@
 # `--device cpu` runs the same script on a CPU with small shapes (tiny/small, batches 8/16, two
 # steps, one epoch of `tiny` end to end) and writes DIR/step-cpu-check.{md,json}: the way to
 # test it without a GPU.
-# CTP_CHECK_PRESETS / CTP_CHECK_BATCHES / CTP_CHECK_STEPS override the table's shape.
+# CTP_CHECK_PRESETS / CTP_CHECK_BATCHES / CTP_CHECK_STEPS override the table's shape, and
+# CTP_CHECK_BIG the batch of the profiled/gated rows and of the comparison, and
+# CTP_CHECK_THREADS the CPU threads of `--device cpu` (default 1: robust on a shared machine).
 set -euo pipefail
 kit=gpu-kit
 device=auto
@@ -36,7 +38,7 @@ if [ "$device" = cpu ]; then
   presets="${CTP_CHECK_PRESETS:-tiny,small}"
   batches="${CTP_CHECK_BATCHES:-8,16}"
   steps="${CTP_CHECK_STEPS:-2}"
-  big=16; base_cmp=""; epochs=1; bs=16; threads=2; e2e_preset=tiny
+  big="${CTP_CHECK_BIG:-16}"; base_cmp=""; epochs=1; bs=16; threads="${CTP_CHECK_THREADS:-1}"; e2e_preset=tiny
 else
   tag=cuda
   presets="${CTP_CHECK_PRESETS:-tiny,small,base}"

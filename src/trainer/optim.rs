@@ -7,6 +7,9 @@ use tch::Tensor;
 
 use super::flat;
 
+/// Elements per AdamW chunk on a CPU (1 MiB of float32 per buffer, cache-resident).
+const CPU_CHUNK: i64 = 1 << 18;
+
 /// Decoupled-weight-decay Adam, numerically the same update as `torch.optim.AdamW`.
 pub struct AdamW {
     /// The parameters: views into [`AdamW::flat`].
@@ -99,7 +102,27 @@ impl AdamW {
             let _ = p.addcdiv_(&m, &denom.g_mul_scalar(-bc1 / lr));
         };
         if let Some(g) = grad {
-            update(&self.flat, &self.m_flat, &self.v_flat, &g);
+            // One pass over all parameters on a GPU; on a CPU in cache-sized chunks, so the
+            // ~10 elementwise ops of a chunk run out of cache instead of streaming the whole
+            // buffer ten times.
+            let n = self.flat.numel() as i64;
+            let chunk = if self.flat.device().is_cuda() {
+                n
+            } else {
+                CPU_CHUNK
+            };
+            let mut off = 0;
+            while off < n {
+                let len = chunk.min(n - off);
+                let part = |t: &Tensor| t.narrow(0, off, len);
+                update(
+                    &part(&self.flat),
+                    &part(&self.m_flat),
+                    &part(&self.v_flat),
+                    &part(&g),
+                );
+                off += len;
+            }
             return;
         }
         for ((p, m), v) in self.params.iter().zip(&self.exp_avg).zip(&self.exp_avg_sq) {
