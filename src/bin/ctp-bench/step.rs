@@ -184,6 +184,7 @@ pub fn step_one(s: &StepSettings) -> Result<Row> {
         resume: None,
         samples: samples(n, model.image_size),
         out_version: dir.path().join(format!("{name}.safetensors")),
+        replay: Vec::new(),
         resume_path: dir.path().join(format!("{name}.resume")),
         control: Control::new_flag(),
     };
