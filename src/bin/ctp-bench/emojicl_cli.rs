@@ -1,0 +1,228 @@
+//! The `ctp-bench emojicl` command line: flags, the rows they select, and the run that
+//! executes the missing cells and rebuilds the summary.
+use anyhow::{bail, Context, Result};
+
+use super::{cells, emojicl};
+
+#[derive(clap::Args)]
+pub struct EmojiclArgs {
+    /// Training samples per task (0 = every emoji of the category).
+    #[arg(long, default_value_t = 1000)]
+    max_train: usize,
+    /// Evaluation samples per task (0 = every base emoji of the category).
+    #[arg(long, default_value_t = 0)]
+    max_eval: usize,
+    #[arg(long, default_value_t = 10)]
+    epochs: u32,
+    #[arg(long, default_value_t = 32)]
+    batch: u32,
+    #[arg(long, default_value_t = 3e-4)]
+    lr: f64,
+    /// Seeds (data subset, caption templates, data order, init of the heads).
+    #[arg(long, default_value = "0,1,2")]
+    seeds: String,
+    /// Drift thresholds of the gated runs.
+    #[arg(long, default_value = "0.01,0.02,0.05")]
+    thresholds: String,
+    #[arg(long, default_value_t = 1)]
+    drift_check_every: u32,
+    /// Gated runs: also these drift-check intervals (rows "CTP gated <t> every <n>").
+    #[arg(long, default_value = "")]
+    gated_check_every: String,
+    /// Comma-separated, in run order, from: seqft, ctp, joint, seqft-replay, ctp-replay,
+    /// gated, fidelity (issue #10 item 2 variants of CTP), bn-train.
+    #[arg(long, default_value = "ctp,seqft,joint,seqft-replay,ctp-replay")]
+    methods: String,
+    /// Model preset (small, or small-split for the fusion-layout study).
+    #[arg(long, default_value = "small")]
+    preset: String,
+    /// Weight of both topology-preservation terms for CTP runs.
+    #[arg(long, default_value_t = 1.0)]
+    tp_weight: f64,
+    /// Weight of the MLM and MLM-distillation terms (all methods).
+    #[arg(long, default_value_t = 1.0)]
+    mlm_weight: f64,
+    /// Weight of CTP's momentum terms (queue ITC, MLM distillation).
+    #[arg(long, default_value_t = 1.0)]
+    momentum_weight: f64,
+    /// Replay methods: samples of each earlier task per batch.
+    #[arg(long, default_value_t = 0)]
+    replay_per_task: u32,
+    /// Replay methods: replayed samples as a fraction of the batch.
+    #[arg(long, default_value_t = 0.25)]
+    replay_fraction: f64,
+    /// EmojiCL task indices (default all nine).
+    #[arg(long, default_value = "0,1,2,3,4,5,6,7,8")]
+    tasks: String,
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// libtorch intra-op threads of the daemon (0 = libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    threads: i32,
+    /// Only rebuild emojicl.{json,md} from the finished cells.
+    #[arg(long)]
+    summarize_only: bool,
+    /// Also write a `ctpctl report` per cell under `<out>/emojicl/reports` (about 1 MB each).
+    #[arg(long)]
+    reports: bool,
+    /// Folder for results (summary, reports); cells go to `<out>/emojicl/cells`.
+    #[arg(long, default_value = "bench/results")]
+    out: std::path::PathBuf,
+}
+
+fn emojicl_methods(a: &EmojiclArgs) -> Result<Vec<emojicl::Method>> {
+    let mk = |name: &str, method: &str, bn: &str, threshold: f64| emojicl::Method {
+        name: name.into(),
+        method: method.into(),
+        bn: bn.into(),
+        threshold,
+        joint: false,
+        tp_weight: if method == "ctp" { a.tp_weight } else { 1.0 },
+        mlm_weight: a.mlm_weight,
+        momentum_weight: if method == "ctp" {
+            a.momentum_weight
+        } else {
+            1.0
+        },
+        replay_per_task: 0,
+        replay_fraction: 0.0,
+        check_every: None,
+        task0_plain: false,
+        queue_size: None,
+    };
+    let replay = |mut m: emojicl::Method| {
+        m.replay_per_task = a.replay_per_task;
+        m.replay_fraction = if a.replay_per_task > 0 {
+            0.0
+        } else {
+            a.replay_fraction
+        };
+        m
+    };
+    let mut list = Vec::new();
+    for pick in a.methods.split(',') {
+        match pick {
+            "seqft" => list.push(mk("SeqFT", "seqft", "frozen", 0.0)),
+            "ctp" => list.push(mk("CTP", "ctp", "frozen", 0.0)),
+            "seqft-replay" => list.push(replay(mk("SeqFT+replay", "seqft", "frozen", 0.0))),
+            "ctp-replay" => list.push(replay(mk("CTP+replay", "ctp", "frozen", 0.0))),
+            "joint" => list.push(emojicl::Method {
+                joint: true,
+                ..mk("Joint", "seqft", "frozen", 0.0)
+            }),
+            "gated" => {
+                for t in a.thresholds.split(',') {
+                    let v: f64 = t.parse().context("thresholds")?;
+                    list.push(mk(&format!("CTP gated {t}"), "ctp", "frozen", v));
+                    for n in a.gated_check_every.split(',').filter(|n| !n.is_empty()) {
+                        let every: u32 = n.parse().context("gated-check-every")?;
+                        list.push(emojicl::Method {
+                            check_every: Some(every),
+                            ..mk(&format!("CTP gated {t} every {n}"), "ctp", "frozen", v)
+                        });
+                    }
+                }
+            }
+            "fidelity" => {
+                // Issue #10 item 2: one change from `CTP` each.
+                list.push(emojicl::Method {
+                    task0_plain: true,
+                    ..mk("CTP, paper-era task 0", "ctp", "frozen", 0.0)
+                });
+                list.push(emojicl::Method {
+                    queue_size: Some(i64::from(a.batch) * 8),
+                    ..mk(&format!("CTP, queue {}", a.batch * 8), "ctp", "frozen", 0.0)
+                });
+                for w in [0.1, 0.3] {
+                    list.push(emojicl::Method {
+                        tp_weight: w,
+                        ..mk(&format!("CTP, TP weight {w}"), "ctp", "frozen", 0.0)
+                    });
+                    list.push(emojicl::Method {
+                        momentum_weight: w,
+                        ..mk(&format!("CTP, momentum weight {w}"), "ctp", "frozen", 0.0)
+                    });
+                }
+            }
+            "bn-train" => {
+                list.push(mk("SeqFT, BN train", "seqft", "train", 0.0));
+                list.push(mk("CTP, BN train", "ctp", "train", 0.0));
+            }
+            other => bail!("--methods: unknown method {other:?}"),
+        }
+    }
+    Ok(list)
+}
+
+pub fn run(a: &EmojiclArgs) -> Result<()> {
+    let methods = emojicl_methods(a)?;
+    let protocol = emojicl::Protocol {
+        preset: a.preset.clone(),
+        max_train: (a.max_train > 0).then_some(a.max_train),
+        max_eval: (a.max_eval > 0).then_some(a.max_eval),
+        epochs: a.epochs,
+        batch: a.batch,
+        lr: a.lr,
+        tasks: a
+            .tasks
+            .split(',')
+            .map(|t| t.parse())
+            .collect::<Result<_, _>>()
+            .context("tasks")?,
+        check_every: a.drift_check_every,
+    };
+    let seeds: Vec<u64> = a
+        .seeds
+        .split(',')
+        .map(|t| t.parse())
+        .collect::<Result<_, _>>()
+        .context("seeds")?;
+    let cap = |v: usize| {
+        if v == 0 {
+            "all".to_string()
+        } else {
+            format!("≤{v}")
+        }
+    };
+    let desc = format!(
+        "`{}` preset, tasks {}, {} train (Noto) / {} eval (Twemoji) samples per task, {} epochs, batch {}, AdamW lr {} cosine per task, BN frozen unless stated, seeds {}, drift check every {} step(s)",
+        a.preset, a.tasks, cap(a.max_train), cap(a.max_eval), a.epochs, a.batch, a.lr, a.seeds, a.drift_check_every
+    );
+    let cells_dir = a.out.join("emojicl").join("cells");
+    std::fs::create_dir_all(&cells_dir)?;
+    if !a.summarize_only {
+        let ctpctl = std::env::current_exe()?.with_file_name("ctpctl");
+        let rt = emojicl::Runtime {
+            device: a.device.clone(),
+            threads: a.threads,
+            seeds: seeds.clone(),
+            ctpctl: (a.reports && ctpctl.exists()).then_some(ctpctl),
+        };
+        let runtime = tokio::runtime::Runtime::new()?;
+        let reports = a.out.join("emojicl");
+        let ran = runtime.block_on(emojicl::run(&methods, &protocol, &rt, &cells_dir, &reports))?;
+        eprintln!("{ran} cell(s) ran");
+    }
+    let all = cells::load_all(&cells_dir)?;
+    // Table order: the issue's five rows, then this run's others (gated, ablations), then
+    // any other finished cells by name.
+    let mut order: Vec<String> = ["SeqFT", "CTP", "SeqFT+replay", "CTP+replay", "Joint"]
+        .map(String::from)
+        .to_vec();
+    let extra: Vec<String> = methods
+        .iter()
+        .map(|m| m.name.clone())
+        .filter(|n| !order.contains(n))
+        .collect();
+    order.extend(extra);
+    let md = cells::markdown(&all, &protocol, &seeds, &order, &desc);
+    let mut json = cells::summary_json(&all, &protocol, &seeds, &order);
+    json["protocol"]["description"] = serde_json::json!(desc);
+    std::fs::write(a.out.join("emojicl.md"), &md)?;
+    std::fs::write(
+        a.out.join("emojicl.json"),
+        serde_json::to_string_pretty(&json)?,
+    )?;
+    println!("{md}");
+    Ok(())
+}
