@@ -283,6 +283,7 @@ fn new_version_like(v: &ctp::store::VersionRow) -> ctp::store::NewVersion {
         average_forgetting: None,
         evals: vec![],
         forgetting: vec![],
+        rejection: None,
     }
 }
 
