@@ -83,8 +83,6 @@ enum Cmd {
     StepOne(step::StepSettings),
 }
 
-}
-
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
