@@ -47,10 +47,7 @@ fn main() {
 /// CUDA build of torch run as before); a CPU-only torch has no such files and nothing changes.
 fn link_cuda(dir: &std::path::Path) {
     let libs = ["torch_cuda", "c10_cuda"];
-    if !libs
-        .iter()
-        .all(|l| dir.join(format!("lib{l}.so")).exists())
-    {
+    if !libs.iter().all(|l| dir.join(format!("lib{l}.so")).exists()) {
         return;
     }
     println!("cargo:rustc-link-search=native={}", dir.display());

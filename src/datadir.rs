@@ -117,14 +117,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let d = DataDir::open(&tmp.path().join("moved")).unwrap();
         let old = "/srv/old/place/versions/m/t1.safetensors";
-        assert_eq!(
-            d.resolve(old),
-            d.root().join("versions/m/t1.safetensors")
-        );
+        assert_eq!(d.resolve(old), d.root().join("versions/m/t1.safetensors"));
         // Inside the current root (or existing elsewhere) stays as written.
         let inside = d.root().join("tasks/x.bundle");
         assert_eq!(d.resolve(&inside.to_string_lossy()), inside);
         // No layout folder: nothing to map, kept as is.
-        assert_eq!(d.resolve("/elsewhere/file"), PathBuf::from("/elsewhere/file"));
+        assert_eq!(
+            d.resolve("/elsewhere/file"),
+            PathBuf::from("/elsewhere/file")
+        );
     }
 }

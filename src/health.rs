@@ -119,7 +119,9 @@ pub async fn watch(state: Arc<AppState>, health: HealthReporter) {
                 "the database is unreachable: {}",
                 crate::api::status::error_chain(&e)
             )),
-            Err(_) => Err(format!("the database did not answer within {PING_TIMEOUT:?}")),
+            Err(_) => Err(format!(
+                "the database did not answer within {PING_TIMEOUT:?}"
+            )),
         };
         state.storage.set_database(ping);
         let problem = state.storage.problem();
@@ -149,7 +151,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let data = DataDir::open(tmp.path()).unwrap();
         probe(&data).unwrap();
-        assert!(std::fs::read_dir(data.root()).unwrap().next().is_none(), "probe left a file");
+        assert!(
+            std::fs::read_dir(data.root()).unwrap().next().is_none(),
+            "probe left a file"
+        );
         let gone = DataDir::open(&tmp.path().join("x")).unwrap();
         std::fs::remove_dir(gone.root()).unwrap();
         let err = probe(&gone).unwrap_err();

@@ -51,7 +51,12 @@ impl Hub {
 
     /// Like [`Hub::emit`], for the worker holding `lease`: refused (nothing stored or
     /// published) once another worker holds the task.
-    pub async fn emit_as(&self, store: &Store, lease: &Lease, ev: StoredEvent) -> Result<i64, StoreError> {
+    pub async fn emit_as(
+        &self,
+        store: &Store,
+        lease: &Lease,
+        ev: StoredEvent,
+    ) -> Result<i64, StoreError> {
         let payload = serde_json::to_string(&ev).expect("events serialise");
         let seq = store.append_job_event(lease, ev.kind(), &payload).await?;
         self.publish(&lease.task_id, seq, ev);

@@ -104,7 +104,12 @@ fn device_cuda_without_a_usable_gpu_fails_at_startup_with_one_line() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(!status.success(), "exit status {status}");
     let err = strip_ansi(&err);
     let last = err.trim_end().lines().last().unwrap_or_default();
@@ -157,7 +162,8 @@ fn device_auto_reports_device_and_precision_in_log_and_metrics() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(
-        log.contains(&format!("device={device}")) && log.contains(&format!("precision={precision}")),
+        log.contains(&format!("device={device}"))
+            && log.contains(&format!("precision={precision}")),
         "startup log lacks the device/precision: {log}"
     );
     let want = format!("ctp_engine_info{{device=\"{device}\",precision=\"{precision}\"}} 1");

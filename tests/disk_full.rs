@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use ctp::api::pb;
 use helpers::*;
-use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
 
 /// A tmpfs of `mib` MiB at a new folder; unmounted on drop.
 struct Tmpfs {
@@ -48,7 +50,10 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -112,10 +117,14 @@ async fn a_full_disk_holds_the_task_and_recovers_by_itself() {
     let app = spawn_app_in(String::new(), &data, vec![]).await;
     let mut c = app.client.clone();
     // The first version (~18 MiB) fits; the second does not.
-    let t1 = submit(&mut c, header("m", "t1", 1), shape_samples(0)).await.unwrap();
+    let t1 = submit(&mut c, header("m", "t1", 1), shape_samples(0))
+        .await
+        .unwrap();
     let end = terminal(&watch_all(&mut c, &t1.id, 0).await);
     assert_eq!(end.state, pb::TaskState::Succeeded as i32, "{end:?}");
-    let t2 = submit(&mut c, header("m", "t2", 1), shape_samples(1)).await.unwrap();
+    let t2 = submit(&mut c, header("m", "t2", 1), shape_samples(1))
+        .await
+        .unwrap();
 
     // The daemon notices: NOT_SERVING, the task is held with a log line, no temp file stays.
     assert!(
@@ -123,14 +132,20 @@ async fn a_full_disk_holds_the_task_and_recovers_by_itself() {
         "health never reported NOT_SERVING on a full disk"
     );
     let t = task_state(&app, &t2.id).await;
-    assert_eq!(t.state, pb::TaskState::Running as i32, "held, not failed: {t:?}");
+    assert_eq!(
+        t.state,
+        pb::TaskState::Running as i32,
+        "held, not failed: {t:?}"
+    );
     let leftovers = tmp_files(fs.path());
     assert!(leftovers.is_empty(), "temp files stayed: {leftovers:?}");
 
     // An upload that cannot fit is RESOURCE_EXHAUSTED naming the data dir.
     let filler = fs.path().join("filler");
     let _ = std::fs::write(&filler, vec![0u8; 64 << 20]); // fills whatever is left
-    let err = submit(&mut c, header("m", "t3", 1), shape_samples(2)).await.unwrap_err();
+    let err = submit(&mut c, header("m", "t3", 1), shape_samples(2))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("data dir"), "{}", err.message());
     std::fs::remove_file(&filler).unwrap();
@@ -145,7 +160,9 @@ async fn a_full_disk_holds_the_task_and_recovers_by_itself() {
         wait_health(&app.addr, ServingStatus::Serving, 40).await,
         "health stayed NOT_SERVING after space returned"
     );
-    let t3 = submit(&mut c, header("m", "t3", 1), shape_samples(2)).await.unwrap();
+    let t3 = submit(&mut c, header("m", "t3", 1), shape_samples(2))
+        .await
+        .unwrap();
     let end = terminal(&watch_all(&mut c, &t3.id, 0).await);
     assert_eq!(end.state, pb::TaskState::Succeeded as i32, "{end:?}");
     app.stop().await;

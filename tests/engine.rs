@@ -324,7 +324,10 @@ fn bf16_tiny_run_trains_like_fp32_and_records_its_precision() {
     let dir = tempfile::tempdir().unwrap();
     let bf16 = engine_with("bf16");
     let fp32 = engine();
-    assert_eq!((bf16.precision.as_str(), fp32.precision.as_str()), ("bf16", "fp32"));
+    assert_eq!(
+        (bf16.precision.as_str(), fp32.precision.as_str()),
+        ("bf16", "fp32")
+    );
     let mut c = cfg(8);
     c.lr = 3e-3;
     c.checkpoint_every = 4;
@@ -334,14 +337,20 @@ fn bf16_tiny_run_trains_like_fp32_and_records_its_precision() {
     let mlm = losses_by_step(&events, "mlm");
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
     let (first, last) = (mean(&mlm[..4]), mean(&mlm[12..]));
-    assert!(last < 0.85 * first, "bf16 MLM did not fall: {first} -> {last}");
+    assert!(
+        last < 0.85 * first,
+        "bf16 MLM did not fall: {first} -> {last}"
+    );
     let (t16, t32) = (
         losses_by_step(&events, "total"),
         losses_by_step(&events32, "total"),
     );
     assert_eq!(t16.len(), 16);
     for (i, (a, b)) in t16.iter().zip(&t32).enumerate() {
-        assert!((a - b).abs() <= 0.02 * b.abs(), "step {i}: bf16 {a} vs fp32 {b}");
+        assert!(
+            (a - b).abs() <= 0.02 * b.abs(),
+            "step {i}: bf16 {a} vs fp32 {b}"
+        );
     }
     assert_ne!(t16, t32, "the bf16 run computed exactly the fp32 losses");
     let ck = checkpoint::load(&v.path, Some(&v.sha256)).unwrap();

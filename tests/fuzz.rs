@@ -207,15 +207,16 @@ fn fuzz_submit_messages_and_sample_validation() {
 
 #[test]
 fn fuzz_image_decoding_under_limits() {
-    let (_, accepted) = fuzz("image", &|bytes| {
-        match ctp::images::decode_rgb(bytes, &limits(), 32) {
+    let (_, accepted) = fuzz(
+        "image",
+        &|bytes| match ctp::images::decode_rgb(bytes, &limits(), 32) {
             Ok(px) => {
                 assert_eq!(px.len(), 32 * 32 * 3, "decoded image has the preset's size");
                 true
             }
             Err(_) => false,
-        }
-    });
+        },
+    );
     assert!(accepted > 0, "the seed images decode");
 }
 
@@ -269,9 +270,13 @@ fn write_seed_corpus() {
     };
     let png = tiny_png();
     let mut jpeg = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(16, 8, image::Rgb([200, 10, 10])))
-        .write_to(&mut jpeg, image::ImageFormat::Jpeg)
-        .unwrap();
+    image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
+        16,
+        8,
+        image::Rgb([200, 10, 10]),
+    ))
+    .write_to(&mut jpeg, image::ImageFormat::Jpeg)
+    .unwrap();
     let jpeg = jpeg.into_inner();
     put("image", "png", &png);
     put("image", "jpeg", &jpeg);
@@ -305,7 +310,11 @@ fn write_seed_corpus() {
     let dir = tempfile::tempdir().unwrap();
     let shard = dir.path().join("shard.tar");
     let mut w = ShardWriter::create(&shard).unwrap();
-    for (id, split) in [("s1", Some(Split::Train)), ("s2", Some(Split::Eval)), ("s3", None)] {
+    for (id, split) in [
+        ("s1", Some(Split::Train)),
+        ("s2", Some(Split::Eval)),
+        ("s3", None),
+    ] {
         w.append(&DatasetSample {
             image: png.clone(),
             caption: format!("caption of {id}"),
@@ -326,5 +335,9 @@ fn write_seed_corpus() {
     );
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config/ctpd.example.toml");
     put("config", "example.toml", &std::fs::read(example).unwrap());
-    put("config", "small.toml", b"listen = \"127.0.0.1:1\"\n[limits]\nmax_image_side = 64\n");
+    put(
+        "config",
+        "small.toml",
+        b"listen = \"127.0.0.1:1\"\n[limits]\nmax_image_side = 64\n",
+    );
 }

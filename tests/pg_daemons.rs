@@ -117,7 +117,10 @@ async fn wait_job(db: &mut PgConnection, task_id: &str, ok: impl Fn(&Job) -> boo
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("job of {task_id} never reached the expected state: {:?}", job(db, task_id).await);
+    panic!(
+        "job of {task_id} never reached the expected state: {:?}",
+        job(db, task_id).await
+    );
 }
 
 /// Starts daemons `d0..dn` on a fresh database of the shared server, one data dir; submits
@@ -125,15 +128,33 @@ async fn wait_job(db: &mut PgConnection, task_id: &str, ok: impl Fn(&Job) -> boo
 async fn training_on(
     n: usize,
     lease: u64,
-) -> (tempfile::TempDir, String, Vec<Daemon>, pb::Task, PgConnection) {
+) -> (
+    tempfile::TempDir,
+    String,
+    Vec<Daemon>,
+    pb::Task,
+    PgConnection,
+) {
     let url = pg::PgServer::shared().fresh_database().await;
     let dir = tempfile::tempdir().unwrap();
     // Migrations run before the others start, so they never race on an empty database.
-    let mut daemons = vec![Daemon::start(dir.path(), &url, free_port(), lease, Some("d0"))];
+    let mut daemons = vec![Daemon::start(
+        dir.path(),
+        &url,
+        free_port(),
+        lease,
+        Some("d0"),
+    )];
     wait_serving(&daemons[0].addr).await;
     for i in 1..n {
         let w = format!("d{i}");
-        daemons.push(Daemon::start(dir.path(), &url, free_port(), lease, Some(&w)));
+        daemons.push(Daemon::start(
+            dir.path(),
+            &url,
+            free_port(),
+            lease,
+            Some(&w),
+        ));
     }
     for d in &daemons {
         wait_serving(&d.addr).await;
@@ -149,11 +170,7 @@ async fn training_on(
 
 /// One daemon with the default identity and a long lease (waiting for it to expire would
 /// take a minute), training one task past its first recorded checkpoint.
-async fn training_alone(
-    dir: &Path,
-    url: &str,
-    port: u16,
-) -> (Daemon, pb::Task, PgConnection, Job) {
+async fn training_alone(dir: &Path, url: &str, port: u16) -> (Daemon, pb::Task, PgConnection, Job) {
     let d = Daemon::start(dir, url, port, 60, None);
     wait_serving(&d.addr).await;
     let mut c = connect(&d.addr).await;
@@ -174,7 +191,9 @@ fn index_of(daemons: &[Daemon], worker: &str) -> usize {
 
 /// Watches the task to its end, which must be success; returns every event.
 async fn watch_succeeded(
-    c: &mut ctp::api::pb::continual_trainer_client::ContinualTrainerClient<tonic::transport::Channel>,
+    c: &mut ctp::api::pb::continual_trainer_client::ContinualTrainerClient<
+        tonic::transport::Channel,
+    >,
     task_id: &str,
 ) -> Vec<pb::TaskEvent> {
     let events = watch_all(c, task_id, 0).await;
@@ -311,14 +330,22 @@ async fn stopped_holder_writes_nothing_after_takeover() {
         .fetch_one(&mut db)
         .await
         .unwrap();
-    assert_eq!(last as u64, events.last().unwrap().seq, "no event after the terminal one");
+    assert_eq!(
+        last as u64,
+        events.last().unwrap().seq,
+        "no event after the terminal one"
+    );
     let kinds: Vec<String> =
         sqlx::query_scalar("SELECT kind FROM task_events WHERE task_id = $1 ORDER BY seq")
             .bind(&task.id)
             .fetch_all(&mut db)
             .await
             .unwrap();
-    assert_eq!(kinds.iter().filter(|k| *k == "terminal").count(), 1, "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "terminal").count(),
+        1,
+        "{kinds:?}"
+    );
 
     let got = c
         .get_task(pb::GetTaskRequest {
@@ -387,7 +414,10 @@ async fn restarted_daemon_reclaims_its_task_at_once() {
 
     let d = Daemon::start(dir.path(), &url, port, 60, None);
     let again = wait_job(&mut db, &task.id, |j| j.lease_epoch > held.lease_epoch).await;
-    assert_eq!(again.worker_id, held.worker_id, "same identity after the restart");
+    assert_eq!(
+        again.worker_id, held.worker_id,
+        "same identity after the restart"
+    );
     let claimed_at = again.lease_until.unwrap() - chrono::Duration::seconds(60);
     assert!(
         claimed_at < at_kill.lease_until.unwrap(),

@@ -27,7 +27,10 @@ impl Pki {
         let ca = ca_params.self_signed(&ca_key).unwrap();
         write("ca.pem", ca.pem());
         for (name, sans) in [
-            ("server", vec!["localhost".to_string(), "127.0.0.1".to_string()]),
+            (
+                "server",
+                vec!["localhost".to_string(), "127.0.0.1".to_string()],
+            ),
             ("client", vec!["ctpctl-test".to_string()]),
         ] {
             let key = KeyPair::generate().unwrap();
@@ -131,7 +134,14 @@ async fn tls_and_mutual_tls() {
     let cert = pki.path("client.pem").display().to_string();
     let key = pki.path("client.key").display().to_string();
     health_ok(&s(&[
-        "--addr", &https, "--ca-cert", &ca, "--client-cert", &cert, "--client-key", &key,
+        "--addr",
+        &https,
+        "--ca-cert",
+        &ca,
+        "--client-cert",
+        &cert,
+        "--client-key",
+        &key,
     ]))
     .await;
     health_fails(&s(&["--addr", &https, "--ca-cert", &ca])).await;

@@ -30,7 +30,11 @@ pub mod bounds {
 }
 
 /// Checks that `value` is at most `max`, naming the field.
-fn at_most<T: PartialOrd + std::fmt::Display>(field: &str, value: T, max: T) -> Result<(), ApiError> {
+fn at_most<T: PartialOrd + std::fmt::Display>(
+    field: &str,
+    value: T,
+    max: T,
+) -> Result<(), ApiError> {
     if value > max {
         return Err(ApiError::Invalid(format!(
             "settings.{field} is {value}; the maximum is {max}"

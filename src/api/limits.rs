@@ -32,8 +32,12 @@ mod tests {
     #[test]
     fn limits_are_inclusive_and_counted_in_bytes() {
         assert!(check("f", &"k".repeat(256), IDEMPOTENCY_KEY_BYTES).is_ok());
-        let e = check("header.idempotency_key", &"k".repeat(257), IDEMPOTENCY_KEY_BYTES)
-            .unwrap_err();
+        let e = check(
+            "header.idempotency_key",
+            &"k".repeat(257),
+            IDEMPOTENCY_KEY_BYTES,
+        )
+        .unwrap_err();
         assert!(
             matches!(&e, ApiError::Invalid(m) if m == "header.idempotency_key is 257 bytes; the limit is 256"),
             "{e:?}"

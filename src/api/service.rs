@@ -251,7 +251,12 @@ impl ContinualTrainer for Service {
         let e = self
             .state
             .engine
-            .embed(cfg.clone(), crate::worker::version_ref(&self.state, &v), images, r.texts)
+            .embed(
+                cfg.clone(),
+                crate::worker::version_ref(&self.state, &v),
+                images,
+                r.texts,
+            )
             .await
             .map_err(ApiError::from)?;
         let wrap = |rows: Vec<Vec<f32>>| {

@@ -83,7 +83,11 @@ fn parse_header(state: &AppState, h: pb::TaskHeader) -> Result<Header, ApiError>
         ));
     }
     if let Some(key) = &h.idempotency_key {
-        super::limits::check("header.idempotency_key", key, super::limits::IDEMPOTENCY_KEY_BYTES)?;
+        super::limits::check(
+            "header.idempotency_key",
+            key,
+            super::limits::IDEMPOTENCY_KEY_BYTES,
+        )?;
     }
     let split = match h.eval_split.and_then(|e| e.kind) {
         None => SplitMode::Fraction(0.2),
@@ -108,7 +112,11 @@ fn parse_header(state: &AppState, h: pb::TaskHeader) -> Result<Header, ApiError>
 
 /// Validates sample `i` of an upload; returns it ready to store, or INVALID_ARGUMENT naming
 /// the sample and the reason.
-pub fn check_sample(i: usize, s: pb::Sample, rules: &SampleRules) -> Result<StoredSample, ApiError> {
+pub fn check_sample(
+    i: usize,
+    s: pb::Sample,
+    rules: &SampleRules,
+) -> Result<StoredSample, ApiError> {
     let bad = |why: String| ApiError::Invalid(format!("sample {i}: {why}"));
     let caption = String::from_utf8(s.caption).map_err(|e| {
         bad(format!(
@@ -143,7 +151,8 @@ pub fn check_sample(i: usize, s: pb::Sample, rules: &SampleRules) -> Result<Stor
             ))
         }
     };
-    super::limits::check("id", &s.id, super::limits::SAMPLE_ID_BYTES).map_err(|e| bad(e.to_string()))?;
+    super::limits::check("id", &s.id, super::limits::SAMPLE_ID_BYTES)
+        .map_err(|e| bad(e.to_string()))?;
     let id = if s.id.is_empty() { i.to_string() } else { s.id };
     Ok(StoredSample {
         id,
@@ -322,11 +331,9 @@ async fn commit_upload(
     }
     .await;
     let keep = matches!(&result, Ok(s) if !s.existing)
-        || state
-            .store
-            .referenced_files()
-            .await
-            .map_or(true, |refs| refs.iter().any(|r| state.data.resolve(r) == path));
+        || state.store.referenced_files().await.map_or(true, |refs| {
+            refs.iter().any(|r| state.data.resolve(r) == path)
+        });
     if !keep {
         let _ = std::fs::remove_file(&path);
     }

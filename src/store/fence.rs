@@ -86,9 +86,7 @@ impl Store {
         let changed = conn
             .exec()
             .execute(
-                &format!(
-                    "UPDATE jobs SET resume_checkpoint = $4, resume_step = $5 WHERE {HELD}"
-                ),
+                &format!("UPDATE jobs SET resume_checkpoint = $4, resume_step = $5 WHERE {HELD}"),
                 args![&lease.task_id, &lease.worker_id, lease.epoch, path, step],
             )
             .await?;

@@ -4,8 +4,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Connection;
 
 use super::db::Db;
 use super::Result;
@@ -41,9 +41,7 @@ pub(super) async fn connect(url: &str) -> Result<Db> {
         pool_options = pool_options
             .before_acquire(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }));
     }
-    let pool = pool_options
-        .connect_with(options)
-        .await?;
+    let pool = pool_options.connect_with(options).await?;
     MIGRATOR.run(&pool).await?;
     Ok(Db::Sqlite(pool))
 }

@@ -5,8 +5,7 @@ use chrono::{DateTime, Utc};
 use super::db::{args, now, Backend, Exec};
 use super::fence::{lease_lost, HELD};
 use super::{
-    page_limit, Lease, ModelRow, NewTask, Result, Store, StoreError,
-    Submitted, TaskRow, TaskState,
+    page_limit, Lease, ModelRow, NewTask, Result, Store, StoreError, Submitted, TaskRow, TaskState,
 };
 
 /// Columns of [`TaskRow`], in one place for every task query.
@@ -41,7 +40,8 @@ async fn lock_model(ex: &mut Exec<'_>, name: &str) -> Result<ModelRow> {
         Backend::Postgres => " FOR UPDATE",
         Backend::Sqlite => "",
     };
-    let sql = format!("SELECT name, preset, head_version, created_at FROM models WHERE name = $1{lock}");
+    let sql =
+        format!("SELECT name, preset, head_version, created_at FROM models WHERE name = $1{lock}");
     ex.fetch_optional(&sql, args![name])
         .await?
         .ok_or_else(|| StoreError::not_found(format!("model {name:?}")))
@@ -330,7 +330,8 @@ impl Store {
                 ex.execute(sql, args![id]).await?
             }
             Some(l) => {
-                let sql = format!("UPDATE jobs SET state = 'done', lease_until = NULL WHERE {HELD}");
+                let sql =
+                    format!("UPDATE jobs SET state = 'done', lease_until = NULL WHERE {HELD}");
                 ex.execute(&sql, args![id, &l.worker_id, l.epoch]).await?
             }
         };

@@ -4,8 +4,8 @@ use super::db::{args, now, Exec};
 use super::fence::{lease_lost, HELD};
 use super::tasks::{load_model, load_task};
 use super::{
-    decode_token, encode_token, page_limit, EvalRow, HeadChange, Lease, NewVersion, Result,
-    Store, StoreError, TaskState, VersionRow,
+    decode_token, encode_token, page_limit, EvalRow, HeadChange, Lease, NewVersion, Result, Store,
+    StoreError, TaskState, VersionRow,
 };
 
 /// Columns of [`VersionRow`] (its task name joined from `tasks`).
@@ -133,9 +133,7 @@ impl Store {
         // event (see `append_job_event`).
         let closed = ex
             .execute(
-                &format!(
-                    "UPDATE jobs SET state = 'done', lease_until = NULL WHERE {HELD}"
-                ),
+                &format!("UPDATE jobs SET state = 'done', lease_until = NULL WHERE {HELD}"),
                 args![task_id, &lease.worker_id, lease.epoch],
             )
             .await?;

@@ -63,10 +63,15 @@ mod tests {
         tch::no_grad(|| {
             let _ = buf.g_mul_scalar_(2.0);
         });
-        assert_eq!(Vec::<f32>::try_from(a.detach().view([-1])).unwrap(), [2.0, 4.0, 6.0, 8.0]);
+        assert_eq!(
+            Vec::<f32>::try_from(a.detach().view([-1])).unwrap(),
+            [2.0, 4.0, 6.0, 8.0]
+        );
         assert_eq!(b.double_value(&[0]), 10.0);
         // Gradients still reach the (now viewed) leaves.
         (&a * 3.0).sum(Kind::Float).backward();
-        assert!(a.grad().equal(&Tensor::full([2, 2], 3.0, (Kind::Float, Device::Cpu))));
+        assert!(a
+            .grad()
+            .equal(&Tensor::full([2, 2], 3.0, (Kind::Float, Device::Cpu))));
     }
 }

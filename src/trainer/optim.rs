@@ -203,7 +203,12 @@ mod tests {
                 .iter()
                 .map(|t| t.copy().set_requires_grad(true))
                 .collect();
-            let mut opt = AdamW::new(ps.iter().map(|p| p.shallow_clone()).collect(), (0.9, 0.99), 1e-8, 0.05);
+            let mut opt = AdamW::new(
+                ps.iter().map(|p| p.shallow_clone()).collect(),
+                (0.9, 0.99),
+                1e-8,
+                0.05,
+            );
             for _ in 0..3 {
                 opt.zero_grad();
                 let mut loss = (&ps[0] * &ps[0] * &c[0]).sum(Kind::Float);
@@ -218,8 +223,10 @@ mod tests {
         let flat = run(true);
         // Reference: the same recurrence written per tensor.
         let mut want: Vec<Tensor> = init.iter().map(|t| t.copy()).collect();
-        let (mut m, mut v): (Vec<Tensor>, Vec<Tensor>) =
-            (want.iter().map(|t| t.zeros_like()).collect(), want.iter().map(|t| t.zeros_like()).collect());
+        let (mut m, mut v): (Vec<Tensor>, Vec<Tensor>) = (
+            want.iter().map(|t| t.zeros_like()).collect(),
+            want.iter().map(|t| t.zeros_like()).collect(),
+        );
         for t in 1..=3 {
             let grads = [&want[0] * &c[0] * 2.0, c[1].copy()];
             for i in 0..2 {
@@ -236,7 +243,10 @@ mod tests {
             assert!(d < 1e-6, "flat AdamW differs by {d}");
         }
         let partial = run(false);
-        assert!(partial[1].equal(&init[1]), "a parameter without gradient moved");
+        assert!(
+            partial[1].equal(&init[1]),
+            "a parameter without gradient moved"
+        );
         assert!(!partial[0].equal(&init[0]));
     }
 }

@@ -46,7 +46,9 @@ pub(super) async fn finish(
     let mut seen: Vec<(String, String, String)> = Vec::new(); // (task id, name, bundle path)
     for v in lineage {
         let t = fence
-            .call("reading a lineage task", || state.store.get_task(&v.task_id))
+            .call("reading a lineage task", || {
+                state.store.get_task(&v.task_id)
+            })
             .await
             .map_err(store_err)?;
         seen.push((t.id, t.name, t.data_dir));

@@ -47,7 +47,11 @@ impl Fence {
             control,
             lost: AtomicBool::new(false),
             committed: AtomicBool::new(false),
-            recorded: Mutex::new(job.resume_checkpoint.as_deref().map(|p| state.data.resolve(p))),
+            recorded: Mutex::new(
+                job.resume_checkpoint
+                    .as_deref()
+                    .map(|p| state.data.resolve(p)),
+            ),
             state,
         })
     }
@@ -151,8 +155,10 @@ impl Fence {
     /// Stores the run's progress (JSON) for `GetTask`.
     pub async fn progress(&self, json: &str) -> Result<(), StoreError> {
         let st = &self.state;
-        self.call("storing progress", || st.store.update_progress(&self.lease, json))
-            .await
+        self.call("storing progress", || {
+            st.store.update_progress(&self.lease, json)
+        })
+        .await
     }
 
     /// Records the engine's checkpoint at `path` (sha256 `sha`, step `step`) as the resume
@@ -174,7 +180,11 @@ impl Fence {
             let _ = std::fs::remove_file(&pinned);
             return Err(e);
         }
-        let old = self.recorded.lock().expect("fence lock").replace(pinned.clone());
+        let old = self
+            .recorded
+            .lock()
+            .expect("fence lock")
+            .replace(pinned.clone());
         if let Some(old) = old.filter(|o| *o != pinned) {
             let _ = std::fs::remove_file(old);
         }
@@ -219,11 +229,15 @@ impl Fence {
             return Ok(v);
         }
         let task: TaskRow = self
-            .call("reading the task", || st.store.get_task(&self.lease.task_id))
+            .call("reading the task", || {
+                st.store.get_task(&self.lease.task_id)
+            })
             .await?;
         if let Some(n) = task.produced_version {
             let v = self
-                .call("reading the version", || st.store.get_version(&task.model, n))
+                .call("reading the version", || {
+                    st.store.get_version(&task.model, n)
+                })
                 .await?;
             if v.checkpoint_path == new.checkpoint_path {
                 return Ok(v);
@@ -247,8 +261,10 @@ impl Fence {
     /// Marks the task failed with `error`, unless the lease is lost.
     pub async fn fail(&self, error: &str) -> Result<TaskRow, StoreError> {
         let st = &self.state;
-        self.call("marking the task failed", || st.store.fail_job(&self.lease, error))
-            .await
+        self.call("marking the task failed", || {
+            st.store.fail_job(&self.lease, error)
+        })
+        .await
     }
 
     /// Gives the job back to the queue (graceful shutdown): another daemon, or this one
@@ -285,7 +301,9 @@ async fn pin(path: &Path, step: i64, sha: &str) -> Option<PathBuf> {
         let got = crate::trainer::checkpoint::sha256_file(&dst).map_err(std::io::Error::other)?;
         if got != want {
             let _ = std::fs::remove_file(&dst);
-            return Err(std::io::Error::other("the file changed since it was written"));
+            return Err(std::io::Error::other(
+                "the file changed since it was written",
+            ));
         }
         Ok::<_, std::io::Error>(())
     })

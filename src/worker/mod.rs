@@ -93,7 +93,11 @@ async fn run_until_space(
     loop {
         let result = run_job(state, job.clone(), fence).await;
         let err = match result {
-            Err(e) if crate::health::is_out_of_space(&e) && !state.is_draining() && !fence.lost() => e,
+            Err(e)
+                if crate::health::is_out_of_space(&e) && !state.is_draining() && !fence.lost() =>
+            {
+                e
+            }
             other => {
                 state.storage.set_starved(false);
                 return other;
@@ -101,7 +105,10 @@ async fn run_until_space(
         };
         state.storage.set_starved(true);
         tracing::error!(task_id = %job.task.id, error.message = %err, retry_in_s = wait.as_secs(), "Out of disk space; the task waits and retries");
-        let msg = format!("out of disk space ({err}); retrying in {} s", wait.as_secs());
+        let msg = format!(
+            "out of disk space ({err}); retrying in {} s",
+            wait.as_secs()
+        );
         let _ = fence.emit(StoredEvent::Log { message: msg }).await;
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}

@@ -32,9 +32,11 @@ pub async fn clean_orphans(state: &AppState) -> Result<Cleanup, StoreError> {
         Backend::Sqlite => Duration::ZERO,
         Backend::Postgres => Duration::from_secs(600.max(4 * state.settings.lease_seconds)),
     };
-    Ok(tokio::task::spawn_blocking(move || clean(&data, &referenced, &stamp, min_age))
-        .await
-        .unwrap_or_default())
+    Ok(
+        tokio::task::spawn_blocking(move || clean(&data, &referenced, &stamp, min_age))
+            .await
+            .unwrap_or_default(),
+    )
 }
 
 /// Deletes temp files and quarantines unreferenced files under `data`.

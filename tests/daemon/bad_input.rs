@@ -111,17 +111,40 @@ async fn bad_inputs(db: Db) {
         h
     };
     let cases: [(&dyn Fn(&mut pb::TrainSettings), &str); 5] = [
-        (&|s| s.epochs = Some(u32::MAX), "settings.epochs is 4294967295; the maximum is 10000"),
-        (&|s| s.batch_size = Some(1 << 20), "settings.batch_size is 1048576; the maximum is 65536"),
-        (&|s| s.drift_check_every = Some(u32::MAX), "settings.drift_check_every"),
+        (
+            &|s| s.epochs = Some(u32::MAX),
+            "settings.epochs is 4294967295; the maximum is 10000",
+        ),
+        (
+            &|s| s.batch_size = Some(1 << 20),
+            "settings.batch_size is 1048576; the maximum is 65536",
+        ),
+        (
+            &|s| s.drift_check_every = Some(u32::MAX),
+            "settings.drift_check_every",
+        ),
         (&|s| s.learning_rate = Some(1e9), "settings.learning_rate"),
-        (&|s| s.loss_weights = Some(pb::LossWeights { mlm: Some(1e12), ..Default::default() }), "settings.loss_weights"),
+        (
+            &|s| {
+                s.loss_weights = Some(pb::LossWeights {
+                    mlm: Some(1e12),
+                    ..Default::default()
+                })
+            },
+            "settings.loss_weights",
+        ),
     ];
     for (f, needle) in cases {
         expect_invalid(&app, with_settings(f), good.clone(), needle).await;
     }
     // 10 training samples at batch 5 for 30 epochs = 60 steps > limits.max_steps_per_task (50).
-    expect_invalid(&app, header("m", "t", 30), good.clone(), "is 60 steps; the limit is 50").await;
+    expect_invalid(
+        &app,
+        header("m", "t", 30),
+        good.clone(),
+        "is 60 steps; the limit is 50",
+    )
+    .await;
     // Model names never become paths: `.`/`..` and separators are refused.
     for name in ["..", ".", "a/b", ".hidden", "", &"x".repeat(129)] {
         let mut h = header("m", "t", 1);

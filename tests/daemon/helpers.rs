@@ -81,7 +81,11 @@ pub async fn spawn_app_with(db: Db, env: Vec<(String, String)>) -> TestApp {
 
 /// A daemon on the data dir `dir` (kept after it stops) and database `url` ("" = SQLite
 /// inside the data dir).
-pub async fn spawn_app_in(url: String, dir: &std::path::Path, env: Vec<(String, String)>) -> TestApp {
+pub async fn spawn_app_in(
+    url: String,
+    dir: &std::path::Path,
+    env: Vec<(String, String)>,
+) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
         ctp::telemetry::init_tracing();
     }

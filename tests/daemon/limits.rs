@@ -15,15 +15,22 @@ async fn limits(db: Db) {
     let err = submit(&mut c, h, shape_samples(0)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(
-        err.message().contains("header.idempotency_key is 1048576 bytes; the limit is 256"),
+        err.message()
+            .contains("header.idempotency_key is 1048576 bytes; the limit is 256"),
         "{}",
         err.message()
     );
     let mut samples = shape_samples(0);
     samples[2].id = "s".repeat(257);
-    let err = submit(&mut c, header("m", "t", 1), samples).await.unwrap_err();
+    let err = submit(&mut c, header("m", "t", 1), samples)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert!(err.message().contains("sample 2: id is 257 bytes"), "{}", err.message());
+    assert!(
+        err.message().contains("sample 2: id is 257 bytes"),
+        "{}",
+        err.message()
+    );
     // Nothing was stored for either.
     let tasks = c
         .list_tasks(pb::ListTasksRequest::default())
@@ -56,7 +63,11 @@ async fn limits(db: Db) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert!(err.message().contains("reason is 4097 bytes"), "{}", err.message());
+    assert!(
+        err.message().contains("reason is 4097 bytes"),
+        "{}",
+        err.message()
+    );
     app.stop().await;
 }
 

@@ -3,7 +3,7 @@
 mod bad_input;
 mod flow;
 mod gate_replay;
-mod reliability;
 mod helpers;
 mod limits;
+mod reliability;
 mod service;

@@ -50,7 +50,10 @@ async fn a_moved_or_respelled_data_dir_keeps_every_file() {
         .filter(|p| !p.starts_with("ctp.sqlite") && !p.to_string_lossy().starts_with("ctp.sqlite"))
         .collect();
     assert!(before.iter().any(|p| p.starts_with("tasks")), "{before:?}");
-    assert!(before.iter().any(|p| p.starts_with("versions")), "{before:?}");
+    assert!(
+        before.iter().any(|p| p.starts_with("versions")),
+        "{before:?}"
+    );
 
     // Moved (as a restored backup would be), and reached through `..` and `.`.
     std::fs::rename(root.path().join("a"), root.path().join("b")).unwrap();
@@ -58,7 +61,11 @@ async fn a_moved_or_respelled_data_dir_keeps_every_file() {
     let app = spawn_app_in(String::new(), &moved, vec![]).await;
     let real = root.path().join("b/d");
     for rel in &before {
-        assert!(real.join(rel).exists(), "{} was removed at startup", rel.display());
+        assert!(
+            real.join(rel).exists(),
+            "{} was removed at startup",
+            rel.display()
+        );
     }
     assert!(!real.join("quarantine").exists(), "nothing is unreferenced");
     let mut c = app.client.clone();
@@ -96,7 +103,9 @@ async fn an_idempotency_key_reused_with_other_content_is_refused() {
     let bundles = files(&app.data_dir.join("tasks"));
     assert_eq!(bundles.len(), 1, "{bundles:?}");
     for (name, t) in [("t", 1), ("other name", 0)] {
-        let err = submit(&mut c, keyed(name), shape_samples(t)).await.unwrap_err();
+        let err = submit(&mut c, keyed(name), shape_samples(t))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
         assert!(
             err.message().contains("\"upload-7\"") && err.message().contains(&first.id),
@@ -104,7 +113,11 @@ async fn an_idempotency_key_reused_with_other_content_is_refused() {
             err.message()
         );
     }
-    assert_eq!(files(&app.data_dir.join("tasks")), bundles, "nothing of the refused uploads stays");
+    assert_eq!(
+        files(&app.data_dir.join("tasks")),
+        bundles,
+        "nothing of the refused uploads stays"
+    );
     app.stop().await;
 }
 
@@ -128,7 +141,10 @@ async fn cancelled_uploads_leave_nothing_behind() {
     call.abort();
     tokio::time::sleep(Duration::from_millis(500)).await;
     drop(tx);
-    assert!(files(&app.data_dir.join("tasks")).is_empty(), "mid-stream cancel kept a file");
+    assert!(
+        files(&app.data_dir.join("tasks")).is_empty(),
+        "mid-stream cancel kept a file"
+    );
 
     // Just after the end of the stream: each upload either became a task or left nothing.
     for i in 0..12u64 {
@@ -151,7 +167,9 @@ async fn cancelled_uploads_leave_nothing_behind() {
         .tasks;
     let bundles = files(&app.data_dir.join("tasks"));
     assert!(
-        bundles.iter().all(|p| !p.to_string_lossy().ends_with(".tmp")),
+        bundles
+            .iter()
+            .all(|p| !p.to_string_lossy().ends_with(".tmp")),
         "{bundles:?}"
     );
     assert_eq!(

@@ -170,7 +170,10 @@ async fn list_tasks_paging_survives_changes_between_pages(store: Store) {
     assert_eq!(ids(&page3), ids(&all[4..]));
     assert!(token.is_none());
     for bad in ["t2.x.id", "t2.5.", "t1.2"] {
-        let err = store.list_tasks(None, None, 2, Some(bad)).await.unwrap_err();
+        let err = store
+            .list_tasks(None, None, 2, Some(bad))
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::Invalid(_)), "{bad}: {err:?}");
     }
 }

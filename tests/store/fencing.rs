@@ -44,12 +44,22 @@ async fn stale_worker_writes_are_refused(store: Store) {
         .await
         .unwrap();
     // The reaper of another daemon requeues it; that daemon claims it.
-    assert_eq!(store.requeue_expired().await.unwrap(), vec![task.id.clone()]);
+    assert_eq!(
+        store.requeue_expired().await.unwrap(),
+        vec![task.id.clone()]
+    );
     let fresh = store.claim_next_job("b", LEASE).await.unwrap().unwrap();
     assert_eq!(fresh.task.id, task.id);
     assert_eq!(fresh.epoch, stale.epoch + 1);
-    assert_eq!(fresh.resume_step, Some(3), "the recorded resume point is kept");
-    store.update_progress(&fresh.lease(), r#"{"step":9}"#).await.unwrap();
+    assert_eq!(
+        fresh.resume_step,
+        Some(3),
+        "the recorded resume point is kept"
+    );
+    store
+        .update_progress(&fresh.lease(), r#"{"step":9}"#)
+        .await
+        .unwrap();
     let seq = store
         .append_job_event(&fresh.lease(), "progress", "{}")
         .await
@@ -65,8 +75,14 @@ async fn stale_worker_writes_are_refused(store: Store) {
         at: chrono::Utc::now(),
     };
     assert_lost("heartbeat", store.heartbeat(&old, LEASE).await);
-    assert_lost("progress", store.update_progress(&old, r#"{"step":2}"#).await);
-    assert_lost("event", store.append_job_event(&old, "progress", "{}").await);
+    assert_lost(
+        "progress",
+        store.update_progress(&old, r#"{"step":2}"#).await,
+    );
+    assert_lost(
+        "event",
+        store.append_job_event(&old, "progress", "{}").await,
+    );
     assert_lost("sync", store.record_sync(&old, &sync).await);
     assert_lost(
         "resume point",
@@ -76,7 +92,10 @@ async fn stale_worker_writes_are_refused(store: Store) {
     assert_lost("fail", store.fail_job(&old, "stale").await);
     assert_lost("release", store.release_job(&old).await);
     let late = version_for(&stale.task, None);
-    assert_lost("version commit", store.finish_task(&old, late.clone()).await);
+    assert_lost(
+        "version commit",
+        store.finish_task(&old, late.clone()).await,
+    );
 
     // None of it landed: the new holder's state is intact.
     let t = store.get_task(&task.id).await.unwrap();
@@ -100,12 +119,20 @@ async fn stale_worker_writes_are_refused(store: Store) {
         .unwrap();
     assert_lost(
         "event after the end",
-        store.append_job_event(&fresh.lease(), "progress", "{}").await,
+        store
+            .append_job_event(&fresh.lease(), "progress", "{}")
+            .await,
     );
     // After the task finished, the late writer is still refused.
     assert_lost("late commit", store.finish_task(&old, late).await);
-    assert_lost("late event", store.append_job_event(&old, "terminal", "{}").await);
-    assert_eq!(store.get_task(&task.id).await.unwrap().state, TaskState::Succeeded);
+    assert_lost(
+        "late event",
+        store.append_job_event(&old, "terminal", "{}").await,
+    );
+    assert_eq!(
+        store.get_task(&task.id).await.unwrap().state,
+        TaskState::Succeeded
+    );
 }
 
 async fn same_worker_reclaiming_fences_its_old_claim(store: Store) {
@@ -113,7 +140,10 @@ async fn same_worker_reclaiming_fences_its_old_claim(store: Store) {
     let first = store.claim_next_job("w", LEASE).await.unwrap().unwrap();
     store.requeue_expired_or_held_by("w").await.unwrap();
     let second = store.claim_next_job("w", LEASE).await.unwrap().unwrap();
-    assert_eq!((second.worker_id.as_str(), second.epoch), ("w", first.epoch + 1));
+    assert_eq!(
+        (second.worker_id.as_str(), second.epoch),
+        ("w", first.epoch + 1)
+    );
     assert_eq!(second.attempts, 2);
     assert_lost("old epoch", store.heartbeat(&first.lease(), LEASE).await);
     assert_lost(
@@ -138,8 +168,14 @@ async fn restart_reclaims_own_jobs_at_once(store: Store) {
     let mut want = vec![mine.id.clone(), lapsed.id.clone()];
     want.sort();
     assert_eq!(requeued, want);
-    assert_eq!(store.get_task(&mine.id).await.unwrap().state, TaskState::Queued);
-    assert_eq!(store.get_task(&theirs.id).await.unwrap().state, TaskState::Running);
+    assert_eq!(
+        store.get_task(&mine.id).await.unwrap().state,
+        TaskState::Queued
+    );
+    assert_eq!(
+        store.get_task(&theirs.id).await.unwrap().state,
+        TaskState::Running
+    );
     assert!(store.requeue_expired().await.unwrap().is_empty());
 }
 
@@ -152,10 +188,16 @@ async fn released_job_resumes_in_place(store: Store) {
         .await
         .unwrap();
     store.release_job(&job.lease()).await.unwrap();
-    assert_eq!(store.get_task(&task.id).await.unwrap().state, TaskState::Queued);
+    assert_eq!(
+        store.get_task(&task.id).await.unwrap().state,
+        TaskState::Queued
+    );
     let again = store.claim_next_job("v", LEASE).await.unwrap().unwrap();
     assert_eq!(again.task.id, task.id, "ahead of {}", later.id);
-    assert_eq!(again.resume_checkpoint.as_deref(), Some("/r/t.1.6.safetensors"));
+    assert_eq!(
+        again.resume_checkpoint.as_deref(),
+        Some("/r/t.1.6.safetensors")
+    );
     assert_eq!(again.resume_step, Some(6));
     assert_lost("released", store.heartbeat(&job.lease(), LEASE).await);
 }

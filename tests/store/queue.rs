@@ -43,7 +43,10 @@ async fn idempotent_submit(store: Store) {
     other.request_digest = "other content".into();
     match store.submit_task(other).await {
         Err(StoreError::AlreadyExists { what }) => {
-            assert!(what.contains("key-1") && what.contains(&first.task.id), "{what}")
+            assert!(
+                what.contains("key-1") && what.contains(&first.task.id),
+                "{what}"
+            )
         }
         r => panic!("expected AlreadyExists, got {r:?}"),
     }

@@ -48,4 +48,3 @@ impl GpuPeak {
         self.thread.join().ok().flatten()
     }
 }
-

@@ -106,8 +106,12 @@ impl Layer {
         if let (Some(cross), Some(img)) = (&self.cross, image) {
             h = cross.forward(&h, img, None, dropout, c);
         }
-        let y = mixed::linear(&mixed::linear(&h, &self.inter, c).gelu("none"), &self.out, c)
-            .dropout(dropout, dropout > 0.0);
+        let y = mixed::linear(
+            &mixed::linear(&h, &self.inter, c).gelu("none"),
+            &self.out,
+            c,
+        )
+        .dropout(dropout, dropout > 0.0);
         mixed::layer_norm(&(y + h), &self.norm)
     }
 }

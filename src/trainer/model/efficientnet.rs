@@ -73,9 +73,14 @@ impl Block {
         if let Some((c, b)) = &self.expand {
             h = mixed::conv2d(&h, c, 1, k).apply_t(b, bn_train).relu6();
         }
-        h = mixed::conv2d(&same_pad(&h, self.kernel, self.stride), &self.dw, self.stride, k)
-            .apply_t(&self.bn1, bn_train)
-            .relu6();
+        h = mixed::conv2d(
+            &same_pad(&h, self.kernel, self.stride),
+            &self.dw,
+            self.stride,
+            k,
+        )
+        .apply_t(&self.bn1, bn_train)
+        .relu6();
         h = mixed::conv2d(&h, &self.project, 1, k).apply_t(&self.bn2, bn_train);
         if self.residual {
             h + x

@@ -28,7 +28,6 @@ use parts::{feature_drift, frozen_copy, named_params, read_scalars, sync_device}
 /// Loss terms, per-part timings and the momentum sync (if any) of one step.
 type StepOutput = (BTreeMap<String, f64>, StepTimes, Option<super::SyncRecord>);
 
-
 /// Everything a run holds; dropped at the end of the task.
 pub(crate) struct Session {
     pub online: CtpModel,
@@ -58,8 +57,6 @@ pub(crate) struct Session {
     samples_seen: i64,
     resumed_from: Option<i64>,
 }
-
-
 
 impl Session {
     /// Builds the three models (online, compatible momentum, reference θ_{t−1}) for a task.
@@ -390,4 +387,3 @@ impl Session {
         })
     }
 }
-

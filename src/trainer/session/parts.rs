@@ -59,8 +59,12 @@ pub(super) fn sync_device(d: Device) {
 }
 
 /// Scalar tensors as f64, with one device-to-host copy.
-pub(super) fn read_scalars<'a>(ts: impl Iterator<Item = &'a Tensor>) -> Result<Vec<f64>, TrainerError> {
-    let flat: Vec<Tensor> = ts.map(|t| t.detach().to_kind(Kind::Double).view([1])).collect();
+pub(super) fn read_scalars<'a>(
+    ts: impl Iterator<Item = &'a Tensor>,
+) -> Result<Vec<f64>, TrainerError> {
+    let flat: Vec<Tensor> = ts
+        .map(|t| t.detach().to_kind(Kind::Double).view([1]))
+        .collect();
     let all = Tensor::cat(&flat, 0).to_device(Device::Cpu);
     Ok(Vec::<f64>::try_from(&all)?)
 }
