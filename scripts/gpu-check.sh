@@ -33,6 +33,9 @@ while [ $# -gt 0 ]; do
 done
 kit="$(cd "$kit" && pwd)"
 py="${CTP_PYTHON:-python3}"
+if [ ! -d "$kit/bin" ] && [ -f "$kit/bin.tar.xz" ]; then
+  "$py" -c 'import sys,tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$kit/bin.tar.xz" "$kit"
+fi
 if [ "$device" = cpu ]; then
   tag=cpu-check
   presets="${CTP_CHECK_PRESETS:-tiny,small}"

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The EmojiCL table (issue #10) on a GPU machine: runs (method, seed) cells of `ctp-bench emojicl`
+# as parallel processes sharing the GPU, in priority order, for at most BUDGET seconds, then
+# rebuilds the summary. Finished cells are files under OUT/emojicl/cells (a cell cut off by the
+# budget leaves nothing), so a later run skips them.
+#
+#   bash scripts/gpu-emojicl.sh KIT PART1 PART2 OUT [JOBS] [BUDGET_S] [PRECISION]
+#
+# KIT: from scripts/gpu-pack.sh (bin/ctp-bench); PART1/PART2: from scripts/gpu-pack-emojicl.sh.
+# CELLS overrides the cell list ("method:seed ..."); methods as `ctp-bench emojicl --methods`.
+# DEVICE (default cuda) and EXTRA (more `ctp-bench emojicl` flags, part of every cell's knobs,
+# e.g. a CPU smoke test: DEVICE=cpu EXTRA="--tasks 0,1 --max-train 32 --max-eval 16 --epochs 1").
+set -euo pipefail
+kit="$(cd "$1" && pwd)"; p1="$(cd "$2" && pwd)"; p2="$(cd "$3" && pwd)"
+mkdir -p "$4"; out="$(cd "$4" && pwd)"
+jobs="${5:-8}"; budget="${6:-300}"; precision="${7:-fp32}"
+py="${CTP_PYTHON:-python3}"
+torch_lib="$("$py" -c 'import torch,os;print(os.path.join(os.path.dirname(torch.__file__),"lib"))')"
+export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+if [ ! -x "$kit/bin/ctp-bench" ] && [ -f "$kit/bin.tar.xz" ]; then
+  "$py" -c 'import sys,tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$kit/bin.tar.xz" "$kit"
+fi
+assets="$(mktemp -d)"
+cp -r "$p1/assets/." "$assets/"
+cp -r "$p2/assets/." "$assets/"
+export CTP_ASSETS="$assets" NO_COLOR=1
+device="${DEVICE:-cuda}"
+default_cells="ctp:0 seqft:0 joint:0 ctp-replay:0 seqft-replay:0 ctp:1 seqft:1 joint:1 ctp-replay:1
+seqft-replay:1 ctp:2 seqft:2 joint:2 ctp-replay:2 seqft-replay:2 gated:0 fidelity:0"
+cells="${CELLS:-$default_cells}"
+started=$(date +%s)
+echo "== $(echo $cells | wc -w) cells, $jobs at a time, budget ${budget}s, $device $precision" >&2
+# shellcheck disable=SC2086
+printf '%s\n' $cells | timeout --signal=KILL "$budget" xargs -P "$jobs" -I{} bash -c '
+  m="${1%%:*}"; s="${1##*:}"
+  "$0/bin/ctp-bench" emojicl --methods "$m" --seeds "$s" --device "$2" --precision "$3" \
+    --threads 2 --out "$4" $6 >/dev/null 2>"$4/log-$m-$s.txt" \
+    && echo "cell $m seed $s done at $(( $(date +%s) - $5 ))s" >&2 \
+    || echo "cell $m seed $s FAILED: $(tail -3 "$4/log-$m-$s.txt")" >&2
+' "$kit" {} "$device" "$precision" "$out" "$started" "${EXTRA:-}" || echo "== budget reached or a job failed" >&2
+seeds=0,1,2
+"$kit/bin/ctp-bench" emojicl --summarize-only --seeds "$seeds" --out "$out" ${EXTRA:-} >/dev/null || true
+ls "$out/emojicl/cells" >&2 || true
+echo "== $(( $(date +%s) - started ))s" >&2
+rm -rf "$assets"
