@@ -7,8 +7,9 @@
 #   bash scripts/gpu-emojicl.sh KIT PART1 PART2 OUT [JOBS] [BUDGET_S] [PRECISION]
 #
 # KIT: from scripts/gpu-pack.sh (bin/ctp-bench); PART1/PART2: from scripts/gpu-pack-emojicl.sh.
-# CELLS overrides the cell list ("method:seed ..."); methods as `ctp-bench emojicl --methods`.
-# DEVICE (default cuda) and EXTRA (more `ctp-bench emojicl` flags, part of every cell's knobs,
+# CELLS overrides the cell list ("method:seed[:row] ..."; methods as `ctp-bench emojicl --methods`,
+# row = `--row-index`, one row of `gated` or `fidelity`).
+# THREADS (CPU threads per cell, default 1), DEVICE (default cuda) and EXTRA (more `ctp-bench emojicl` flags, part of every cell's knobs,
 # e.g. a CPU smoke test: DEVICE=cpu EXTRA="--tasks 0,1 --max-train 32 --max-eval 16 --epochs 1").
 set -euo pipefail
 kit="$(cd "$1" && pwd)"; p1="$(cd "$2" && pwd)"; p2="$(cd "$3" && pwd)"
@@ -26,17 +27,20 @@ cp -r "$p2/assets/." "$assets/"
 export CTP_ASSETS="$assets" NO_COLOR=1
 device="${DEVICE:-cuda}"
 default_cells="ctp:0 seqft:0 joint:0 ctp-replay:0 seqft-replay:0 ctp:1 seqft:1 joint:1 ctp-replay:1
-seqft-replay:1 ctp:2 seqft:2 joint:2 ctp-replay:2 seqft-replay:2 gated:0 fidelity:0"
+seqft-replay:1 ctp:2 seqft:2 joint:2 ctp-replay:2 seqft-replay:2 gated:0:0 gated:0:1 gated:0:2
+fidelity:0:0 fidelity:0:1 fidelity:0:2 fidelity:0:3 fidelity:0:4 fidelity:0:5 fidelity:0:6"
 cells="${CELLS:-$default_cells}"
 started=$(date +%s)
 echo "== $(echo $cells | wc -w) cells, $jobs at a time, budget ${budget}s, $device $precision" >&2
 # shellcheck disable=SC2086
 printf '%s\n' $cells | timeout --signal=KILL "$budget" xargs -P "$jobs" -I{} bash -c '
-  m="${1%%:*}"; s="${1##*:}"
-  "$0/bin/ctp-bench" emojicl --methods "$m" --seeds "$s" --device "$2" --precision "$3" \
-    --threads 2 --out "$4" $6 >/dev/null 2>"$4/log-$m-$s.txt" \
-    && echo "cell $m seed $s done at $(( $(date +%s) - $5 ))s" >&2 \
-    || echo "cell $m seed $s FAILED: $(tail -3 "$4/log-$m-$s.txt")" >&2
+  IFS=: read -r m s r <<< "$1"
+  row=(); [ -n "$r" ] && row=(--row-index "$r")
+  log="$4/log-$m-$s${r:+-$r}.txt"
+  "$0/bin/ctp-bench" emojicl --methods "$m" --seeds "$s" "${row[@]}" --device "$2" --precision "$3" \
+    --threads "${THREADS:-1}" --out "$4" $6 >/dev/null 2>"$log" \
+    && echo "cell $1 done at $(( $(date +%s) - $5 ))s" >&2 \
+    || echo "cell $1 FAILED: $(tail -3 "$log")" >&2
 ' "$kit" {} "$device" "$precision" "$out" "$started" "${EXTRA:-}" || echo "== budget reached or a job failed" >&2
 seeds=0,1,2
 "$kit/bin/ctp-bench" emojicl --summarize-only --seeds "$seeds" --out "$out" ${EXTRA:-} >/dev/null || true

@@ -23,6 +23,8 @@ pub mod bounds {
     pub const MAX_DRIFT_CHECK_EVERY: u32 = 1_000_000;
     /// `learning_rate` in (0, MAX_LEARNING_RATE].
     pub const MAX_LEARNING_RATE: f64 = 10.0;
+    /// `momentum_reference_steps` in 0..=MAX_MOMENTUM_REFERENCE_STEPS.
+    pub const MAX_MOMENTUM_REFERENCE_STEPS: u32 = 1_000_000;
     /// `drift_threshold` in [0, MAX_DRIFT_THRESHOLD].
     pub const MAX_DRIFT_THRESHOLD: f64 = 1e3;
     /// Each loss weight in [0, MAX_LOSS_WEIGHT].
@@ -62,6 +64,9 @@ pub struct TaskSettings {
     /// Experience replay from the lineage's earlier tasks (default: none).
     #[serde(default)]
     pub replay: ReplaySettings,
+    /// Task-0 momentum scaled to the task's length (0 = fixed, the paper).
+    #[serde(default)]
+    pub momentum_reference_steps: u32,
 }
 
 impl TaskSettings {
@@ -137,6 +142,7 @@ impl TaskSettings {
             seed,
             queue_size: d.queue_size,
             checkpoint_every: d.checkpoint_every,
+            momentum_reference_steps: s.momentum_reference_steps.unwrap_or(0),
         };
         at_most("epochs", t.epochs, bounds::MAX_EPOCHS)?;
         at_most("batch_size", t.batch_size, bounds::MAX_BATCH)?;
@@ -146,6 +152,11 @@ impl TaskSettings {
             bounds::MAX_DRIFT_CHECK_EVERY,
         )?;
         at_most("learning_rate", t.learning_rate, bounds::MAX_LEARNING_RATE)?;
+        at_most(
+            "momentum_reference_steps",
+            t.momentum_reference_steps,
+            bounds::MAX_MOMENTUM_REFERENCE_STEPS,
+        )?;
         at_most(
             "drift_threshold",
             t.drift_threshold,
@@ -181,6 +192,7 @@ impl TaskSettings {
                 tp_intra: Some(self.weights.tp_intra),
             }),
             replay: self.replay.to_pb(),
+            momentum_reference_steps: Some(self.momentum_reference_steps),
         }
     }
 
@@ -211,6 +223,7 @@ impl TaskSettings {
         };
         c.momentum.threshold = self.drift_threshold;
         c.momentum.check_every = self.drift_check_every as i64;
+        c.momentum.reference_steps = i64::from(self.momentum_reference_steps);
         c
     }
 }

@@ -147,6 +147,10 @@ pub struct SubmitArgs {
     /// Steps between drift checks.
     #[arg(long)]
     pub drift_check_every: Option<u32>,
+    /// Scale the task-0 momentum coefficient so a short first task moves the momentum model
+    /// as far as this many steps at 0.995 would (0 = fixed, the paper).
+    #[arg(long)]
+    pub momentum_reference_steps: Option<u32>,
     /// Weight of both topology-preservation loss terms (server default 1, the paper's code).
     #[arg(long)]
     pub tp_weight: Option<f64>,

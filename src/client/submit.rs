@@ -98,6 +98,7 @@ pub fn header(args: &SubmitArgs, plan: &SplitPlan, samples: u64) -> pb::TaskHead
             learning_rate: args.lr,
             drift_threshold: args.drift_threshold,
             drift_check_every: args.drift_check_every,
+            momentum_reference_steps: args.momentum_reference_steps,
             method: method as i32,
             bn_policy,
             loss_weights: args.tp_weight.map(|w| pb::LossWeights {

@@ -252,6 +252,23 @@ pub struct MomentumConfig {
     pub threshold: f64,
     pub check_every: i64,
     pub metric: DriftMetric,
+    /// 0: fixed coefficients (the paper). N > 0: the task-0 coefficient becomes
+    /// `m0^(N / steps)`, so that over a task of `steps` steps the momentum model moves as far
+    /// toward the online model as over N steps at `m0` (short tasks otherwise leave it near
+    /// its initial weights). Task ≥ 1 keeps `m`, whose horizon (~10 steps) is already short.
+    #[serde(default)]
+    pub reference_steps: i64,
+}
+
+impl MomentumConfig {
+    /// The task-0 coefficient for a task of `steps` optimizer steps.
+    pub fn task0_coefficient(&self, steps: i64) -> f64 {
+        if self.reference_steps > 0 && steps > 0 {
+            self.m0.powf(self.reference_steps as f64 / steps as f64)
+        } else {
+            self.m0
+        }
+    }
 }
 
 impl Default for MomentumConfig {
@@ -263,6 +280,7 @@ impl Default for MomentumConfig {
             threshold: 0.0,
             check_every: 1,
             metric: DriftMetric::Param,
+            reference_steps: 0,
         }
     }
 }

@@ -60,12 +60,39 @@ impl TextTokenizer {
     }
 }
 
-/// A task's samples, tokenised once and kept as compact tensors (u8 pixels) on the device.
+/// A task's samples, tokenised once and kept as compact tensors (u8 pixels) on the device:
+/// the input pipeline decodes and tokenises once per task, so a step only gathers rows on the
+/// device. The host keeps the token ids and lengths too, so that masking and trimming a batch
+/// never wait for the device.
 pub struct TaskTensors {
     pub pixels: Tensor,
     pub ids: Tensor,
     pub mask: Tensor,
     pub size: i64,
+    /// Token ids on the host (the same tensor as `ids` on a CPU engine).
+    host_ids: Tensor,
+    /// Tokens per row (attention-mask sum), on the host.
+    lens: Vec<i64>,
+}
+
+/// One batch: model inputs on the device, and its token ids on the host (for MLM masking).
+pub struct Batch {
+    pub images: Tensor,
+    pub ids: Tensor,
+    pub mask: Tensor,
+    pub host_ids: Tensor,
+}
+
+/// `t` on `device`; from the host through pinned memory with a non-blocking copy, so the host
+/// does not wait for the device's queue (a pageable copy would synchronise).
+pub fn upload(t: &Tensor, device: Device) -> Tensor {
+    if t.device() == device {
+        return t.shallow_clone();
+    }
+    match device {
+        Device::Cuda(_) => t.pin_memory(device).to_device_(device, t.kind(), true, false),
+        _ => t.to_device(device),
+    }
 }
 
 impl TaskTensors {
@@ -89,6 +116,7 @@ impl TaskTensors {
         }
         let captions: Vec<String> = samples.iter().map(|s| s.caption.clone()).collect();
         let (ids, mask) = tok.encode(&captions, max_len)?;
+        let lens = Vec::<i64>::try_from(&mask.sum_dim_intlist(1, false, Kind::Int64))?;
         Ok(TaskTensors {
             pixels: Tensor::from_slice(&pixels)
                 .view([samples.len() as i64, size, size, 3])
@@ -96,6 +124,8 @@ impl TaskTensors {
             ids: ids.to_device(device),
             mask: mask.to_device(device),
             size,
+            host_ids: ids,
+            lens,
         })
     }
 
@@ -107,30 +137,37 @@ impl TaskTensors {
         self.len() == 0
     }
 
-    /// (images as model input, ids, mask) for the rows `idx`, text trimmed to the longest caption.
-    pub fn batch(&self, idx: &Tensor) -> (Tensor, Tensor, Tensor) {
-        let idx = idx.to_device(self.pixels.device());
+    /// The rows `idx` (a host tensor) as model inputs, text trimmed to the longest caption.
+    /// Nothing here waits for the device.
+    pub fn batch(&self, idx: &Tensor) -> Batch {
+        let rows = Vec::<i64>::try_from(&idx.to_device(Device::Cpu)).unwrap_or_default();
+        let len = rows
+            .iter()
+            .map(|&r| self.lens.get(r as usize).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let host_idx = idx.to_device(Device::Cpu);
+        let idx = upload(&host_idx, self.pixels.device());
         let pix = self.pixels.index_select(0, &idx);
         let images = pix
             .permute([0, 3, 1, 2])
             .to_kind(Kind::Float)
             .g_sub_scalar(127.0)
             .g_div_scalar(128.0);
-        let mask = self.mask.index_select(0, &idx);
-        let len = mask
-            .sum_dim_intlist(0, false, Kind::Int64)
-            .gt(0)
-            .sum(Kind::Int64)
-            .int64_value(&[])
-            .max(1);
-        (
+        let trim = |t: &Tensor, i: &Tensor| t.index_select(0, i).narrow(1, 0, len).contiguous();
+        let ids = trim(&self.ids, &idx);
+        let host_ids = if self.host_ids.device() == self.ids.device() {
+            ids.shallow_clone()
+        } else {
+            trim(&self.host_ids, &host_idx)
+        };
+        Batch {
             images,
-            self.ids
-                .index_select(0, &idx)
-                .narrow(1, 0, len)
-                .contiguous(),
-            mask.narrow(1, 0, len).contiguous(),
-        )
+            ids,
+            mask: trim(&self.mask, &idx),
+            host_ids,
+        }
     }
 }
 

@@ -35,6 +35,14 @@ pub struct EngineConfig {
     /// shapes; benchmarks on machines without the weight files).
     #[serde(default)]
     pub random_weights: bool,
+    /// Let fp32 matmuls use TF32 tensor cores on CUDA (cuDNN convolutions already may, as in
+    /// PyTorch). Off = exact fp32 matmuls.
+    #[serde(default = "yes")]
+    pub tf32: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn auto() -> String {
@@ -50,6 +58,7 @@ impl Default for EngineConfig {
             precision: auto(),
             profile: false,
             random_weights: false,
+            tf32: true,
         }
     }
 }
@@ -124,6 +133,11 @@ struct Engine {
 }
 
 pub(super) fn spawn(cfg: EngineConfig) -> Result<TrainerHandle, TrainerError> {
+    if cfg.tf32 {
+        // libtorch reads this once, at the first cuBLAS matmul (tch has no setter for
+        // `allow_tf32`); the engine has not touched CUDA yet.
+        std::env::set_var("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "1");
+    }
     let device = parse_device(&cfg.device)?;
     check_cuda(device, &cfg.device)?;
     let precision =

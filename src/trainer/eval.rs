@@ -41,8 +41,8 @@ pub(crate) fn encode(m: &CtpModel, data: &TaskTensors) -> (Tensor, Tensor) {
         while start < n {
             let len = EVAL_BATCH.min(n - start);
             let idx = Tensor::arange_start(start, start + len, (Kind::Int64, Device::Cpu));
-            let (images, ids, mask) = data.batch(&idx);
-            let f = m.features(&images, &ids, &mask, false);
+            let b = data.batch(&idx);
+            let f = m.features(&b.images, &b.ids, &b.mask, false);
             imgs.push(f.img);
             txts.push(f.txt);
             start += len;

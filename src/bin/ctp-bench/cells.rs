@@ -38,10 +38,17 @@ impl Knobs {
 pub struct Cell {
     pub knobs: Knobs,
     pub device: String,
+    /// `engine.precision` as asked ("auto" in cells written before it was recorded).
+    #[serde(default = "auto")]
+    pub precision: String,
     pub threads: i32,
     pub machine: String,
     pub finished_at: String,
     pub result: MethodResult,
+}
+
+fn auto() -> String {
+    "auto".into()
 }
 
 fn read(path: &Path) -> Result<Cell> {
@@ -242,7 +249,10 @@ pub fn markdown(
         .flat_map(|r| {
             r.cells
                 .iter()
-                .map(|c| format!("{} ({}, {} threads)", c.machine, c.device, c.threads))
+                .map(|c| format!(
+                    "{} ({}, {}, {} threads)",
+                    c.machine, c.device, c.precision, c.threads
+                ))
         })
         .collect();
     s.push_str(&format!(

@@ -51,6 +51,10 @@ pub struct Method {
     /// distillation on the first task).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub task0_plain: bool,
+    /// Fidelity variant: the task-0 momentum coefficient scaled to the task's length
+    /// (`TrainSettings.momentum_reference_steps`; `None` = fixed, the paper).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub momentum_reference_steps: Option<u32>,
     /// Fidelity variant: the momentum queue's rows (`None` = the daemon's default, 1,024).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_size: Option<i64>,
@@ -96,6 +100,7 @@ pub struct Protocol {
 /// Where and how the cells run (recorded, not part of a cell's identity).
 pub struct Runtime {
     pub device: String,
+    pub precision: String,
     pub threads: i32,
     pub seeds: Vec<u64>,
     pub ctpctl: Option<PathBuf>,
@@ -152,6 +157,7 @@ fn header(
                 itc_queue: Some(momentum),
                 ..Default::default()
             }),
+            momentum_reference_steps: m.momentum_reference_steps,
             replay: (m.replay_per_task > 0 || m.replay_fraction > 0.0).then(|| pb::Replay {
                 samples_per_task: (m.replay_per_task > 0).then_some(m.replay_per_task),
                 batch_fraction: (m.replay_fraction > 0.0).then_some(m.replay_fraction),
@@ -188,6 +194,7 @@ pub async fn run(
     }
     let mut env = vec![
         ("CTP__ENGINE__DEVICE".to_string(), rt.device.clone()),
+        ("CTP__ENGINE__PRECISION".to_string(), rt.precision.clone()),
         (
             "CTP__TRAINING__CHECKPOINT_EVERY".to_string(),
             "100000".to_string(),
@@ -233,6 +240,7 @@ pub async fn run(
             &Cell {
                 knobs: Knobs::new(p, m, *seed),
                 device: rt.device.clone(),
+                precision: rt.precision.clone(),
                 threads: rt.threads,
                 machine: super::machine(),
                 finished_at: chrono::Utc::now().to_rfc3339(),

@@ -56,9 +56,16 @@ pub struct EmojiclArgs {
     tasks: String,
     #[arg(long, default_value = "auto")]
     device: String,
+    /// The daemon's `engine.precision` (auto: bf16 on CUDA, fp32 on CPU).
+    #[arg(long, default_value = "auto")]
+    precision: String,
     /// libtorch intra-op threads of the daemon (0 = libtorch's default).
     #[arg(long, default_value_t = 0)]
     threads: i32,
+    /// Run only the row at this 0-based index of the rows `--methods` expands to (parallel
+    /// runners give each process one row of `gated` or `fidelity`).
+    #[arg(long)]
+    row_index: Option<usize>,
     /// Only rebuild emojicl.{json,md} from the finished cells.
     #[arg(long)]
     summarize_only: bool,
@@ -89,6 +96,7 @@ fn emojicl_methods(a: &EmojiclArgs) -> Result<Vec<emojicl::Method>> {
         check_every: None,
         task0_plain: false,
         queue_size: None,
+        momentum_reference_steps: None,
     };
     let replay = |mut m: emojicl::Method| {
         m.replay_per_task = a.replay_per_task;
@@ -133,6 +141,10 @@ fn emojicl_methods(a: &EmojiclArgs) -> Result<Vec<emojicl::Method>> {
                     queue_size: Some(i64::from(a.batch) * 8),
                     ..mk(&format!("CTP, queue {}", a.batch * 8), "ctp", "frozen", 0.0)
                 });
+                list.push(emojicl::Method {
+                    momentum_reference_steps: Some(1000),
+                    ..mk("CTP, task-0 momentum scaled to 1000 steps", "ctp", "frozen", 0.0)
+                });
                 for w in [0.1, 0.3] {
                     list.push(emojicl::Method {
                         tp_weight: w,
@@ -155,7 +167,13 @@ fn emojicl_methods(a: &EmojiclArgs) -> Result<Vec<emojicl::Method>> {
 }
 
 pub fn run(a: &EmojiclArgs) -> Result<()> {
-    let methods = emojicl_methods(a)?;
+    let mut methods = emojicl_methods(a)?;
+    if let Some(i) = a.row_index {
+        if i >= methods.len() {
+            bail!("--row-index {i}: --methods expands to {} rows", methods.len());
+        }
+        methods = vec![methods.swap_remove(i)];
+    }
     let protocol = emojicl::Protocol {
         preset: a.preset.clone(),
         max_train: (a.max_train > 0).then_some(a.max_train),
@@ -194,6 +212,7 @@ pub fn run(a: &EmojiclArgs) -> Result<()> {
         let ctpctl = std::env::current_exe()?.with_file_name("ctpctl");
         let rt = emojicl::Runtime {
             device: a.device.clone(),
+            precision: a.precision.clone(),
             threads: a.threads,
             seeds: seeds.clone(),
             ctpctl: (a.reports && ctpctl.exists()).then_some(ctpctl),

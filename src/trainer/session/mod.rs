@@ -120,10 +120,15 @@ impl Session {
         let (reference, reference_flat) = copy(ctp && req.task_index > 0)?;
         let n_task = req.samples.len() as i64;
         let spe = data::steps_per_epoch(n_task, cfg.batch_size);
-        let gate = ctp.then(|| DriftGate::new(cfg.momentum.clone(), req.task_index));
+        let gate = ctp.then(|| {
+            let mut m = cfg.momentum.clone();
+            m.m0 = m.task0_coefficient(spe * cfg.epochs);
+            DriftGate::new(m, req.task_index)
+        });
         let probe = (ctp && cfg.momentum.metric == DriftMetric::Feature).then(|| {
             let n = n_task.min(cfg.batch_size);
-            data.batch(&Tensor::arange(n, (Kind::Int64, Device::Cpu)))
+            let b = data.batch(&Tensor::arange(n, (Kind::Int64, Device::Cpu)));
+            (b.images, b.ids, b.mask)
         });
         let mut s = Session {
             online,
@@ -178,7 +183,12 @@ impl Session {
         let dev = self.online.device();
         let started = Instant::now();
         let idx = self.batch_indices(step);
-        let (images, ids, mask) = self.data.batch(&idx);
+        let data::Batch {
+            images,
+            ids,
+            mask,
+            host_ids,
+        } = self.data.batch(&idx);
         tch::manual_seed(data::mix(&[self.cfg.seed, self.task_index as u64, step as u64]) as i64);
         let w = self.cfg.weights.clone();
         let temp = self.cfg.temp;
@@ -194,7 +204,14 @@ impl Session {
         };
 
         let f = self.online.features(&images, &ids, &mask, true);
-        let (masked, positions, labels) = data::mask_tokens(&ids, self.cfg.mlm_prob, self.vocab);
+        // Masked on the host (the device's queue keeps running), then copied without waiting.
+        let (masked, positions, labels) =
+            data::mask_tokens(&host_ids, self.cfg.mlm_prob, self.vocab);
+        let (masked, positions, labels) = (
+            data::upload(&masked, dev),
+            data::upload(&positions, dev),
+            data::upload(&labels, dev),
+        );
         let z = self
             .online
             .mlm_logits(&masked, &mask, &f.img_tokens, &positions, true);
