@@ -47,7 +47,7 @@ else
   presets="${CTP_CHECK_PRESETS:-tiny,small,base}"
   batches="${CTP_CHECK_BATCHES:-64,256}"
   steps="${CTP_CHECK_STEPS:-5}"
-  big=256; base_cmp=base; epochs=3; bs=64; threads=0; e2e_preset=small
+  big=256; base_cmp=base; epochs=10; bs=64; threads=0; e2e_preset=small
 fi
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"

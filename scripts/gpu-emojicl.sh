@@ -22,8 +22,12 @@ if [ ! -x "$kit/bin/ctp-bench" ] && [ -f "$kit/bin.tar.xz" ]; then
   "$py" -c 'import sys,tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$kit/bin.tar.xz" "$kit"
 fi
 assets="$(mktemp -d)"
-cp -r "$p1/assets/." "$assets/"
-cp -r "$p2/assets/." "$assets/"
+for p in "$p1" "$p2"; do
+  # A part is an assets/ folder or assets.tar (one file: no per-file overhead in a carry).
+  if [ -f "$p/assets.tar.gz" ]; then tar -xzf "$p/assets.tar.gz" -C "$assets" --strip-components=1
+  elif [ -f "$p/assets.tar" ]; then tar -xf "$p/assets.tar" -C "$assets" --strip-components=1
+  else cp -r "$p/assets/." "$assets/"; fi
+done
 export CTP_ASSETS="$assets" NO_COLOR=1
 device="${DEVICE:-cuda}"
 default_cells="ctp:0 seqft:0 joint:0 ctp-replay:0 seqft-replay:0 ctp:1 seqft:1 joint:1 ctp-replay:1

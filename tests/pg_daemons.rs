@@ -303,6 +303,8 @@ fn new_version_like(v: &ctp::store::VersionRow) -> ctp::store::NewVersion {
         evals: vec![],
         forgetting: vec![],
         rejection: None,
+        device: v.device.clone(),
+        precision: v.precision.clone(),
     }
 }
 

@@ -436,6 +436,8 @@ pub fn version_to_pb(v: &VersionRow) -> pb::Version {
             pb::VersionState::Accepted
         } as i32,
         rejection_reason: v.rejected_reason.clone().unwrap_or_default(),
+        device: v.device.clone(),
+        precision: v.precision.clone(),
     }
 }
 

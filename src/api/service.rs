@@ -225,6 +225,19 @@ impl ContinualTrainer for Service {
         ))
     }
 
+    #[tracing::instrument(skip_all, fields(rpc = "GetServerInfo"))]
+    async fn get_server_info(&self, req: Request<pb::GetServerInfoRequest>) -> Res<pb::ServerInfo> {
+        require(&req, Scope::Read)?;
+        let s = &self.state;
+        Ok(Response::new(pb::ServerInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            device: s.engine.device.clone(),
+            precision: s.engine.precision.clone(),
+            backend: format!("{:?}", s.store.backend()).to_lowercase(),
+            storage_problem: s.storage.problem().unwrap_or_default(),
+        }))
+    }
+
     #[tracing::instrument(skip_all, fields(rpc = "Embed"))]
     async fn embed(&self, req: Request<pb::EmbedRequest>) -> Res<pb::EmbedResponse> {
         require(&req, Scope::Read)?;

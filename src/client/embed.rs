@@ -194,11 +194,40 @@ pub async fn health(conn: &Connection, args: &HealthArgs, json: bool) -> CliResu
         .await?
         .into_inner();
     let status = ServingStatus::try_from(resp.status).unwrap_or(ServingStatus::Unknown);
+    // Details (engine, storage); a daemon older than GetServerInfo answers without them.
+    let info = crate::api::pb::continual_trainer_client::ContinualTrainerClient::with_interceptor(
+        conn.channel.clone(),
+        conn.auth.clone(),
+    )
+    .get_server_info(crate::api::pb::GetServerInfoRequest {})
+    .await
+    .map(|r| r.into_inner())
+    .ok();
     if json {
+        let details = info.as_ref().map(|i| {
+            json!({"version": i.version, "device": i.device, "precision": i.precision,
+                   "backend": i.backend, "storage_problem": i.storage_problem})
+        });
         print_json(&json!({"addr": conn.addr, "service": args.service,
-                           "status": status.as_str_name()}));
+                           "status": status.as_str_name(), "server": details}));
     } else {
-        println!("{}: {}", conn.addr, status.as_str_name());
+        match &info {
+            Some(i) => {
+                println!(
+                    "{}: {} (ctpd {}, {} {}, {})",
+                    conn.addr,
+                    status.as_str_name(),
+                    i.version,
+                    i.device,
+                    i.precision,
+                    i.backend
+                );
+                if !i.storage_problem.is_empty() {
+                    println!("storage: {}", i.storage_problem);
+                }
+            }
+            None => println!("{}: {}", conn.addr, status.as_str_name()),
+        }
     }
     Ok(if status == ServingStatus::Serving {
         EXIT_OK

@@ -345,6 +345,9 @@ pub struct NewVersion {
     pub evals: Vec<EvalRow>,
     /// Forgetting per earlier lineage task: `(task_id, F(v, j))`, not clipped.
     pub forgetting: Vec<(String, f64)>,
+    /// The engine that trained it: device ("cpu", "cuda:0") and precision ("fp32", "bf16").
+    pub device: String,
+    pub precision: String,
 }
 
 /// A stored version with its evaluation.
@@ -376,6 +379,10 @@ pub struct VersionRow {
     pub average_forgetting: Option<f64>,
     /// Why the promotion gate refused it; `None` = accepted.
     pub rejected_reason: Option<String>,
+    /// Device it trained on ("" before this was recorded).
+    pub device: String,
+    /// Training precision ("" before this was recorded).
+    pub precision: String,
     /// Evaluation rows in the order given to `finish_task`.
     #[sqlx(skip)]
     pub evals: Vec<EvalRow>,

@@ -11,7 +11,7 @@ use super::{
 /// Columns of [`VersionRow`] (its task name joined from `tasks`).
 const VERSION_COLUMNS: &str = "v.model, v.version, v.parent, v.task_id, t.name AS task_name, \
      v.checkpoint_path, v.sha256, v.created_at, v.momentum_syncs, v.momentum_steps, v.bwt, \
-     v.average_forgetting, v.rejected_reason";
+     v.average_forgetting, v.rejected_reason, v.device, v.precision";
 
 /// Columns of [`HeadChange`].
 const HEAD_CHANGE_COLUMNS: &str = "id, model, from_version, to_version, at, who, reason";
@@ -170,8 +170,8 @@ impl Store {
         ex.execute(
             "INSERT INTO versions (model, version, parent, task_id, checkpoint_path, sha256, \
              created_at, momentum_syncs, momentum_steps, bwt, average_forgetting, \
-             rejected_reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             rejected_reason, device, precision) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             args![
                 model,
                 version,
@@ -185,6 +185,8 @@ impl Store {
                 new.bwt,
                 new.average_forgetting,
                 new.rejection.as_deref(),
+                &new.device,
+                &new.precision,
             ],
         )
         .await?;

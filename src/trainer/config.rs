@@ -375,3 +375,27 @@ impl TrainConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task0_momentum_scales_to_the_task_length() {
+        let mut m = MomentumConfig::default();
+        assert_eq!(
+            m.task0_coefficient(50),
+            0.995,
+            "off by default: the paper's m0"
+        );
+        m.reference_steps = 1000;
+        let m50 = m.task0_coefficient(50);
+        // Over 50 steps the momentum model moves as far as over 1,000 steps at 0.995.
+        assert!((m50.powi(50) - 0.995f64.powi(1000)).abs() < 1e-12);
+        assert!((m.task0_coefficient(1000) - 0.995).abs() < 1e-15);
+        assert!(
+            m.task0_coefficient(5000) > 0.995,
+            "longer tasks move more slowly"
+        );
+    }
+}

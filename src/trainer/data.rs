@@ -90,7 +90,10 @@ pub fn upload(t: &Tensor, device: Device) -> Tensor {
         return t.shallow_clone();
     }
     match device {
-        Device::Cuda(_) => t.pin_memory(device).to_device_(device, t.kind(), true, false),
+        // `_pin_memory`: `pin_memory(device)` warns on every call that its argument is deprecated.
+        Device::Cuda(_) => t
+            .internal_pin_memory(device)
+            .to_device_(device, t.kind(), true, false),
         _ => t.to_device(device),
     }
 }

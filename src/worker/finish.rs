@@ -118,6 +118,8 @@ pub(super) async fn finish(
         rejection: None,
         evals,
         forgetting,
+        device: state.engine.device.clone(),
+        precision: state.engine.precision.clone(),
     };
     let policy = state.store.gate(&task.model).await.map_err(store_err)?;
     new.rejection = super::gate::check(&policy, &new, parent);

@@ -82,6 +82,8 @@ mod tests {
             rejection: None,
             evals,
             forgetting: Vec::new(),
+            device: "cpu".into(),
+            precision: "fp32".into(),
         }
     }
 
@@ -100,6 +102,8 @@ mod tests {
             bwt: None,
             average_forgetting: None,
             rejected_reason: None,
+            device: "cpu".into(),
+            precision: "fp32".into(),
             evals,
             forgetting: Vec::new(),
             is_head: true,

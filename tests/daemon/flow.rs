@@ -6,6 +6,10 @@ use tonic::Code;
 use crate::helpers::*;
 
 async fn full_flow(db: Db) {
+    let backend = match db {
+        Db::Sqlite => "sqlite",
+        Db::Postgres => "postgres",
+    };
     let app = spawn_app(db).await;
     let mut c = app.client.clone();
 
@@ -24,8 +28,11 @@ async fn full_flow(db: Db) {
         events[0].event,
         Some(pb::task_event::Event::Snapshot(_))
     ));
+    // Heartbeats repeat the last seq (a resume cursor, not an event); a loaded machine
+    // sees them between steps.
     let seqs: Vec<u64> = events[1..]
         .iter()
+        .filter(|e| !matches!(e.event, Some(pb::task_event::Event::Heartbeat(_))))
         .map(|e| e.seq)
         .filter(|s| *s > 0)
         .collect();
@@ -68,6 +75,19 @@ async fn full_flow(db: Db) {
     assert!(v1.is_head);
     assert_eq!(v1.average_forgetting, None);
     assert_eq!((v1.momentum_syncs, v1.momentum_steps), (6, 6));
+    // The engine is recorded on the version and reported by GetServerInfo.
+    let info = c
+        .get_server_info(pb::GetServerInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (info.device.as_str(), info.precision.as_str()),
+        ("cpu", "fp32")
+    );
+    assert_eq!(info.backend, backend);
+    assert!(info.storage_problem.is_empty());
+    assert_eq!((v1.device.as_str(), v1.precision.as_str()), ("cpu", "fp32"));
 
     // Idempotent resubmit: same key, same task.
     let mut h = header("m", "discs", 3);

@@ -125,6 +125,8 @@ fn version_for(task: &TaskRow, parent: Option<i64>) -> NewVersion {
             eval(EvalScope::Union, task, 35.0),
         ],
         forgetting: vec![],
+        device: "cuda:0".into(),
+        precision: "bf16".into(),
     }
 }
 

@@ -45,6 +45,11 @@ async fn finish_task_commits_everything(store: Store) {
     assert_eq!(v2.forgetting, vec![(t1.id.clone(), 10.0)]);
     assert_eq!((v2.bwt, v2.average_forgetting), (Some(1.5), Some(2.0)));
     assert_eq!((v2.momentum_syncs, v2.momentum_steps), (3, 10));
+    assert_eq!(
+        (v2.device.as_str(), v2.precision.as_str()),
+        ("cuda:0", "bf16"),
+        "the engine is recorded"
+    );
     assert_eq!(store.get_version("m", 2).await.unwrap(), v2);
 
     let task = store.get_task(&t2.id).await.unwrap();

@@ -247,12 +247,12 @@ pub fn markdown(
     let machines: std::collections::BTreeSet<String> = rows
         .iter()
         .flat_map(|r| {
-            r.cells
-                .iter()
-                .map(|c| format!(
+            r.cells.iter().map(|c| {
+                format!(
                     "{} ({}, {}, {} threads)",
                     c.machine, c.device, c.precision, c.threads
-                ))
+                )
+            })
         })
         .collect();
     s.push_str(&format!(

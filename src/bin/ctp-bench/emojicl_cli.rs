@@ -143,7 +143,12 @@ fn emojicl_methods(a: &EmojiclArgs) -> Result<Vec<emojicl::Method>> {
                 });
                 list.push(emojicl::Method {
                     momentum_reference_steps: Some(1000),
-                    ..mk("CTP, task-0 momentum scaled to 1000 steps", "ctp", "frozen", 0.0)
+                    ..mk(
+                        "CTP, task-0 momentum scaled to 1000 steps",
+                        "ctp",
+                        "frozen",
+                        0.0,
+                    )
                 });
                 for w in [0.1, 0.3] {
                     list.push(emojicl::Method {
@@ -170,7 +175,10 @@ pub fn run(a: &EmojiclArgs) -> Result<()> {
     let mut methods = emojicl_methods(a)?;
     if let Some(i) = a.row_index {
         if i >= methods.len() {
-            bail!("--row-index {i}: --methods expands to {} rows", methods.len());
+            bail!(
+                "--row-index {i}: --methods expands to {} rows",
+                methods.len()
+            );
         }
         methods = vec![methods.swap_remove(i)];
     }

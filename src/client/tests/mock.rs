@@ -175,6 +175,9 @@ impl ContinualTrainer for Arc<Mock> {
     ) -> Reply<pb::PromotionGate> {
         Err(Status::unimplemented("mock"))
     }
+    async fn get_server_info(&self, _: Request<pb::GetServerInfoRequest>) -> Reply<pb::ServerInfo> {
+        Err(Status::unimplemented("mock"))
+    }
     async fn rollback(&self, _: Request<pb::RollbackRequest>) -> Reply<pb::RollbackResponse> {
         Err(Status::aborted("head moved"))
     }
