@@ -54,7 +54,8 @@ pub async fn events(
     let stream = ctx.service().watch_task(req(&v.0, msg)).await?.into_inner();
     // Reconnect after 2 s (the browser's default is 3 s); the stream ends on the terminal
     // event or when the daemon drains (the client then resumes from its last id).
-    let first = tokio_stream::once(Ok(Event::default().retry(Duration::from_secs(2))));
-    let events = stream.map_while(|item| item.ok().map(|ev| Ok(to_sse(&ev))));
+    let retry = Event::default().retry(Duration::from_secs(2));
+    let first = tokio_stream::once(Ok::<Event, Infallible>(retry));
+    let events = stream.map_while(|item| item.ok().map(|ev| Ok::<Event, Infallible>(to_sse(&ev))));
     Ok(Sse::new(first.chain(events)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

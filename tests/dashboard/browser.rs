@@ -38,7 +38,12 @@ impl Browser {
         let chrome = std::env::var("CTP_CHROMIUM")
             .ok()
             .map(PathBuf::from)
-            .or_else(|| which(&["chromium", "chromium-browser", "google-chrome", "chrome"]))
+            .or_else(|| which(&[
+                "/usr/lib/chromium/chromium",
+                "chromium",
+                "chromium-browser",
+                "google-chrome",
+            ]))
             .ok_or("no Chromium found (apt-get install chromium chromium-driver, or set CTP_CHROMIUM)")?;
         let driver_bin = std::env::var("CTP_CHROMEDRIVER")
             .ok()

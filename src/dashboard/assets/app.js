@@ -167,7 +167,11 @@ function taskRow(t) {
     ${progressCells(p, t.state)}
     <td>${ver}</td><td class="muted">${when(t.created_at)}</td><td>${cancel}</td></tr>`;
 }
+// Latest streamed progress per task: a list re-read from the store may lag behind it.
+const latest = new Map();
 function updateTaskRow(id, p, state) {
+  const seen = latest.get(id);
+  if (!seen || p.step >= seen.step) latest.set(id, p); else p = seen;
   const tr = document.querySelector(`tr[data-task="${CSS.escape(id)}"]`);
   if (!tr) return;
   if (state) tr.dataset.state = state;
@@ -188,6 +192,7 @@ async function tasksPage() {
       const { tasks } = await api('/api/tasks?limit=100');
       $('#tasks tbody').innerHTML = tasks.map(taskRow).join('') ||
         '<tr><td colspan="10" class="muted">No tasks yet.</td></tr>';
+      for (const t of tasks) if (t.state === 'RUNNING' && latest.has(t.id)) updateTaskRow(t.id, t.progress || latest.get(t.id));
       for (const t of tasks.filter((t) => ACTIVE.includes(t.state))) {
         follow(t.id, {
           snapshot: (s) => s.progress && updateTaskRow(s.id, s.progress, s.state),
