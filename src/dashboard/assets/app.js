@@ -6,7 +6,12 @@ const esc = (s) => String(s ?? '').replace(/[&<>"']/g,
   (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
 const enc = encodeURIComponent;
 const fmt = (v, d = 1) => (v === null || v === undefined || Number.isNaN(v)) ? '–' : Number(v).toFixed(d);
-const when = (t) => t ? new Date(t).toLocaleString() : '–';
+// Local time as 2026-11-30 14:05:09 (sv-SE is ISO-like), without the date when it is today.
+function when(t) {
+  if (!t) return '–';
+  const s = new Date(t).toLocaleString('sv-SE');
+  return s.startsWith(new Date().toLocaleDateString('sv-SE')) ? s.slice(11) : s.slice(0, 16);
+}
 function dur(s) {
   if (s === null || s === undefined) return '–';
   s = Math.max(0, Math.round(s));
@@ -141,7 +146,7 @@ modelsPage.refresh = async () => {
 // ---- Tasks page: a live list.
 function lossText(losses) {
   const e = Object.entries(losses || {}).sort(([a], [b]) => (a !== 'total') - (b !== 'total') || a.localeCompare(b));
-  return e.map(([k, v]) => `<b>${esc(k)}</b> ${fmt(v, 3)}`).join(' · ');
+  return e.map(([k, v]) => `<span class="term"><b>${esc(k)}</b> ${fmt(v, 3)}</span>`).join('');
 }
 function progressCells(p, state) {
   const pct = p ? p.percent : (state === 'SUCCEEDED' ? 100 : 0);
@@ -150,7 +155,7 @@ function progressCells(p, state) {
       <span class="pct">${fmt(pct, 0)}% ${esc(step)}</span></td>
     <td class="num eta">${state === 'RUNNING' && p ? dur(p.eta_seconds) : '–'}</td>
     <td class="num">${p && state === 'RUNNING' ? fmt(p.samples_per_second, 1) : '–'}</td>
-    <td class="losses wrap">${p ? lossText(p.losses) : ''}</td>
+    <td class="losses wrap">${p && state === 'RUNNING' ? lossText(p.losses) : ''}</td>
     <td class="num">${p ? p.momentum_syncs : '–'}</td>`;
 }
 function taskRow(t) {

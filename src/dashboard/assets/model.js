@@ -143,19 +143,19 @@ window.versionPage = async function versionPage(m, n) {
     <h1>${esc(m)} v${v.version} ${v.is_head ? '<span class="badge b-head">HEAD</span>' : ''}
       ${isRejected(v) ? '<span class="badge b-rejected">REJECTED</span>' : ''} ${act}</h1>
     ${isRejected(v) ? `<p class="err">Promotion gate: ${esc(v.rejection_reason)}</p>` : ''}
-    <table class="kv"><tbody>
+    <div class="split"><div><h2>Version</h2><table class="kv"><tbody>
       <tr><td>Parent</td><td>${v.parent === null ? 'none (first version)' : `<a href="#/models/${enc(m)}/versions/${v.parent}">v${v.parent}</a>`}</td></tr>
       <tr><td>Task</td><td>${esc(t.name)} <span class="muted mono">${esc(t.id)}</span> ${badge(t.state)}</td></tr>
       <tr><td>Created</td><td>${when(v.created_at)}</td></tr>
       <tr><td>Checkpoint sha256</td><td class="mono" id="sha">${esc(v.checkpoint_sha256)}</td></tr>
       <tr><td>Momentum syncs / steps</td><td>${v.momentum_syncs} / ${v.momentum_steps}</td></tr>
       <tr><td>BWT</td><td>${fmt(v.bwt, 2)}</td></tr>
-    </tbody></table>
+    </tbody></table></div>
+    <div><h2>Trained with</h2><table class="kv"><tbody>${kv}</tbody></table></div></div>
     <h2>Evaluation</h2>
-    <table id="evals"><thead><tr><th>Task</th><th class="num">TR@1</th><th class="num">TR@5</th><th class="num">TR@10</th>
+    <table id="evals" class="fit"><thead><tr><th>Task</th><th class="num">TR@1</th><th class="num">TR@5</th><th class="num">TR@10</th>
       <th class="num">IR@1</th><th class="num">IR@5</th><th class="num">IR@10</th><th class="num">Rm</th><th class="num">Forgetting</th></tr></thead>
-    <tbody>${v.evals.map((e) => evalRow(e, false)).join('')}${v.union_eval ? evalRow(v.union_eval, true) : ''}</tbody></table>
-    <h2>Trained with</h2><table class="kv"><tbody>${kv}</tbody></table>`;
+    <tbody>${v.evals.map((e) => evalRow(e, false)).join('')}${v.union_eval ? evalRow(v.union_eval, true) : ''}</tbody></table>`;
   if (act) {
     const d = await api(`/api/models/${enc(m)}`);
     $('#make-head').onclick = () => rollbackFlow(m, v.version, d.head === null ? '' : String(d.head));
