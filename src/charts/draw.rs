@@ -57,6 +57,10 @@ pub fn heat(t: f64) -> RGBColor {
 pub(super) type Area<DB> = DrawingArea<DB, Shift>;
 type Ctx<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
+fn font(size: u32) -> TextStyle<'static> {
+    ("sans-serif", size).into_font().color(&BLACK)
+}
+
 pub(super) fn err<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
 }

@@ -101,24 +101,16 @@ pub fn heatmap(path: &Path, data: &ReportData, text: bool) -> ChartResult {
 }
 
 /// Forgetting curves PNG (see [`Chart::Forgetting`]).
-fn draw_forgetting<DB: DrawingBackend>(
-    root: &Area<DB>,
-    data: &ReportData,
-    text: bool,
-) -> ChartResult {
+pub fn forgetting(path: &Path, data: &ReportData, text: bool) -> ChartResult {
     Chart::Forgetting.png(path, data, text)
 }
 
 /// Drift / momentum-sync PNG (see [`Chart::Syncs`]).
-fn draw_syncs<DB: DrawingBackend>(root: &Area<DB>, data: &ReportData, text: bool) -> ChartResult {
+pub fn syncs(path: &Path, data: &ReportData, text: bool) -> ChartResult {
     Chart::Syncs.png(path, data, text)
 }
 
 /// Loss curves PNG (see [`Chart::Losses`]).
 pub fn losses(path: &Path, data: &ReportData, text: bool) -> ChartResult {
     Chart::Losses.png(path, data, text)
-}
-
-fn font(size: u32) -> TextStyle<'static> {
-    ("sans-serif", size).into_font().color(&BLACK)
 }
