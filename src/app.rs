@@ -147,7 +147,9 @@ impl Application {
 
     /// The dashboard's address, when `http_listen` is set.
     pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http_listener.as_ref().and_then(|l| l.local_addr().ok())
+        self.http_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until `shutdown` resolves, then drains: health NOT_SERVING, refuse submissions,

@@ -75,9 +75,9 @@ pub fn settings_json(s: &pb::TrainSettings) -> Value {
             "mlm_distill": w.mlm_distill, "tp_cross": w.tp_cross, "tp_intra": w.tp_intra,
         })
     });
-    let replay = s.replay.as_ref().map(|r| {
-        json!({"samples_per_task": r.samples_per_task, "batch_fraction": r.batch_fraction})
-    });
+    let replay = s.replay.as_ref().map(
+        |r| json!({"samples_per_task": r.samples_per_task, "batch_fraction": r.batch_fraction}),
+    );
     json!({
         "epochs": s.epochs,
         "batch_size": s.batch_size,

@@ -85,7 +85,11 @@ pub(super) fn heatmap_size(data: &ReportData, text: bool) -> (u32, u32) {
 
 /// Accuracy-matrix heatmap: rows = versions (lineage order), columns = tasks, each cell
 /// colored by Rm and annotated with its value.
-pub(super) fn draw_heatmap<DB: DrawingBackend>(root: &Area<DB>, data: &ReportData, text: bool) -> ChartResult {
+pub(super) fn draw_heatmap<DB: DrawingBackend>(
+    root: &Area<DB>,
+    data: &ReportData,
+    text: bool,
+) -> ChartResult {
     let matrix = data.matrix();
     let rows = data.row_labels();
     let ncols = data.columns().len().max(1);
@@ -185,10 +189,7 @@ fn mesh<DB: DrawingBackend>(
     m.draw().map_err(err)
 }
 
-fn legend<'a, DB: DrawingBackend + 'a>(
-    c: &mut Ctx<'a, DB>,
-    text: bool,
-) -> ChartResult {
+fn legend<'a, DB: DrawingBackend + 'a>(c: &mut Ctx<'a, DB>, text: bool) -> ChartResult {
     if !text {
         return Ok(());
     }
@@ -289,7 +290,11 @@ fn boundaries<DB: DrawingBackend>(
 
 /// Momentum syncs: drift at each sync (with the threshold) and the sync gap k, over global
 /// training steps of the head's lineage, one color per task.
-pub(super) fn draw_syncs<DB: DrawingBackend>(root: &Area<DB>, data: &ReportData, text: bool) -> ChartResult {
+pub(super) fn draw_syncs<DB: DrawingBackend>(
+    root: &Area<DB>,
+    data: &ReportData,
+    text: bool,
+) -> ChartResult {
     let hist = data.lineage_histories();
     let xmax = x_range(data);
     let dmax = hist
@@ -354,7 +359,11 @@ pub(super) fn draw_syncs<DB: DrawingBackend>(root: &Area<DB>, data: &ReportData,
 }
 
 /// Loss curves: one panel per loss term, one color per task, over global steps.
-pub(super) fn draw_losses<DB: DrawingBackend>(root: &Area<DB>, data: &ReportData, text: bool) -> ChartResult {
+pub(super) fn draw_losses<DB: DrawingBackend>(
+    root: &Area<DB>,
+    data: &ReportData,
+    text: bool,
+) -> ChartResult {
     let terms = data.loss_terms();
     let hist = data.lineage_histories();
     let xmax = x_range(data);

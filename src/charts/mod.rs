@@ -24,7 +24,12 @@ pub enum Chart {
 }
 
 impl Chart {
-    pub const ALL: [Chart; 4] = [Chart::Heatmap, Chart::Forgetting, Chart::Syncs, Chart::Losses];
+    pub const ALL: [Chart; 4] = [
+        Chart::Heatmap,
+        Chart::Forgetting,
+        Chart::Syncs,
+        Chart::Losses,
+    ];
 
     /// Short name (`heatmap`, …), also the report's file stem.
     pub fn name(self) -> &'static str {

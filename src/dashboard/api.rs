@@ -171,7 +171,11 @@ pub struct TasksQuery {
 }
 
 /// Tasks, newest first (`limit`, default 200).
-pub async fn tasks(State(ctx): State<Shared>, v: Viewer, Query(q): Query<TasksQuery>) -> JsonResult {
+pub async fn tasks(
+    State(ctx): State<Shared>,
+    v: Viewer,
+    Query(q): Query<TasksQuery>,
+) -> JsonResult {
     let mut tasks = all_tasks(&ctx, &v.0, q.model).await?;
     let total = tasks.len();
     tasks.reverse();
@@ -221,6 +225,10 @@ pub async fn cancel(
 ) -> JsonResult {
     body(b)?;
     let msg = pb::CancelTaskRequest { task_id: id };
-    let t = ctx.service().cancel_task(req(&v.0, msg)).await?.into_inner();
+    let t = ctx
+        .service()
+        .cancel_task(req(&v.0, msg))
+        .await?
+        .into_inner();
     Ok(Json(json!({ "task": task_json(&t) })))
 }

@@ -57,5 +57,8 @@ pub async fn events(
     let retry = Event::default().retry(Duration::from_secs(2));
     let first = tokio_stream::once(Ok::<Event, Infallible>(retry));
     let events = stream.map_while(|item| item.ok().map(|ev| Ok::<Event, Infallible>(to_sse(&ev))));
-    Ok(Sse::new(first.chain(events)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(
+        Sse::new(first.chain(events))
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
+    )
 }

@@ -139,9 +139,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         state,
     });
     let mut r = Router::new()
-        .route("/", get(|| async { asset(INDEX, "text/html; charset=utf-8") }))
-        .route("/app.js", get(|| async { asset(APP_JS, "text/javascript") }))
-        .route("/model.js", get(|| async { asset(MODEL_JS, "text/javascript") }))
+        .route(
+            "/",
+            get(|| async { asset(INDEX, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { asset(APP_JS, "text/javascript") }),
+        )
+        .route(
+            "/model.js",
+            get(|| async { asset(MODEL_JS, "text/javascript") }),
+        )
         .route("/style.css", get(|| async { asset(STYLE, "text/css") }))
         .route("/api/whoami", get(api::whoami))
         .route("/api/models", get(api::models))

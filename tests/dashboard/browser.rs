@@ -38,18 +38,24 @@ impl Browser {
         let chrome = std::env::var("CTP_CHROMIUM")
             .ok()
             .map(PathBuf::from)
-            .or_else(|| which(&[
-                "/usr/lib/chromium/chromium",
-                "chromium",
-                "chromium-browser",
-                "google-chrome",
-            ]))
-            .ok_or("no Chromium found (apt-get install chromium chromium-driver, or set CTP_CHROMIUM)")?;
+            .or_else(|| {
+                which(&[
+                    "/usr/lib/chromium/chromium",
+                    "chromium",
+                    "chromium-browser",
+                    "google-chrome",
+                ])
+            })
+            .ok_or(
+                "no Chromium found (apt-get install chromium chromium-driver, or set CTP_CHROMIUM)",
+            )?;
         let driver_bin = std::env::var("CTP_CHROMEDRIVER")
             .ok()
             .map(PathBuf::from)
             .or_else(|| which(&["chromedriver", "/usr/lib/chromium/chromedriver"]))
-            .ok_or("no chromedriver found (apt-get install chromium-driver, or set CTP_CHROMEDRIVER)")?;
+            .ok_or(
+                "no chromedriver found (apt-get install chromium-driver, or set CTP_CHROMEDRIVER)",
+            )?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| e.to_string())?
@@ -109,9 +115,8 @@ impl Browser {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
         loop {
             let v = self.client.execute(js, vec![]).await.unwrap_or(Value::Null);
-            let truthy = !matches!(&v, Value::Null | Value::Bool(false))
-                && v != json!(0)
-                && v != json!("");
+            let truthy =
+                !matches!(&v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
             if truthy {
                 return v;
             }
