@@ -165,7 +165,7 @@ function taskRow(t) {
   const ver = t.produced_version ? `<a href="#/models/${enc(t.model)}/versions/${t.produced_version}">v${t.produced_version}</a>` : '';
   return `<tr data-task="${esc(t.id)}" data-state="${esc(t.state)}" data-step="${p ? p.step : 0}">
     <td><a href="#/models/${enc(t.model)}">${esc(t.model)}</a> / ${esc(t.name)}
-      <div class="muted mono">${esc(t.id)}</div></td>
+      <div class="muted mono" title="${esc(t.id)}">${esc(t.id.slice(0, 8))}</div></td>
     <td>${badge(t.state)}${t.cancel_requested && t.state === 'RUNNING' ? ' <span class="muted">cancelling</span>' : ''}
       ${t.rejection_reason ? ' <span class="badge b-rejected" title="' + esc(t.rejection_reason) + '">gate: rejected</span>' : ''}
       ${t.error ? `<div class="err wrap">${esc(t.error)}</div>` : ''}</td>
