@@ -55,6 +55,7 @@ pub fn print_json(v: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::pb;
 
     #[test]
     fn names_times_tables() {
