@@ -375,3 +375,25 @@ async fn dashboard_in_a_real_browser() {
     b.close().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_and_metrics_can_share_one_listener() {
+    let addr = format!("\"127.0.0.1:{}\"", helpers::free_port());
+    let env = vec![
+        ("CTP__HTTP_LISTEN".to_string(), addr.clone()),
+        ("CTP__METRICS_LISTEN".to_string(), addr),
+    ];
+    let app = spawn_app_with(Db::Sqlite, env).await;
+    assert_eq!(app.metrics_addr, app.http_addr);
+    let (code, body) = http(&app, "GET", "/metrics", None, "").await;
+    assert_eq!(code, 200);
+    assert!(body.contains("ctp_queue_depth"), "{body}");
+    let (code, body) = http(&app, "GET", "/", None, "").await;
+    assert_eq!(code, 200);
+    assert!(body.contains("ctp dashboard"));
+    // No tokens configured: as over gRPC, the caller is an anonymous admin.
+    let (code, body) = http(&app, "GET", "/api/whoami", None, "").await;
+    assert_eq!(code, 200);
+    assert!(body.contains("\"admin\":true"), "{body}");
+    app.stop().await;
+}
