@@ -24,6 +24,7 @@ work="${CTP_DEMO_DIR:-$PWD/ctp-demo}"
 rm -rf "$work"
 mkdir -p "$work"
 port="${CTP_DEMO_PORT:-50551}"
+http_port="${CTP_DEMO_HTTP_PORT:-8080}"
 export CTP_ADDR="http://127.0.0.1:$port"
 max_train="${CTP_DEMO_MAX_TRAIN:-128}"
 max_eval="${CTP_DEMO_MAX_EVAL:-64}"
@@ -33,7 +34,7 @@ echo "== exporting EmojiCL as WebDataset shards (Noto art to train, Twemoji art 
 "$bin/ctpctl" emojicl export --out "$work/emojicl" --format webdataset --max-train "$max_train" --max-eval "$max_eval" >&2
 
 echo "== starting ctpd (SQLite in $work/data)" >&2
-"$bin/ctpd" --listen "127.0.0.1:$port" --data-dir "$work/data" >"$work/ctpd.log" 2>&1 &
+"$bin/ctpd" --listen "127.0.0.1:$port" --data-dir "$work/data" --http-listen "127.0.0.1:$http_port" >"$work/ctpd.log" 2>&1 &
 daemon=$!
 trap 'kill -TERM $daemon 2>/dev/null; wait $daemon 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
@@ -41,6 +42,7 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 "$bin/ctpctl" health
+echo "== live dashboard: http://127.0.0.1:$http_port/ (training progress, versions, forgetting)" >&2
 
 shards=("$work"/emojicl/*/)
 submit() { # name dir learning-rate; returns ctpctl's exit code (5 = the gate refused the version)
@@ -77,3 +79,4 @@ echo "== versions: Rm on every task seen so far, forgetting, momentum syncs" >&2
 "$bin/ctpctl" versions --model emoji
 "$bin/ctpctl" report --model emoji --out "$work/report"
 echo "report: $work/report/index.html"
+echo "dashboard: http://127.0.0.1:$http_port/ (until this script exits)"

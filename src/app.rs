@@ -67,6 +67,8 @@ pub struct Application {
     state: Arc<AppState>,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    /// The dashboard's listener; also serves /metrics when both addresses are the same.
+    http_listener: Option<TcpListener>,
 }
 
 impl Application {
@@ -83,12 +85,22 @@ impl Application {
         let listener = TcpListener::bind(&settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
+        let shared = settings.metrics_shares_http();
         let metrics_listener = match settings.metrics_listen.as_str() {
             "" => None,
+            _ if shared => None,
             addr => Some(
                 TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("binding metrics {addr}"))?,
+            ),
+        };
+        let http_listener = match settings.http_listen.as_str() {
+            "" => None,
+            addr => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding dashboard {addr}"))?,
             ),
         };
         let worker_id = worker::identity(&settings, listener.local_addr()?);
@@ -113,6 +125,7 @@ impl Application {
             state,
             listener,
             metrics_listener,
+            http_listener,
         })
     }
 
@@ -123,7 +136,18 @@ impl Application {
     }
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_listener
+        match self.state.settings.metrics_shares_http() {
+            true => self.http_addr(),
+            false => self
+                .metrics_listener
+                .as_ref()
+                .and_then(|l| l.local_addr().ok()),
+        }
+    }
+
+    /// The dashboard's address, when `http_listen` is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_listener
             .as_ref()
             .and_then(|l| l.local_addr().ok())
     }
@@ -215,6 +239,13 @@ impl Application {
                 let _ = metrics_stop_rx.await;
             }));
         }
+        let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        if let Some(l) = self.http_listener {
+            tracing::info!(url = %format!("http://{}/", l.local_addr()?), "dashboard serving");
+            tokio::spawn(crate::dashboard::serve(l, state.clone(), async {
+                let _ = http_stop_rx.await;
+            }));
+        }
 
         shutdown.await;
         tracing::info!("Shutting down: draining");
@@ -229,6 +260,7 @@ impl Application {
             tracing::warn!("The running task did not checkpoint within the grace period");
         }
         let _ = metrics_stop_tx.send(());
+        let _ = http_stop_tx.send(());
         let _ = stop_tx.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
         state.store.close().await;

@@ -19,6 +19,9 @@ pub struct Settings {
     pub database_url: String,
     /// Prometheus `/metrics` listen address; empty disables it.
     pub metrics_listen: String,
+    /// Dashboard (web UI + JSON API) listen address; empty disables it. It may equal
+    /// `metrics_listen`: then one listener serves both.
+    pub http_listen: String,
     pub engine: EngineConfig,
     pub limits: Limits,
     pub training: TrainingDefaults,
@@ -117,6 +120,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("ctp-data"),
             database_url: String::new(),
             metrics_listen: String::new(),
+            http_listen: String::new(),
             engine: EngineConfig::default(),
             limits: Limits::default(),
             training: TrainingDefaults::default(),
@@ -167,6 +171,7 @@ pub struct Overrides {
     pub database_url: Option<String>,
     pub device: Option<String>,
     pub metrics_listen: Option<String>,
+    pub http_listen: Option<String>,
 }
 
 impl Settings {
@@ -216,6 +221,9 @@ impl Settings {
         if let Some(v) = &flags.metrics_listen {
             s.metrics_listen = v.clone();
         }
+        if let Some(v) = &flags.http_listen {
+            s.http_listen = v.clone();
+        }
         s.validate()?;
         Ok(s)
     }
@@ -231,6 +239,11 @@ impl Settings {
             self.metrics_listen
                 .parse::<SocketAddr>()
                 .map_err(|e| format!("metrics_listen {:?}: {e}", self.metrics_listen))?;
+        }
+        if !self.http_listen.is_empty() {
+            self.http_listen
+                .parse::<SocketAddr>()
+                .map_err(|e| format!("http_listen {:?}: {e}", self.http_listen))?;
         }
         for t in &self.auth.tokens {
             if t.token.len() < 16 {
@@ -251,6 +264,11 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// Whether `/metrics` is served by the dashboard's listener (same address).
+    pub fn metrics_shares_http(&self) -> bool {
+        !self.http_listen.is_empty() && self.http_listen == self.metrics_listen
     }
 
     /// The database URL to use: explicit, else SQLite inside the data dir.

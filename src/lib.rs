@@ -10,13 +10,17 @@
 //! - [`config`]: layered settings; [`telemetry`]: tracing and Prometheus metrics.
 //! - [`metrics`]: pure continual-learning metrics (retrieval recall, forgetting, BWT).
 //! - [`images`]: image decoding and preprocessing (no libtorch).
+//! - [`dashboard`]: the live web dashboard (`--http-listen`); [`charts`]: the charts it
+//!   shares with `ctpctl report`.
 //! - [`client`] / [`datasets`]: `ctpctl` (the CLI client), WebDataset/JSONL readers, EmojiCL.
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod app;
+pub mod charts;
 pub mod client;
 pub mod config;
+pub mod dashboard;
 pub mod datadir;
 pub mod datasets;
 pub mod health;

@@ -73,21 +73,21 @@ impl Auth {
         }
     }
 
-    /// The tonic interceptor.
-    pub fn intercept(&self, mut req: Request<()>) -> Result<Request<()>, Status> {
+    /// True when no tokens are configured: every caller is an anonymous admin.
+    pub fn is_open(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The caller presenting `token` (`None`: no credentials). Used by the gRPC interceptor
+    /// and the dashboard alike.
+    pub fn caller(&self, token: Option<&str>) -> Result<Caller, Status> {
         if self.tokens.is_empty() {
-            req.extensions_mut().insert(Caller {
+            return Ok(Caller {
                 name: "anonymous".into(),
                 scope: Scope::Admin,
             });
-            return Ok(req);
         }
-        let header = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let Some(token) = header.strip_prefix("Bearer ") else {
+        let Some(token) = token else {
             return Err(Status::unauthenticated(
                 "missing `authorization: Bearer <token>` metadata",
             ));
@@ -98,13 +98,19 @@ impl Auth {
                 found = Some(caller.clone());
             }
         }
-        match found {
-            Some(c) => {
-                req.extensions_mut().insert(c);
-                Ok(req)
-            }
-            None => Err(Status::unauthenticated("unknown bearer token")),
-        }
+        found.ok_or_else(|| Status::unauthenticated("unknown bearer token"))
+    }
+
+    /// The tonic interceptor.
+    pub fn intercept(&self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let token = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "));
+        let caller = self.caller(token)?;
+        req.extensions_mut().insert(caller);
+        Ok(req)
     }
 }
 

@@ -29,6 +29,9 @@ struct Cli {
     /// Prometheus /metrics listen address [default: off]
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// Dashboard (web UI) listen address, e.g. 127.0.0.1:8080 [default: off]
+    #[arg(long)]
+    http_listen: Option<String>,
     /// Training precision: auto (bf16 on CUDA, fp32 on CPU), bf16, fp32 [default: auto]
     #[arg(long)]
     precision: Option<String>,
@@ -51,6 +54,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         database_url: cli.database_url,
         device: cli.device,
         metrics_listen: cli.metrics_listen,
+        http_listen: cli.http_listen,
     };
     let mut settings = Settings::load(cli.config.as_deref(), std::env::vars(), &flags)
         .map_err(anyhow::Error::msg)?;

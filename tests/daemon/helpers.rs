@@ -25,6 +25,8 @@ pub struct TestApp {
     pub addr: String,
     /// Prometheus endpoint, when `CTP__METRICS_LISTEN` was set.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Dashboard endpoint, when `CTP__HTTP_LISTEN` was set.
+    pub http_addr: Option<std::net::SocketAddr>,
     pub client: ContinualTrainerClient<Channel>,
     pub data_dir: PathBuf,
     _dir: Option<tempfile::TempDir>,
@@ -94,6 +96,7 @@ pub async fn spawn_app_in(
     let app = Application::build(s).await.unwrap();
     let addr = format!("http://{}", app.grpc_addr());
     let metrics_addr = app.metrics_addr();
+    let http_addr = app.http_addr();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let join = tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
@@ -103,6 +106,7 @@ pub async fn spawn_app_in(
     TestApp {
         addr,
         metrics_addr,
+        http_addr,
         client,
         data_dir,
         _dir: None,

@@ -16,10 +16,10 @@ use super::tasks::{list_tasks, list_versions};
 use super::watch::{follow, Collect};
 use crate::api::pb;
 
-pub mod charts;
-pub mod data;
-pub mod font;
 pub mod html;
+
+/// The charts are shared with the dashboard (`ctpd --http-listen`).
+pub use crate::charts::{self, data, font};
 
 #[cfg(test)]
 mod tests;

@@ -216,3 +216,19 @@ fn renders_empty_histories() {
     let written = write(&d, dir.path(), false).unwrap();
     assert!(written.errors.is_empty(), "{:?}", written.errors);
 }
+
+#[test]
+fn the_same_charts_render_as_svg_for_the_dashboard() {
+    let data = sample_data();
+    let text = font::init().is_some();
+    for chart in charts::Chart::ALL {
+        let svg = chart.svg(&data, text).unwrap();
+        assert!(svg.starts_with("<svg"), "{}: {}", chart.name(), &svg[..40]);
+        let (w, _) = chart.size(&data, text);
+        assert!(svg.contains(&format!("width=\"{w}\"")), "{}", chart.name());
+    }
+    if text {
+        let heatmap = charts::Chart::Heatmap.svg(&data, true).unwrap();
+        assert!(heatmap.contains("<text"), "labels stay text in SVG");
+    }
+}

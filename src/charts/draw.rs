@@ -1,12 +1,9 @@
-//! PNG charts with plotters' bitmap backend. Pixels are drawn into a memory buffer and
-//! encoded with the `image` crate the project already uses, so plotters needs neither its
-//! own image encoder nor a second `image` version.
+//! Drawing of the four charts onto any plotters backend (see [`super::Chart`]).
 //!
 //! Every chart takes `text`: with no usable font (see [`super::font`]) titles, axis labels
-//! and annotations are left out rather than failing the whole report.
-use std::path::Path;
-
+//! and annotations are left out rather than failing the whole page.
 use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -14,10 +11,6 @@ use super::data::ReportData;
 
 /// Chart error: plotters' errors are generic over the backend, so they become strings.
 pub type ChartResult = Result<(), String>;
-
-fn err<E: std::fmt::Display>(e: E) -> String {
-    e.to_string()
-}
 
 /// Distinct colors for tasks/series (Tableau 10).
 pub const PALETTE: [RGBColor; 10] = [
@@ -61,39 +54,48 @@ pub fn heat(t: f64) -> RGBColor {
     RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
 
-/// Renders into an RGB buffer and writes it as PNG.
-fn png<F>(path: &Path, (w, h): (u32, u32), draw: F) -> ChartResult
-where
-    F: FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> ChartResult,
-{
-    let mut buf = vec![0u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        draw(&root)?;
-        root.present().map_err(err)?;
-    }
-    let img = image::RgbImage::from_raw(w, h, buf).ok_or("chart buffer has the wrong size")?;
-    img.save_with_format(path, image::ImageFormat::Png)
-        .map_err(|e| format!("{}: {e}", path.display()))
-}
+pub(super) type Area<DB> = DrawingArea<DB, Shift>;
+type Ctx<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 fn font(size: u32) -> TextStyle<'static> {
     ("sans-serif", size).into_font().color(&BLACK)
 }
 
+pub(super) fn err<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+const CELL: (u32, u32) = (64, 30);
+
+fn heatmap_margins(text: bool) -> (u32, u32) {
+    if text {
+        (70, 60)
+    } else {
+        (10, 10)
+    }
+}
+
+pub(super) fn heatmap_size(data: &ReportData, text: bool) -> (u32, u32) {
+    let ncols = data.columns().len().max(1) as u32;
+    let nrows = data.versions.len().max(1) as u32;
+    let (left, top) = heatmap_margins(text);
+    let w = (left + CELL.0 * ncols + 20).max(if text { 360 } else { 0 });
+    (w, top + CELL.1 * nrows + 20)
+}
+
 /// Accuracy-matrix heatmap: rows = versions (lineage order), columns = tasks, each cell
 /// colored by Rm and annotated with its value.
-pub fn heatmap(path: &Path, data: &ReportData, text: bool) -> ChartResult {
+pub(super) fn draw_heatmap<DB: DrawingBackend>(
+    root: &Area<DB>,
+    data: &ReportData,
+    text: bool,
+) -> ChartResult {
     let matrix = data.matrix();
     let rows = data.row_labels();
     let ncols = data.columns().len().max(1);
-    let nrows = rows.len().max(1);
-    let (cell_w, cell_h) = (64u32, 30u32);
-    let (left, top) = if text { (70u32, 60u32) } else { (10, 10) };
-    let w = (left + cell_w * ncols as u32 + 20).max(if text { 360 } else { 0 });
-    let h = top + cell_h * nrows as u32 + 20;
-    png(path, (w, h), |root| {
+    let (cell_w, cell_h) = CELL;
+    let (left, top) = heatmap_margins(text);
+    {
         if text {
             let title = format!("Rm (%) — {}", data.model);
             root.draw(&Text::new(title, (10, 8), font(16)))
@@ -141,18 +143,17 @@ pub fn heatmap(path: &Path, data: &ReportData, text: bool) -> ChartResult {
             }
         }
         Ok(())
-    })
+    }
 }
 
 /// Builds a chart with or without text (captions, tick labels, axis names).
-fn chart<'a, 'b>(
-    area: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+fn chart<'a, DB: DrawingBackend>(
+    area: &'a Area<DB>,
     title: &str,
     text: bool,
     x: std::ops::Range<f64>,
     y: std::ops::Range<f64>,
-) -> Result<ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>, String>
-{
+) -> Result<Ctx<'a, DB>, String> {
     let mut b = ChartBuilder::on(area);
     b.margin(12);
     if text {
@@ -168,8 +169,8 @@ fn whole(x: &f64) -> String {
     format!("{x:.0}")
 }
 
-fn mesh(
-    c: &mut ChartContext<'_, BitMapBackend<'_>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+fn mesh<DB: DrawingBackend>(
+    c: &mut Ctx<'_, DB>,
     text: bool,
     x_desc: &str,
     y_desc: &str,
@@ -188,10 +189,7 @@ fn mesh(
     m.draw().map_err(err)
 }
 
-fn legend<'a, 'b: 'a>(
-    c: &mut ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
-    text: bool,
-) -> ChartResult {
+fn legend<'a, DB: DrawingBackend + 'a>(c: &mut Ctx<'a, DB>, text: bool) -> ChartResult {
     if !text {
         return Ok(());
     }
@@ -205,7 +203,11 @@ fn legend<'a, 'b: 'a>(
 }
 
 /// Forgetting curves: Rm of each task (one line each) over the versions in lineage order.
-pub fn forgetting(path: &Path, data: &ReportData, text: bool) -> ChartResult {
+pub(super) fn draw_forgetting<DB: DrawingBackend>(
+    root: &Area<DB>,
+    data: &ReportData,
+    text: bool,
+) -> ChartResult {
     let matrix = data.matrix();
     let cols = data.columns();
     let n = data.lineage_len.max(1) as f64;
@@ -219,7 +221,7 @@ pub fn forgetting(path: &Path, data: &ReportData, text: bool) -> ChartResult {
             String::new()
         }
     };
-    png(path, (760, 420), |root| {
+    {
         let mut c = chart(
             root,
             "Rm per task over versions (forgetting curves)",
@@ -255,7 +257,7 @@ pub fn forgetting(path: &Path, data: &ReportData, text: bool) -> ChartResult {
                 .map_err(err)?;
         }
         legend(&mut c, text)
-    })
+    }
 }
 
 /// Right end of the global step axis, with a little room so the last points show.
@@ -269,8 +271,8 @@ fn x_range(data: &ReportData) -> f64 {
 }
 
 /// Grey vertical lines where each task after the first starts.
-fn boundaries(
-    c: &mut ChartContext<'_, BitMapBackend<'_>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+fn boundaries<DB: DrawingBackend>(
+    c: &mut Ctx<'_, DB>,
     hist: &[(u64, &super::data::TaskHistory)],
     top: f64,
 ) -> ChartResult {
@@ -288,7 +290,11 @@ fn boundaries(
 
 /// Momentum syncs: drift at each sync (with the threshold) and the sync gap k, over global
 /// training steps of the head's lineage, one color per task.
-pub fn syncs(path: &Path, data: &ReportData, text: bool) -> ChartResult {
+pub(super) fn draw_syncs<DB: DrawingBackend>(
+    root: &Area<DB>,
+    data: &ReportData,
+    text: bool,
+) -> ChartResult {
     let hist = data.lineage_histories();
     let xmax = x_range(data);
     let dmax = hist
@@ -304,7 +310,7 @@ pub fn syncs(path: &Path, data: &ReportData, text: bool) -> ChartResult {
         .unwrap_or(1)
         .max(1) as f64
         * 1.1;
-    png(path, (900, 560), |root| {
+    {
         let (top, bottom) = root.split_vertically(300);
         let mut c = chart(&top, "Drift at momentum syncs", text, 0.0..xmax, 0.0..dmax)?;
         mesh(&mut c, text, "training step (all tasks)", "drift d", &whole)?;
@@ -349,17 +355,21 @@ pub fn syncs(path: &Path, data: &ReportData, text: bool) -> ChartResult {
                 .map_err(err)?;
         }
         Ok(())
-    })
+    }
 }
 
 /// Loss curves: one panel per loss term, one color per task, over global steps.
-pub fn losses(path: &Path, data: &ReportData, text: bool) -> ChartResult {
+pub(super) fn draw_losses<DB: DrawingBackend>(
+    root: &Area<DB>,
+    data: &ReportData,
+    text: bool,
+) -> ChartResult {
     let terms = data.loss_terms();
     let hist = data.lineage_histories();
     let xmax = x_range(data);
     let cols = terms.len().clamp(1, 3);
     let rows = terms.len().div_ceil(cols).max(1);
-    png(path, (380 * cols as u32, 280 * rows as u32), |root| {
+    {
         let panels = root.split_evenly((rows, cols));
         for (term, area) in terms.iter().zip(panels.iter()) {
             let values = hist
@@ -387,5 +397,5 @@ pub fn losses(path: &Path, data: &ReportData, text: bool) -> ChartResult {
             }
         }
         Ok(())
-    })
+    }
 }
