@@ -3,7 +3,8 @@
 //! - [`trainer`]: the engine. Owns every libtorch tensor on one thread; models, CTP losses,
 //!   drift-gated compatible momentum, feature queue, AdamW, checkpoints, evaluation.
 //! - [`api`]: the gRPC control plane (`ctp.v1.ContinualTrainer`), auth, error mapping.
-//! - [`app`]: wiring, startup recovery, graceful shutdown; [`worker`]: the job dispatcher;
+//! - [`app`]: wiring, startup recovery, graceful shutdown; [`state`]: the shared `AppState`
+//!   (below api, worker, health and telemetry); [`worker`]: the job dispatcher;
 //!   [`hub`]: task events (persist, then fan out).
 //! - [`store`]: SQLite/Postgres persistence: tasks, queue, versions, evaluations, history.
 //! - [`taskdata`]: content-addressed task data bundles; [`datadir`]: data-dir layout, stored paths.
@@ -23,6 +24,7 @@ pub mod health;
 pub mod hub;
 pub mod images;
 pub mod metrics;
+pub mod state;
 pub mod store;
 pub mod taskdata;
 pub mod telemetry;

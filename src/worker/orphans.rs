@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::datadir::{DataDir, QUARANTINE, SUBDIRS};
 use crate::store::{Backend, StoreError};
 
