@@ -14,10 +14,10 @@ use crate::api::pb::continual_trainer_server::ContinualTrainerServer;
 use crate::api::{pb, service::Service};
 use crate::config::Settings;
 use crate::datadir::DataDir;
+use crate::state::AppState;
 use crate::store::{Backend, Store};
 use crate::telemetry::Metrics;
 use crate::trainer::{Control, TrainerHandle};
-use crate::state::AppState;
 use crate::worker;
 
 pub struct Application {
@@ -52,7 +52,9 @@ impl Application {
         tracing::info!(device = %engine.device, precision = %engine.precision, backend = ?store.backend(), data_dir = %data.root().display(), "ctpd starting");
         let metrics = Metrics::default();
         metrics.set_engine(&engine.device, &engine.precision);
-        let state = Arc::new(AppState::new(settings, data, store, engine, metrics, worker_id));
+        let state = Arc::new(AppState::new(
+            settings, data, store, engine, metrics, worker_id,
+        ));
         Ok(Application {
             state,
             listener,

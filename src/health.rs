@@ -12,8 +12,8 @@ use std::time::Duration;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
-use crate::state::AppState;
 use crate::datadir::DataDir;
+use crate::state::AppState;
 
 /// A database ping slower than this counts as a failure.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);

@@ -11,15 +11,16 @@
 //! - [`config`]: layered settings; [`telemetry`]: tracing and Prometheus metrics.
 //! - [`metrics`]: pure continual-learning metrics (retrieval recall, forgetting, BWT).
 //! - [`images`]: image decoding and preprocessing (no libtorch).
-//! - [`client`] / [`datasets`]: `ctpctl` (the CLI client), WebDataset/JSONL readers, EmojiCL.
+//! - [`datasets`]: WebDataset/JSONL readers, EmojiCL (re-exported from `ctp-datasets`).
+//!
+//! The gRPC code is the `ctp-api` crate (re-exported as [`api::pb`]); the CLI is `ctpctl` on
+//! `ctp-client`, neither of which links libtorch (docs/architecture.md).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod app;
-pub mod client;
 pub mod config;
 pub mod datadir;
-pub mod datasets;
 pub mod health;
 pub mod hub;
 pub mod images;
@@ -30,3 +31,7 @@ pub mod taskdata;
 pub mod telemetry;
 pub mod trainer;
 pub mod worker;
+
+/// WebDataset/JSONL readers and the EmojiCL export (the `ctp-datasets` crate, shared with
+/// `ctp-client`); ctp-bench and the tests use them through this path.
+pub use ctp_datasets as datasets;

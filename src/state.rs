@@ -147,4 +147,3 @@ impl StorageHealth {
         self.starved.store(starved, Ordering::SeqCst);
     }
 }
-

@@ -113,4 +113,3 @@ pub fn is_out_of_space(message: &str) -> bool {
     ];
     SIGNS.iter().any(|s| message.contains(s))
 }
-

@@ -15,13 +15,13 @@ mod lease;
 mod orphans;
 pub mod replay;
 
+pub use crate::state::Running;
 pub use lease::{identity, reap, Fence};
 pub use orphans::clean_orphans;
-pub use crate::state::Running;
 
 use crate::api::convert::{StoredEvent, TaskSettings};
-use crate::state::AppState;
 use crate::images::ImageLimits;
+use crate::state::AppState;
 use crate::store::{ClaimedJob, StoreError, VersionRow};
 use crate::taskdata::{self, StoredSample};
 use crate::trainer::{Control, ReplayPool, Sample, TrainOutcome, TrainRequest, VersionRef};
@@ -76,7 +76,9 @@ async fn run_until_space(
         let result = run_job(state, job.clone(), fence).await;
         let err = match result {
             Err(e)
-                if crate::api::status::is_out_of_space(&e) && !state.is_draining() && !fence.lost() =>
+                if crate::api::status::is_out_of_space(&e)
+                    && !state.is_draining()
+                    && !fence.lost() =>
             {
                 e
             }
@@ -210,8 +212,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
         None => Vec::new(),
     };
     let samples = load_split(state, &task.data_dir, false, size).await?;
-    let replay =
-        replay_pools(state, &settings.replay, &lineage, settings.batch_size, size).await?;
+    let replay = replay_pools(state, &settings.replay, &lineage, settings.batch_size, size).await?;
     // Files of this claim only (its epoch in the name): a stale worker never writes a file
     // another claim uses.
     let claim = format!("{}.{}", task.id, job.epoch);

@@ -5,7 +5,7 @@ use super::args::GateArgs;
 use super::conn::Client;
 use super::error::CliResult;
 use super::output::print_json;
-use crate::api::pb;
+use ctp_api::pb;
 
 /// One line per bound, or "no gate".
 pub fn describe(model: &str, g: &pb::PromotionGate) -> String {

@@ -5,9 +5,9 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status};
 
-use crate::api::pb;
-use crate::api::pb::continual_trainer_server::{ContinualTrainer, ContinualTrainerServer};
-use crate::api::pb::task_event::Event;
+use ctp_api::pb;
+use ctp_api::pb::continual_trainer_server::{ContinualTrainer, ContinualTrainerServer};
+use ctp_api::pb::task_event::Event;
 
 /// Records what the client sent.
 #[derive(Default)]

@@ -4,8 +4,8 @@
 use std::fmt::Write;
 
 use super::charts::heat;
-use super::data::ReportData;
-use crate::client::output::{num, state_name, time};
+use super::data::{ReportData, UNION_RM_NOTE};
+use crate::output::{num, state_name, time};
 
 /// Escapes text for HTML element content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -213,6 +213,11 @@ pub fn render(data: &ReportData, charts: &Charts<'_>) -> String {
     out.push_str(
         "<h2>Versions</h2>\n<p class=note>Forgetting and BWT: positive = forgotten \
                   (max earlier Rm minus current).</p>\n",
+    );
+    let _ = writeln!(
+        out,
+        "<p class=note>{}</p>",
+        esc(&UNION_RM_NOTE.replace("UNION Rm", "union Rm"))
     );
     versions_table(&mut out, data);
     out.push_str("<h2>Momentum syncs and drift</h2>\n");

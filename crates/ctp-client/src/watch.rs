@@ -11,8 +11,8 @@ use std::time::Duration;
 use super::conn::Client;
 use super::error::{CliError, CliResult};
 use super::output::{is_terminal, state_name};
-use crate::api::pb;
-use crate::api::pb::task_event::Event;
+use ctp_api::pb;
+use ctp_api::pb::task_event::Event;
 
 /// Receives the events of a followed task (rendering, collecting).
 pub trait Sink {

@@ -7,8 +7,8 @@ use clap::Parser;
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::api::pb;
-use crate::api::pb::task_event::Event;
+use ctp_api::pb;
+use ctp_api::pb::task_event::Event;
 
 mod mock;
 use mock::{serve, Mock};

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use super::*;
-use crate::datasets::{read_all, Split};
+use crate::{read_all, Split};
 
 fn assets() -> PathBuf {
     let dir = default_node_modules();

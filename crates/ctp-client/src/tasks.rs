@@ -5,7 +5,8 @@ use super::args::{RollbackArgs, StateArg, TasksArgs};
 use super::conn::Client;
 use super::error::CliResult;
 use super::output::{num, print_json, state_name, table, task_json, time, version_json};
-use crate::api::pb;
+use super::report::data::{task_columns, UNION_RM_NOTE};
+use ctp_api::pb;
 
 /// Page size for listings; the daemon caps it at 1000.
 const PAGE: u32 = 500;
@@ -149,21 +150,15 @@ pub async fn cancel(client: &mut Client, task_id: &str, json: bool) -> CliResult
     Ok(())
 }
 
-/// The `versions` table: one column per task seen on any lineage (`T1..Tn`, with a legend
-/// below, since task names are long), blank where a version never saw that task.
 fn rejected(v: &pb::Version) -> bool {
     v.state == pb::VersionState::Rejected as i32
 }
 
+/// The `versions` table: one column per task seen on any lineage (`T1..Tn`, with a legend
+/// below, since task names are long), blank where a version never saw that task. Columns are
+/// in [`task_columns`] order, the same as the report's.
 pub fn versions_table(versions: &[pb::Version]) -> String {
-    let mut tasks: Vec<(String, String)> = Vec::new();
-    for v in versions {
-        for e in &v.evals {
-            if !tasks.iter().any(|(id, _)| *id == e.task_id) {
-                tasks.push((e.task_id.clone(), e.task_name.clone()));
-            }
-        }
-    }
+    let tasks = task_columns(versions);
     let mut header: Vec<String> = ["VERSION", "PARENT", "TASK"].map(String::from).to_vec();
     header.extend((1..=tasks.len()).map(|i| format!("Rm T{i}")));
     header.extend(["UNION Rm", "AVG FORGET", "BWT", "SYNCS/STEPS", "GATE"].map(String::from));
@@ -188,7 +183,8 @@ pub fn versions_table(versions: &[pb::Version]) -> String {
         })
         .collect();
     let mut out = table(&header, &rows);
-    out.push_str("\n\n* = head");
+    out.push_str("\n\n* = head\n");
+    out.push_str(UNION_RM_NOTE);
     for v in versions.iter().filter(|v| rejected(v)) {
         out.push_str(&format!(
             "\nversion {} REJECTED: {}",
@@ -315,6 +311,44 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("T2: name-b (b)"), "{t}");
+    }
+
+    /// The demo's case: version 2 (task b, bad lr) was rolled back, version 3 retrained b from
+    /// version 1. The table and the report name the same task T2: the one on the head's
+    /// lineage (b2), not the first by version number (b1).
+    #[test]
+    fn versions_table_and_report_share_one_column_order() {
+        let v = |n: i64, parent: Option<i64>, evals: Vec<pb::TaskEval>, head: bool| pb::Version {
+            version: n,
+            parent,
+            task_name: format!("task{n}"),
+            evals,
+            is_head: head,
+            ..Default::default()
+        };
+        let vs = vec![
+            v(1, None, vec![eval("a", 50.0)], false),
+            v(2, Some(1), vec![eval("a", 1.0), eval("b1", 2.0)], false),
+            v(3, Some(1), vec![eval("a", 40.0), eval("b2", 60.0)], true),
+        ];
+        let ids: Vec<String> = task_columns(&vs).into_iter().map(|c| c.0).collect();
+        assert_eq!(ids, ["a", "b2", "b1"]);
+        let (ordered, lineage_len) = crate::report::data::lineage_order(vs.clone());
+        let report = crate::report::data::ReportData {
+            versions: ordered,
+            lineage_len,
+            ..Default::default()
+        };
+        assert_eq!(report.columns(), task_columns(&vs));
+        let t = versions_table(&vs);
+        assert!(
+            t.contains("T2: name-b2 (b2)") && t.contains("T3: name-b1 (b1)"),
+            "{t}"
+        );
+        // Row 3 (version 3) has its b2 score under T2.
+        let row3 = t.lines().find(|l| l.starts_with("3 *")).unwrap();
+        assert!(row3.contains("40.0   60.0"), "{t}");
+        assert!(t.contains("UNION Rm = "), "{t}");
     }
 
     #[test]

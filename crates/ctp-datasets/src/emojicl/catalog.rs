@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::datasets::DatasetError;
+use crate::DatasetError;
 
 /// Where the npm packages are, relative to the assets folder (`scripts/setup-data.sh`).
 pub const NPM_SUBDIR: &str = "npm/node_modules";

@@ -4,7 +4,7 @@
 //! field names follow the proto (snake_case) so `--json` output reads like the API docs.
 use serde_json::{json, Map, Value};
 
-use crate::api::pb;
+use ctp_api::pb;
 
 /// `TASK_STATE_SUCCEEDED` → `SUCCEEDED`.
 pub fn state_name(state: i32) -> String {

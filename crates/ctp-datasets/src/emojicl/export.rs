@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{build, Options, SampleRef, Task};
-use crate::datasets::jsonl::JsonlWriter;
-use crate::datasets::webdataset::ShardWriter;
-use crate::datasets::{DatasetError, DatasetSample};
+use crate::jsonl::JsonlWriter;
+use crate::webdataset::ShardWriter;
+use crate::{DatasetError, DatasetSample};
 
 /// On-disk format of the exported tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,4 +1,5 @@
-//! `ctpctl`, the command-line client of `ctpd`.
+//! The client side of `ctpd`, behind the `ctpctl` binary: no libtorch, no database driver.
+//! Other Rust programs can use the same pieces (or just the `ctp-api` crate).
 //!
 //! - [`args`]: the command grammar (clap); [`error`]: one-line errors and exit codes.
 //! - [`conn`]: connection, TLS and the bearer-token interceptor.
@@ -9,6 +10,11 @@
 //! Human-readable output goes to stdout (results) and stderr (progress, notes); `--json`
 //! puts machine-readable JSON on stdout and keeps stderr for errors only.
 use std::process::ExitCode;
+
+/// The generated `ctp.v1` API (the `ctp-api` crate).
+pub use ctp_api::pb;
+/// Dataset readers and the EmojiCL export (the `ctp-datasets` crate).
+pub use ctp_datasets as datasets;
 
 pub mod args;
 pub mod conn;

@@ -10,7 +10,7 @@ use super::args::{EmbedArgs, HealthArgs, SearchArgs};
 use super::conn::{Client, Connection};
 use super::error::{CliError, CliResult, EXIT_OK, EXIT_UNAVAILABLE};
 use super::output::print_json;
-use crate::api::pb;
+use ctp_api::pb;
 
 /// Most images per Embed call in `search`, so a large folder streams through in bounded
 /// memory.

@@ -1,6 +1,6 @@
 //! Report rendering from synthetic data: no daemon needed.
 use super::*;
-use crate::api::pb::task_event::Event;
+use ctp_api::pb::task_event::Event;
 
 fn eval(id: &str, rm: f64) -> pb::TaskEval {
     pb::TaskEval {

@@ -2,8 +2,8 @@
 //! HTML can be tested from synthetic inputs without a daemon.
 use std::collections::BTreeMap;
 
-use crate::api::pb;
-use crate::api::pb::task_event::Event;
+use ctp_api::pb;
+use ctp_api::pb::task_event::Event;
 
 /// One progress sample of a task.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,18 +149,32 @@ pub fn lineage_order(mut versions: Vec<pb::Version>) -> (Vec<pb::Version>, usize
     (ordered, lineage_len)
 }
 
-impl ReportData {
-    /// Matrix columns: every evaluated task, in order of first appearance.
-    pub fn columns(&self) -> Vec<(String, String)> {
-        let mut cols: Vec<(String, String)> = Vec::new();
-        for v in &self.versions {
-            for e in &v.evals {
-                if !cols.iter().any(|(id, _)| *id == e.task_id) {
-                    cols.push((e.task_id.clone(), e.task_name.clone()));
-                }
+/// The task columns (id, name) of every version table — `ctpctl versions`, the report's
+/// matrix and charts — in ONE order: tasks as they first appear along [`lineage_order`] (the
+/// head's lineage from the root, then the versions left off it by number), so `T5` names the
+/// same task everywhere.
+pub fn task_columns(versions: &[pb::Version]) -> Vec<(String, String)> {
+    let (ordered, _) = lineage_order(versions.to_vec());
+    let mut cols: Vec<(String, String)> = Vec::new();
+    for v in &ordered {
+        for e in &v.evals {
+            if !cols.iter().any(|(id, _)| *id == e.task_id) {
+                cols.push((e.task_id.clone(), e.task_name.clone()));
             }
         }
-        cols
+    }
+    cols
+}
+
+/// One line defining union Rm, shown under every table that has the column.
+pub const UNION_RM_NOTE: &str = "UNION Rm = Rm with the eval samples of all seen tasks pooled \
+     into one candidate set (each query competes against every task's items at once), so it is \
+     lower than per-task Rm and keeps falling as tasks accumulate.";
+
+impl ReportData {
+    /// Matrix columns: see [`task_columns`].
+    pub fn columns(&self) -> Vec<(String, String)> {
+        task_columns(&self.versions)
     }
 
     /// The accuracy matrix: Rm of each version (row) on each task (column).
@@ -215,12 +229,13 @@ impl ReportData {
             .collect()
     }
 
-    /// All loss term names seen, `total` first.
+    /// All loss term names seen, `total` first (the learning rate is not one).
     pub fn loss_terms(&self) -> Vec<String> {
         let mut terms: Vec<String> = Vec::new();
         for h in &self.histories {
             for p in &h.progress {
-                for k in p.losses.keys() {
+                // The learning rate rides in the same map; it is no loss and not plotted.
+                for k in p.losses.keys().filter(|k| *k != "lr") {
                     if !terms.contains(k) {
                         terms.push(k.clone());
                     }

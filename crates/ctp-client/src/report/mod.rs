@@ -14,7 +14,7 @@ use super::error::{CliError, CliResult};
 use super::output::{is_terminal, print_json};
 use super::tasks::{list_tasks, list_versions};
 use super::watch::{follow, Collect};
-use crate::api::pb;
+use ctp_api::pb;
 
 pub mod charts;
 pub mod data;

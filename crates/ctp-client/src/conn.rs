@@ -9,7 +9,7 @@ use tonic::{Request, Status};
 
 use super::args::Cli;
 use super::error::{CliError, CliResult};
-use crate::api::pb::continual_trainer_client::ContinualTrainerClient;
+use ctp_api::pb::continual_trainer_client::ContinualTrainerClient;
 
 /// Large responses (version lists with many evals, embeddings of many images) exceed
 /// tonic's 4 MiB default; the daemon's own limit is what really bounds them.

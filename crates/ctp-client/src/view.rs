@@ -7,8 +7,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::output::{event_json, state_name};
 use super::watch::Sink;
-use crate::api::pb;
-use crate::api::pb::task_event::Event;
+use ctp_api::pb;
+use ctp_api::pb::task_event::Event;
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,12 +40,17 @@ pub fn progress_line(p: &pb::Progress, last_sync: Option<&pb::MomentumSync>) -> 
     if p.total_epochs > 0 {
         parts.push(format!("epoch {}/{}", p.epoch, p.total_epochs));
     }
-    // `total` first, then the individual terms in name order.
-    let mut losses: Vec<(&String, &f64)> = p.losses.iter().collect();
+    // `total` first, then the individual terms in name order. The learning rate travels in
+    // the same map but is no loss: it gets its own part in scientific notation (`3.0e-4`;
+    // three decimals would print 0.000).
+    let mut losses: Vec<(&String, &f64)> = p.losses.iter().filter(|(k, _)| *k != "lr").collect();
     losses.sort_by_key(|(k, _)| (k.as_str() != "total", k.as_str()));
     if !losses.is_empty() {
         let terms: Vec<String> = losses.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
         parts.push(terms.join(" "));
+    }
+    if let Some(lr) = p.losses.get("lr") {
+        parts.push(format!("lr {lr:.1e}"));
     }
     if p.samples_per_second > 0.0 {
         parts.push(format!("{:.1} samples/s", p.samples_per_second));
@@ -58,6 +63,16 @@ pub fn progress_line(p: &pb::Progress, last_sync: Option<&pb::MomentumSync>) -> 
         parts.push(format!("ETA {}", duration(eta)));
     }
     parts.join(" | ")
+}
+
+/// Where training stands: `step 40/100 (40.0%)`, or `starting…` while the total is not known
+/// yet (the first snapshot of a queued or just-claimed task carries zeros).
+pub fn step_label(p: &pb::Progress) -> String {
+    if p.total_steps == 0 {
+        "starting…".to_string()
+    } else {
+        format!("step {}/{} ({:.1}%)", p.step, p.total_steps, p.percent)
+    }
 }
 
 /// `3725` → `1h02m05s`.
@@ -80,6 +95,17 @@ pub struct View {
     last_sync: Option<pb::MomentumSync>,
     last_line: Option<Instant>,
     line_every: Duration,
+    /// Whether the bar has switched from the spinner to steps (the total became known).
+    bar_shown: bool,
+}
+
+/// The bar once the total number of steps is known.
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} steps  {msg}",
+    )
+    .expect("static template")
+    .progress_chars("=> ")
 }
 
 impl View {
@@ -87,13 +113,12 @@ impl View {
     pub fn new(mode: Mode) -> View {
         let bar = if mode == Mode::Bar {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+            // No `0/0 steps` bar before the total is known: a spinner until then.
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} steps  {msg}",
-                )
-                .expect("static template")
-                .progress_chars("=> "),
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                    .expect("static template"),
             );
+            bar.set_message("starting…");
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         } else {
@@ -105,6 +130,7 @@ impl View {
             last_sync: None,
             last_line: None,
             line_every: Duration::from_secs(10),
+            bar_shown: false,
         }
     }
 
@@ -122,10 +148,16 @@ impl View {
         match self.mode {
             Mode::Bar => {
                 if p.total_steps > 0 {
+                    if !self.bar_shown {
+                        self.bar.set_style(bar_style());
+                        self.bar_shown = true;
+                    }
                     self.bar.set_length(p.total_steps);
+                    self.bar.set_position(p.step);
+                    self.bar.set_message(line);
+                } else {
+                    self.bar.set_message(format!("starting… | {line}"));
                 }
-                self.bar.set_position(p.step);
-                self.bar.set_message(line);
             }
             Mode::Lines => {
                 let due = self
@@ -133,10 +165,7 @@ impl View {
                     .is_none_or(|t| t.elapsed() >= self.line_every);
                 if due || p.step == p.total_steps {
                     self.last_line = Some(Instant::now());
-                    eprintln!(
-                        "step {}/{} ({:.1}%) | {line}",
-                        p.step, p.total_steps, p.percent
-                    );
+                    eprintln!("{} | {line}", step_label(p));
                 }
             }
             Mode::Json => {}
@@ -230,7 +259,25 @@ mod tests {
             "epoch 2/5 | total 2.250 itc 1.500 | 123.5 samples/s | syncs 7 | \
              last sync @38 d=0.0123 k=4 | ETA 1m15s"
         );
+        assert_eq!(step_label(&p), "step 40/100 (40.0%)");
         assert_eq!(duration(3725.0), "1h02m05s");
         assert_eq!(duration(4.2), "4s");
+    }
+
+    #[test]
+    fn learning_rate_prints_in_scientific_notation_not_as_a_loss() {
+        let mut p = pb::Progress::default();
+        p.losses.insert("total".into(), 2.25);
+        p.losses.insert("lr".into(), 3e-4);
+        assert_eq!(progress_line(&p, None), "total 2.250 | lr 3.0e-4 | syncs 0");
+        p.losses.insert("lr".into(), 1.5e-5);
+        assert!(progress_line(&p, None).contains("lr 1.5e-5"));
+    }
+
+    #[test]
+    fn no_step_count_before_the_total_is_known() {
+        let p = pb::Progress::default();
+        assert_eq!(step_label(&p), "starting…");
+        assert!(!step_label(&p).contains("0/0"));
     }
 }
