@@ -1,7 +1,10 @@
 //! Build script: embeds an rpath to torch's `lib/` so binaries and tests run without
 //! LD_LIBRARY_PATH on the build machine, and links libtorch's CUDA libraries when torch ships
-//! them. (The gRPC proto is compiled by `crates/ctp-api`.) A release ctpd on another host finds
-//! libtorch through `LD_LIBRARY_PATH`; see docs/architecture.md, "Deploying ctpd".
+//! them. (The gRPC proto is compiled by `crates/ctp-api`.)
+//!
+//! `CTP_NO_RPATH=1` leaves the rpath out: a binary for other hosts, which finds libtorch
+//! through `LD_LIBRARY_PATH` — the one documented way (docs/architecture.md, "Deploying ctpd";
+//! deploy/Dockerfile builds so).
 use std::{env, path::PathBuf, process::Command};
 
 fn torch_lib_dir() -> Option<PathBuf> {
@@ -28,8 +31,12 @@ fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=PYTHON_SYS_EXECUTABLE");
+    println!("cargo:rerun-if-env-changed=CTP_NO_RPATH");
+    let rpath = env::var_os("CTP_NO_RPATH").is_none_or(|v| v.is_empty() || v == "0");
     if let Some(dir) = torch_lib_dir() {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+        if rpath {
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+        }
         link_cuda(&dir);
     }
     // `sqlx::migrate!` embeds the migration folders at compile time but does not watch
