@@ -16,7 +16,15 @@ fn install_package(python: &Path, dir: &Path) -> std::path::PathBuf {
     let package = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/python");
     let site = dir.join("site");
     let out = std::process::Command::new(python)
-        .args(["-m", "pip", "install", "--no-index", "--no-deps", "--no-cache-dir", "--quiet"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--no-deps",
+            "--no-cache-dir",
+            "--quiet",
+        ])
         .arg("--target")
         .arg(&site)
         .arg(package)
@@ -30,7 +38,15 @@ fn install_package(python: &Path, dir: &Path) -> std::path::PathBuf {
     );
     // Its dependencies resolve offline against what the interpreter already has.
     let out = std::process::Command::new(python)
-        .args(["-m", "pip", "install", "--no-index", "--dry-run", "--quiet", package])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--dry-run",
+            "--quiet",
+            package,
+        ])
         .output()
         .unwrap();
     assert!(
@@ -67,12 +83,18 @@ async fn python_package_and_example_against_a_live_daemon() {
         .current_dir(tmp.path())
         .env("PYTHONPATH", &site)
         .env("CTP_ADDR", &addr)
-        .env("CTP_PROTO_ROOT", concat!(env!("CARGO_MANIFEST_DIR"), "/proto"))
+        .env(
+            "CTP_PROTO_ROOT",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/proto"),
+        )
         .output()
         .await
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "clients/python tests failed:\n{stderr}");
+    assert!(
+        out.status.success(),
+        "clients/python tests failed:\n{stderr}"
+    );
     assert!(
         !stderr.contains("skipped"),
         "no package test may be skipped here:\n{stderr}"

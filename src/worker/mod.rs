@@ -2,7 +2,7 @@
 //! runs each on the engine, streams its events into the store and to watchers, evaluates the new
 //! version on every task of its lineage and commits version + evaluation + forgetting in one
 //! transaction. Training never runs inside an RPC.
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
