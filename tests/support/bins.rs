@@ -1,7 +1,9 @@
 //! Binaries of other workspace packages. `CARGO_BIN_EXE_*` only names the binaries of the
 //! package under test (ctp: ctpd, ctp-bench); `ctpctl` lives in `crates/ctpctl`, so it is
-//! built here once per test process with `cargo build -p ctpctl` (a no-op when it is up to
+//! built here once per test process with `cargo build --bin ctpctl` (a no-op when it is up to
 //! date, and never stale after an edit of the client) and found next to this test's `deps/`.
+//! No `-p ctpctl`: building it with the whole workspace selected keeps the dependencies'
+//! features the same as `cargo test`'s, so nothing is compiled twice.
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -18,13 +20,13 @@ pub fn ctpctl() -> PathBuf {
             .expect("test executable lives in <target>/<profile>/deps");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "ctpctl"])
+        cmd.args(["build", "--quiet", "--bin", "ctpctl"])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
-        let status = cmd.status().expect("running cargo build -p ctpctl");
-        assert!(status.success(), "cargo build -p ctpctl failed");
+        let status = cmd.status().expect("running cargo build --bin ctpctl");
+        assert!(status.success(), "cargo build --bin ctpctl failed");
         let bin = profile_dir.join("ctpctl");
         assert!(bin.exists(), "{} was not built", bin.display());
         bin

@@ -107,8 +107,19 @@ fn script(task: &str, call: usize) -> Vec<Result<pb::TaskEvent, Status>> {
     }
 }
 
+/// The served handle (a newtype: `ContinualTrainer` and `Arc` are both foreign to this crate).
+#[derive(Clone)]
+pub struct Served(pub Arc<Mock>);
+
+impl std::ops::Deref for Served {
+    type Target = Mock;
+    fn deref(&self) -> &Mock {
+        &self.0
+    }
+}
+
 #[tonic::async_trait]
-impl ContinualTrainer for Arc<Mock> {
+impl ContinualTrainer for Served {
     async fn submit_task(
         &self,
         req: Request<tonic::Streaming<pb::SubmitTaskRequest>>,
@@ -205,7 +216,7 @@ pub async fn serve(mock: Arc<Mock>) -> String {
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(health)
-            .add_service(ContinualTrainerServer::new(mock))
+            .add_service(ContinualTrainerServer::new(Served(mock)))
             .serve_with_incoming(TcpListenerStream::new(listener))
             .await
             .unwrap();
