@@ -22,6 +22,22 @@ pub fn ctpctl() -> PathBuf {
         let mut cmd = std::process::Command::new(cargo);
         cmd.args(["build", "--quiet", "--bin", "ctpctl"])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // The environment cargo gives a test process (this package's CARGO_PKG_*, OUT_DIR, …)
+        // is not a build's: passed on, it makes the nested build see changed inputs and
+        // recompile what the outer `cargo test` just built.
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            let cargo_set = (k.starts_with("CARGO_")
+                && !["CARGO_HOME", "CARGO_TARGET_DIR"].contains(&k.as_ref())
+                && !k.starts_with("CARGO_BUILD_")
+                && !k.starts_with("CARGO_NET_")
+                && !k.starts_with("CARGO_REGISTR")
+                && !k.starts_with("CARGO_TERM_"))
+                || k == "OUT_DIR";
+            if cargo_set {
+                cmd.env_remove(&key);
+            }
+        }
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
