@@ -1,10 +1,11 @@
 //! Build script: embeds an rpath to torch's `lib/` so binaries and tests run without
-//! LD_LIBRARY_PATH, links libtorch's CUDA libraries when torch ships them, and compiles the
-//! gRPC proto (with a descriptor set for reflection).
+//! LD_LIBRARY_PATH on the build machine, and links libtorch's CUDA libraries when torch ships
+//! them. (The gRPC proto is compiled by `crates/ctp-api`.)
+//!
+//! `CTP_NO_RPATH=1` leaves the rpath out: a binary for other hosts, which finds libtorch
+//! through `LD_LIBRARY_PATH` — the one documented way (docs/architecture.md, "Deploying ctpd";
+//! deploy/Dockerfile builds so).
 use std::{env, path::PathBuf, process::Command};
-
-/// The gRPC API; every file listed here is compiled and watched.
-const PROTOS: &[&str] = &["proto/ctp/v1/ctp.proto"];
 
 fn torch_lib_dir() -> Option<PathBuf> {
     if let Ok(dir) = env::var("LIBTORCH") {
@@ -30,11 +31,14 @@ fn main() {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=PYTHON_SYS_EXECUTABLE");
+    println!("cargo:rerun-if-env-changed=CTP_NO_RPATH");
+    let rpath = env::var_os("CTP_NO_RPATH").is_none_or(|v| v.is_empty() || v == "0");
     if let Some(dir) = torch_lib_dir() {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+        if rpath {
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
+        }
         link_cuda(&dir);
     }
-    compile_protos().expect("compiling proto/ctp/v1/ctp.proto failed");
     // `sqlx::migrate!` embeds the migration folders at compile time but does not watch
     // them for new files; this makes adding a migration rebuild the crate.
     println!("cargo:rerun-if-changed=migrations");
@@ -56,27 +60,4 @@ fn link_cuda(dir: &std::path::Path) {
         println!("cargo:rustc-link-arg=-l{l}");
     }
     println!("cargo:rustc-link-arg=-Wl,--as-needed");
-}
-
-/// Generates the tonic client and server and a descriptor set for gRPC reflection
-/// (`OUT_DIR/ctp_descriptor.bin`, embedded by `api::pb::FILE_DESCRIPTOR_SET`).
-///
-/// protoc comes from `protoc-bin-vendored`, so building needs no system protoc, and its
-/// bundled include folder provides `google/protobuf/timestamp.proto`.
-fn compile_protos() -> std::io::Result<()> {
-    let protoc = protoc_bin_vendored::protoc_bin_path().expect("vendored protoc is missing");
-    // Edition 2021: `set_var` is safe here, and build scripts are single-threaded.
-    env::set_var("PROTOC", protoc);
-    let well_known = protoc_bin_vendored::include_path().expect("vendored protoc includes");
-    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for proto in PROTOS {
-        println!("cargo:rerun-if-changed={proto}");
-    }
-    let protos: Vec<PathBuf> = PROTOS.iter().map(PathBuf::from).collect();
-    let includes = [PathBuf::from("proto"), well_known];
-    tonic_prost_build::configure()
-        // Decode errors (e.g. invalid UTF-8 in a string) answer INVALID_ARGUMENT.
-        .codec_path("crate::api::codec::StrictCodec")
-        .file_descriptor_set_path(out_dir.join("ctp_descriptor.bin"))
-        .compile_protos(&protos, &includes)
 }

@@ -1,13 +1,11 @@
 //! Wires the daemon together: store → engine → dispatcher → gRPC server, with recovery at
 //! startup and a graceful drain at shutdown.
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
@@ -16,52 +14,11 @@ use crate::api::pb::continual_trainer_server::ContinualTrainerServer;
 use crate::api::{pb, service::Service};
 use crate::config::Settings;
 use crate::datadir::DataDir;
-use crate::health::StorageHealth;
-use crate::hub::Hub;
-use crate::images::ImageLimits;
+use crate::state::AppState;
 use crate::store::{Backend, Store};
 use crate::telemetry::Metrics;
 use crate::trainer::{Control, TrainerHandle};
-use crate::worker::{self, Running};
-
-/// Shared state of the daemon (cheap to reach from every handler through an `Arc`).
-pub struct AppState {
-    pub settings: Settings,
-    /// The data dir (absolute); maps stored paths to files.
-    pub data: DataDir,
-    pub store: Store,
-    pub engine: TrainerHandle,
-    pub hub: Hub,
-    /// Wakes the dispatcher after a submission is durable.
-    pub wake: Notify,
-    pub running: Running,
-    pub metrics: Metrics,
-    /// Whether the data dir can be written (probed; see `health`).
-    pub storage: StorageHealth,
-    pub worker_id: String,
-    draining: AtomicBool,
-    /// False until startup recovery (requeue, orphan cleanup) is done; submissions wait for it.
-    ready: AtomicBool,
-}
-
-impl AppState {
-    pub fn image_limits(&self) -> ImageLimits {
-        let l = &self.settings.limits;
-        ImageLimits {
-            max_bytes: l.max_image_bytes,
-            max_width: l.max_image_side,
-            max_height: l.max_image_side,
-        }
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
-    }
-}
+use crate::worker;
 
 pub struct Application {
     state: Arc<AppState>,
@@ -107,20 +64,9 @@ impl Application {
         tracing::info!(device = %engine.device, precision = %engine.precision, backend = ?store.backend(), data_dir = %data.root().display(), "ctpd starting");
         let metrics = Metrics::default();
         metrics.set_engine(&engine.device, &engine.precision);
-        let state = Arc::new(AppState {
-            settings,
-            data,
-            store,
-            engine,
-            hub: Hub::default(),
-            wake: Notify::new(),
-            running: Running::default(),
-            metrics,
-            storage: StorageHealth::default(),
-            worker_id,
-            draining: AtomicBool::new(false),
-            ready: AtomicBool::new(false),
-        });
+        let state = Arc::new(AppState::new(
+            settings, data, store, engine, metrics, worker_id,
+        ));
         Ok(Application {
             state,
             listener,
@@ -221,7 +167,7 @@ impl Application {
         }
         let cleanup = worker::clean_orphans(&state).await?;
         state.metrics.refresh(&state.store).await;
-        state.ready.store(true, Ordering::SeqCst);
+        state.mark_ready();
         // Health follows readiness, draining, the data dir and the database from here on.
         tokio::spawn(crate::health::watch(state.clone(), health.clone()));
         tokio::spawn(worker::reap(state.clone()));
@@ -235,7 +181,15 @@ impl Application {
         };
         let (metrics_stop_tx, metrics_stop_rx) = tokio::sync::oneshot::channel::<()>();
         if let Some(l) = self.metrics_listener {
-            tokio::spawn(crate::telemetry::serve_metrics(l, state.clone(), async {
+            let s = state.clone();
+            let render = move || {
+                let s = s.clone();
+                async move {
+                    s.metrics.refresh(&s.store).await;
+                    s.metrics.render()
+                }
+            };
+            tokio::spawn(crate::telemetry::serve_metrics(l, render, async {
                 let _ = metrics_stop_rx.await;
             }));
         }
@@ -249,7 +203,7 @@ impl Application {
 
         shutdown.await;
         tracing::info!("Shutting down: draining");
-        state.draining.store(true, Ordering::SeqCst);
+        state.begin_draining();
         crate::health::set_serving(&health, false).await;
         state.running.signal(None, Control::PAUSE);
         state.hub.begin_shutdown();

@@ -6,15 +6,14 @@
 //! probe fails (a full disk, a read-only mount, a database outage) or while training is held
 //! back for lack of space, SERVING again by itself once they pass. Nothing has to restart.
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
-use crate::app::AppState;
 use crate::datadir::DataDir;
+use crate::state::AppState;
 
 /// A database ping slower than this counts as a failure.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -23,42 +22,7 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(2);
 /// Bytes the probe writes: enough to notice a disk that cannot take another block.
 const PROBE_BYTES: usize = 64 << 10;
 
-/// Storage health, shared by the prober, the worker and the metrics.
-#[derive(Default)]
-pub struct StorageHealth {
-    /// Why the data dir cannot be written now (`None`: it can).
-    problem: Mutex<Option<String>>,
-    /// Why the database does not answer now (`None`: it does).
-    database: Mutex<Option<String>>,
-    /// Training hit "no space" and waits for a retry to get through.
-    starved: AtomicBool,
-}
-
-impl StorageHealth {
-    /// The current problem, if any.
-    pub fn problem(&self) -> Option<String> {
-        if self.starved.load(Ordering::SeqCst) {
-            return Some("training is waiting for space in the data dir".into());
-        }
-        let data = self.problem.lock().expect("health lock").clone();
-        data.or_else(|| self.database.lock().expect("health lock").clone())
-    }
-
-    /// Records the latest database ping.
-    pub fn set_database(&self, result: Result<(), String>) {
-        *self.database.lock().expect("health lock") = result.err();
-    }
-
-    /// Records the latest probe result.
-    pub fn set_probe(&self, result: Result<(), String>) {
-        *self.problem.lock().expect("health lock") = result.err();
-    }
-
-    /// Marks training as held back for space (true) or running again (false).
-    pub fn set_starved(&self, starved: bool) {
-        self.starved.store(starved, Ordering::SeqCst);
-    }
-}
+pub use crate::state::StorageHealth;
 
 /// Writes, fsyncs and removes a probe file in the data dir.
 ///
@@ -74,16 +38,7 @@ pub fn probe(data: &DataDir) -> Result<(), String> {
     result.map_err(|e| format!("data dir {} is not writable: {e}", data.root().display()))
 }
 
-/// True if `message` (an error chain as text) says a disk or quota is full.
-pub fn is_out_of_space(message: &str) -> bool {
-    const SIGNS: [&str; 4] = [
-        "No space left on device",
-        "os error 28",
-        "Disk quota exceeded",
-        "database or disk is full",
-    ];
-    SIGNS.iter().any(|s| message.contains(s))
-}
+pub use crate::api::status::is_out_of_space;
 
 /// Sets grpc.health.v1 for the whole server ("") and for ctp.v1.ContinualTrainer together.
 pub async fn set_serving(health: &HealthReporter, serving: bool) {

@@ -170,12 +170,16 @@ impl Metrics {
     }
 }
 
-/// Serves GET /metrics until `shutdown` resolves.
-pub async fn serve_metrics(
+/// Serves GET /metrics until `shutdown` resolves; `render` produces the exposition text
+/// (refreshing the gauges first), so this module never needs the daemon's state.
+pub async fn serve_metrics<F, Fut>(
     listener: TcpListener,
-    state: std::sync::Arc<crate::app::AppState>,
+    render: F,
     shutdown: impl std::future::Future<Output = ()>,
-) {
+) where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = String> + Send,
+{
     tokio::pin!(shutdown);
     loop {
         let conn = tokio::select! {
@@ -183,14 +187,13 @@ pub async fn serve_metrics(
             _ = &mut shutdown => return,
         };
         let Ok((mut sock, _)) = conn else { continue };
-        let state = state.clone();
+        let render = render.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let n = sock.read(&mut buf).await.unwrap_or(0);
             let req = String::from_utf8_lossy(&buf[..n]);
             let resp = if req.starts_with("GET /metrics") {
-                state.metrics.refresh(&state.store).await;
-                let body = state.metrics.render();
+                let body = render().await;
                 format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
             } else {
                 "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"

@@ -10,7 +10,7 @@ use std::process::Output;
 use helpers::*;
 
 async fn ctpctl(addr: &str, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_ctpctl"))
+    tokio::process::Command::new(bins::ctpctl())
         .arg("--addr")
         .arg(addr)
         .args(args)

@@ -1,29 +1,109 @@
-//! The Python example (grpcio, stubs generated from the same proto) submits a task to a live
-//! daemon and watches it to the end: the API works from another language.
+//! The Python client package (`clients/python`, grpcio + committed stubs) against a live
+//! daemon: installed with `pip --no-index` (the offline install the package promises), its
+//! unit tests and live tests run, then the `examples/python` script, built on it, submits and
+//! watches tasks: the API works from another language without the server's dependencies.
 #[allow(dead_code)]
 #[path = "daemon/helpers.rs"]
 mod helpers;
 
+use std::path::Path;
+
 use helpers::*;
 
+/// `pip install --no-index --no-deps --target DIR ./clients/python`: builds the wheel with the
+/// package's in-tree backend, with nothing from an index. Returns DIR (for PYTHONPATH).
+fn install_package(python: &Path, dir: &Path) -> std::path::PathBuf {
+    let package = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/python");
+    let site = dir.join("site");
+    let out = std::process::Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--no-deps",
+            "--no-cache-dir",
+            "--quiet",
+        ])
+        .arg("--target")
+        .arg(&site)
+        .arg(package)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pip install --no-index ./clients/python failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Its dependencies resolve offline against what the interpreter already has.
+    let out = std::process::Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--dry-run",
+            "--quiet",
+            package,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the package's dependencies do not resolve offline:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    site
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_example_submits_and_watches() {
+async fn python_package_and_example_against_a_live_daemon() {
     let app = spawn_app(Db::Sqlite).await;
     let python = assets::python();
     let has_grpc = std::process::Command::new(&python)
-        .args(["-c", "import grpc, grpc_tools"])
+        .args(["-c", "import grpc, grpc_tools, numpy"])
         .status()
         .unwrap()
         .success();
     assert!(
         has_grpc,
-        "{} lacks grpcio/grpcio-tools: run scripts/setup-torch.sh",
+        "{} lacks grpcio/grpcio-tools/numpy: run scripts/setup-torch.sh",
         python.display()
     );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/client.py");
+    let tmp = tempfile::tempdir().unwrap();
+    let site = install_package(&python, tmp.path());
     let addr = app.addr.trim_start_matches("http://").to_string();
+
+    // The package's own tests (offline ones, stubs-match-proto, and the live flow), run
+    // from a neutral folder so `import ctp_client` is the installed copy.
+    let tests = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/python/tests");
+    let out = tokio::process::Command::new(&python)
+        .args(["-m", "unittest", "discover", "-v", "-s", tests])
+        .current_dir(tmp.path())
+        .env("PYTHONPATH", &site)
+        .env("CTP_ADDR", &addr)
+        .env(
+            "CTP_PROTO_ROOT",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/proto"),
+        )
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "clients/python tests failed:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("skipped"),
+        "no package test may be skipped here:\n{stderr}"
+    );
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/client.py");
     let out = tokio::process::Command::new(&python)
         .args([script, "--addr", &addr, "--model", "py", "--epochs", "2"])
+        .env("PYTHONPATH", &site)
         .output()
         .await
         .unwrap();
@@ -66,6 +146,7 @@ async fn python_example_submits_and_watches() {
             "--gate-max-avg-forgetting",
             "-100",
         ])
+        .env("PYTHONPATH", &site)
         .output()
         .await
         .unwrap();

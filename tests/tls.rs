@@ -74,7 +74,7 @@ async fn spawn_tls(pki: &Pki, data: &Path, mtls: bool) -> (u16, tokio::sync::one
 }
 
 async fn ctpctl(args: &[String]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_ctpctl"))
+    tokio::process::Command::new(helpers::bins::ctpctl())
         .args(args)
         .output()
         .await

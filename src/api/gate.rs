@@ -1,7 +1,7 @@
 //! SetPromotionGate / GetPromotionGate: the per-model forgetting policy (issue #10).
 use super::pb;
 use super::status::ApiError;
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::store::GatePolicy;
 
 /// Checks every bound: finite and within [−100, 100] Rm points (`min_union_rm` within [0, 100]).

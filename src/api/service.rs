@@ -11,7 +11,7 @@ use super::convert;
 use super::pb::{self, continual_trainer_server::ContinualTrainer};
 use super::status::ApiError;
 use super::{gate, submit, watch};
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::store::VersionRow;
 use crate::trainer::{Control, ModelConfig, Preset};
 

@@ -45,7 +45,7 @@ impl From<StoreError> for ApiError {
                 ApiError::Aborted(format!("lease on task {task_id} lost"))
             }
             StoreError::Invalid(m) => ApiError::Invalid(m),
-            e @ StoreError::Db(_) if crate::health::is_out_of_space(&error_chain(&e)) => {
+            e @ StoreError::Db(_) if is_out_of_space(&error_chain(&e)) => {
                 ApiError::ResourceExhausted(format!(
                     "the database is out of disk space ({}); free space and retry",
                     error_chain(&e)
@@ -102,4 +102,14 @@ impl From<ApiError> for Status {
             }
         }
     }
+}
+/// True if `message` (an error chain as text) says a disk or quota is full.
+pub fn is_out_of_space(message: &str) -> bool {
+    const SIGNS: [&str; 4] = [
+        "No space left on device",
+        "os error 28",
+        "Disk quota exceeded",
+        "database or disk is full",
+    ];
+    SIGNS.iter().any(|s| message.contains(s))
 }

@@ -9,7 +9,7 @@ use tonic::Streaming;
 use super::convert::TaskSettings;
 use super::pb;
 use super::status::ApiError;
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::store::{new_task_id, NewTask, StoreError, TaskRow};
 use crate::taskdata::{BundleWriter, StoredSample};
 use crate::trainer::{ModelConfig, Preset};

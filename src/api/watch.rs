@@ -10,7 +10,7 @@ use tonic::Status;
 use super::convert::{self, StoredEvent};
 use super::pb;
 use super::status::ApiError;
-use crate::app::AppState;
+use crate::state::AppState;
 
 type Tx = mpsc::Sender<Result<pb::TaskEvent, Status>>;
 

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 
 use crate::api::auth::{Auth, Caller, Scope};
 use crate::api::service::Service;
-use crate::app::AppState;
+use crate::state::AppState;
 
 mod api;
 mod charts;

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use super::lease::Fence;
 use super::store_err;
 use crate::api::convert::{ProgressInfo, StoredEvent, TaskSettings};
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::store::SyncRow;
 use crate::trainer::TrainEvent;
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use super::lease::Fence;
 use super::{load_split, store_err};
 use crate::api::convert::{StoredEvent, TaskSettings};
-use crate::app::AppState;
 use crate::metrics::{self, LineageRow};
+use crate::state::AppState;
 use crate::store::{EvalRow, EvalScope, NewVersion, TaskRow, TaskState, VersionRow};
 use crate::trainer::{EvalSet, TrainerError, VersionRef};
 

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::api::convert::StoredEvent;
-use crate::app::AppState;
 use crate::config::Settings;
+use crate::state::AppState;
 use crate::store::{ClaimedJob, Lease, StoreError, TaskRow, VersionRow};
 use crate::trainer::Control;
 

@@ -2,7 +2,7 @@
 //! runs each on the engine, streams its events into the store and to watchers, evaluates the new
 //! version on every task of its lineage and commits version + evaluation + forgetting in one
 //! transaction. Training never runs inside an RPC.
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,35 +15,17 @@ mod lease;
 mod orphans;
 pub mod replay;
 
+pub use crate::state::Running;
 pub use lease::{identity, reap, Fence};
 pub use orphans::clean_orphans;
 
 use crate::api::convert::{StoredEvent, TaskSettings};
-use crate::app::AppState;
 use crate::images::ImageLimits;
+use crate::state::AppState;
 use crate::store::{ClaimedJob, StoreError, VersionRow};
 use crate::taskdata::{self, StoredSample};
-use crate::trainer::{Control, Sample, TrainOutcome, TrainRequest, VersionRef};
-
-/// The running job's control flag, so CancelTask and shutdown reach it.
-#[derive(Default)]
-pub struct Running {
-    pub task: std::sync::Mutex<Option<(String, Arc<AtomicU8>)>>,
-}
-
-impl Running {
-    /// Sets the control flag if `task_id` is the running task; true if it was.
-    pub fn signal(&self, task_id: Option<&str>, value: u8) -> bool {
-        let guard = self.task.lock().expect("running lock poisoned");
-        match guard.as_ref() {
-            Some((id, flag)) if task_id.is_none_or(|t| t == id) => {
-                flag.store(value, Ordering::SeqCst);
-                true
-            }
-            _ => false,
-        }
-    }
-}
+use crate::trainer::{Control, ReplayPool, Sample, TrainOutcome, TrainRequest, VersionRef};
+use replay::ReplaySettings;
 
 /// Loop until shutdown: claim, run, repeat.
 pub async fn run(state: Arc<AppState>) {
@@ -94,7 +76,9 @@ async fn run_until_space(
         let result = run_job(state, job.clone(), fence).await;
         let err = match result {
             Err(e)
-                if crate::health::is_out_of_space(&e) && !state.is_draining() && !fence.lost() =>
+                if crate::api::status::is_out_of_space(&e)
+                    && !state.is_draining()
+                    && !fence.lost() =>
             {
                 e
             }
@@ -228,8 +212,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
         None => Vec::new(),
     };
     let samples = load_split(state, &task.data_dir, false, size).await?;
-    let replay =
-        replay::pools(state, &settings.replay, &lineage, settings.batch_size, size).await?;
+    let replay = replay_pools(state, &settings.replay, &lineage, settings.batch_size, size).await?;
     // Files of this claim only (its epoch in the name): a stale worker never writes a file
     // another claim uses.
     let claim = format!("{}.{}", task.id, job.epoch);
@@ -346,4 +329,27 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
             Ok(())
         }
     }
+}
+
+/// The replay pools of a task whose parent has `lineage` (root first, parent last).
+async fn replay_pools(
+    state: &AppState,
+    settings: &ReplaySettings,
+    lineage: &[VersionRow],
+    batch_size: u32,
+    size: u32,
+) -> Result<Vec<ReplayPool>, String> {
+    let per_batch = settings.per_task(lineage.len(), batch_size);
+    if per_batch == 0 {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::with_capacity(lineage.len());
+    for v in lineage {
+        let t = state.store.get_task(&v.task_id).await.map_err(store_err)?;
+        let samples = load_split(state, &t.data_dir, false, size)
+            .await
+            .map_err(|e| format!("replay of task {} ({}): {e}", t.id, t.name))?;
+        out.push(ReplayPool { samples, per_batch });
+    }
+    Ok(out)
 }

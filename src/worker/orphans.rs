@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::app::AppState;
 use crate::datadir::{DataDir, QUARANTINE, SUBDIRS};
+use crate::state::AppState;
 use crate::store::{Backend, StoreError};
 
 /// What one cleanup did.

@@ -2,15 +2,12 @@
 //!
 //! The pools are the training splits of the tasks on the lineage of the version the task
 //! trains from (root → parent), so a rolled-back or rejected branch is never replayed. Each
-//! bundle is read with [`load_split`], the same function that loads the task's own data.
+//! bundle is read with `worker::load_split`, the same function that loads the task's own data
+//! (`worker::replay_pools`; this file stays below the daemon state).
 use serde::{Deserialize, Serialize};
 
-use super::{load_split, store_err};
 use crate::api::pb;
 use crate::api::status::ApiError;
-use crate::app::AppState;
-use crate::store::VersionRow;
-use crate::trainer::ReplayPool;
 
 /// How much to replay; both zero = no replay. At most one is non-zero.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -75,29 +72,6 @@ impl ReplaySettings {
             0
         }
     }
-}
-
-/// The replay pools of a task whose parent has `lineage` (root first, parent last).
-pub(super) async fn pools(
-    state: &AppState,
-    settings: &ReplaySettings,
-    lineage: &[VersionRow],
-    batch_size: u32,
-    size: u32,
-) -> Result<Vec<ReplayPool>, String> {
-    let per_batch = settings.per_task(lineage.len(), batch_size);
-    if per_batch == 0 {
-        return Ok(Vec::new());
-    }
-    let mut out = Vec::with_capacity(lineage.len());
-    for v in lineage {
-        let t = state.store.get_task(&v.task_id).await.map_err(store_err)?;
-        let samples = load_split(state, &t.data_dir, false, size)
-            .await
-            .map_err(|e| format!("replay of task {} ({}): {e}", t.id, t.name))?;
-        out.push(ReplayPool { samples, per_batch });
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

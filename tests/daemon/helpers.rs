@@ -11,6 +11,8 @@ use tonic::transport::Channel;
 
 #[path = "../support/assets.rs"]
 pub mod assets;
+#[path = "../support/bins.rs"]
+pub mod bins;
 #[path = "../support/postgres.rs"]
 pub mod pg;
 #[path = "../support/shapes.rs"]
