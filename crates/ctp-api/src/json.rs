@@ -88,6 +88,7 @@ pub fn settings_json(s: &pb::TrainSettings) -> Value {
         "bn_policy": bn,
         "loss_weights": weights,
         "replay": replay,
+        "momentum_reference_steps": s.momentum_reference_steps,
     })
 }
 
@@ -149,6 +150,8 @@ pub fn version_json(v: &pb::Version) -> Value {
         "is_head": v.is_head,
         "state": if v.state == pb::VersionState::Rejected as i32 { "rejected" } else { "accepted" },
         "rejection_reason": v.rejection_reason,
+        "device": v.device,
+        "precision": v.precision,
     })
 }
 

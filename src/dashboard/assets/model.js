@@ -135,7 +135,8 @@ window.versionPage = async function versionPage(m, n) {
     ['Loss weights', Object.entries(w).filter(([, x]) => x !== null).map(([k, x]) => `${k} ${x}`).join(', ') || 'defaults (1)'],
     ['Replay', r.samples_per_task ? `${r.samples_per_task} per task` : r.batch_fraction ? `${r.batch_fraction} of each batch` : 'off'],
     ['Seed', t.seed], ['Samples (train / eval)', `${t.n_train} / ${t.n_eval}`],
-    ['Precision / device (this daemon)', `${engine.precision} / ${engine.device}`],
+    v.precision ? ['Precision / device', `${v.precision} / ${v.device}`]
+      : ['Precision / device (this daemon; not recorded on this version)', `${engine.precision} / ${engine.device}`],
   ].map(([k, x]) => `<tr><td>${esc(k)}</td><td>${esc(x ?? '–')}</td></tr>`).join('');
   const act = me.admin && !v.is_head
     ? `<button class="admin" id="make-head">Make head…</button>` : '';
