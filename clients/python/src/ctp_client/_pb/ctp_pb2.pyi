@@ -61,6 +61,24 @@ VERSION_STATE_UNSPECIFIED: VersionState
 VERSION_STATE_ACCEPTED: VersionState
 VERSION_STATE_REJECTED: VersionState
 
+class GetServerInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerInfo(_message.Message):
+    __slots__ = ("version", "device", "precision", "backend", "storage_problem")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    device: str
+    precision: str
+    backend: str
+    storage_problem: str
+    def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ..., backend: _Optional[str] = ..., storage_problem: _Optional[str] = ...) -> None: ...
+
 class SubmitTaskRequest(_message.Message):
     __slots__ = ("header", "chunk")
     HEADER_FIELD_NUMBER: _ClassVar[int]
@@ -90,7 +108,7 @@ class TaskHeader(_message.Message):
     def __init__(self, model: _Optional[str] = ..., preset: _Optional[str] = ..., task_name: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., settings: _Optional[_Union[TrainSettings, _Mapping]] = ..., eval_split: _Optional[_Union[EvalSplit, _Mapping]] = ..., seed: _Optional[int] = ..., expected_samples: _Optional[int] = ...) -> None: ...
 
 class TrainSettings(_message.Message):
-    __slots__ = ("epochs", "batch_size", "learning_rate", "drift_threshold", "drift_check_every", "method", "bn_policy", "loss_weights", "replay")
+    __slots__ = ("epochs", "batch_size", "learning_rate", "drift_threshold", "drift_check_every", "method", "bn_policy", "loss_weights", "replay", "momentum_reference_steps")
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +118,7 @@ class TrainSettings(_message.Message):
     BN_POLICY_FIELD_NUMBER: _ClassVar[int]
     LOSS_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     REPLAY_FIELD_NUMBER: _ClassVar[int]
+    MOMENTUM_REFERENCE_STEPS_FIELD_NUMBER: _ClassVar[int]
     epochs: int
     batch_size: int
     learning_rate: float
@@ -109,7 +128,8 @@ class TrainSettings(_message.Message):
     bn_policy: BnPolicy
     loss_weights: LossWeights
     replay: Replay
-    def __init__(self, epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., drift_threshold: _Optional[float] = ..., drift_check_every: _Optional[int] = ..., method: _Optional[_Union[Method, str]] = ..., bn_policy: _Optional[_Union[BnPolicy, str]] = ..., loss_weights: _Optional[_Union[LossWeights, _Mapping]] = ..., replay: _Optional[_Union[Replay, _Mapping]] = ...) -> None: ...
+    momentum_reference_steps: int
+    def __init__(self, epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., drift_threshold: _Optional[float] = ..., drift_check_every: _Optional[int] = ..., method: _Optional[_Union[Method, str]] = ..., bn_policy: _Optional[_Union[BnPolicy, str]] = ..., loss_weights: _Optional[_Union[LossWeights, _Mapping]] = ..., replay: _Optional[_Union[Replay, _Mapping]] = ..., momentum_reference_steps: _Optional[int] = ...) -> None: ...
 
 class Replay(_message.Message):
     __slots__ = ("samples_per_task", "batch_fraction")
@@ -341,7 +361,7 @@ class Log(_message.Message):
     def __init__(self, message: _Optional[str] = ...) -> None: ...
 
 class Version(_message.Message):
-    __slots__ = ("model", "version", "parent", "task_id", "task_name", "checkpoint_sha256", "created_at", "evals", "union_eval", "average_forgetting", "forgetting", "bwt", "momentum_syncs", "momentum_steps", "is_head", "state", "rejection_reason")
+    __slots__ = ("model", "version", "parent", "task_id", "task_name", "checkpoint_sha256", "created_at", "evals", "union_eval", "average_forgetting", "forgetting", "bwt", "momentum_syncs", "momentum_steps", "is_head", "state", "rejection_reason", "device", "precision")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
@@ -359,6 +379,8 @@ class Version(_message.Message):
     IS_HEAD_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REJECTION_REASON_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     parent: int
@@ -376,7 +398,9 @@ class Version(_message.Message):
     is_head: bool
     state: VersionState
     rejection_reason: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., parent: _Optional[int] = ..., task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., checkpoint_sha256: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., evals: _Optional[_Iterable[_Union[TaskEval, _Mapping]]] = ..., union_eval: _Optional[_Union[TaskEval, _Mapping]] = ..., average_forgetting: _Optional[float] = ..., forgetting: _Optional[_Iterable[_Union[TaskForgetting, _Mapping]]] = ..., bwt: _Optional[float] = ..., momentum_syncs: _Optional[int] = ..., momentum_steps: _Optional[int] = ..., is_head: _Optional[bool] = ..., state: _Optional[_Union[VersionState, str]] = ..., rejection_reason: _Optional[str] = ...) -> None: ...
+    device: str
+    precision: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., parent: _Optional[int] = ..., task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., checkpoint_sha256: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., evals: _Optional[_Iterable[_Union[TaskEval, _Mapping]]] = ..., union_eval: _Optional[_Union[TaskEval, _Mapping]] = ..., average_forgetting: _Optional[float] = ..., forgetting: _Optional[_Iterable[_Union[TaskForgetting, _Mapping]]] = ..., bwt: _Optional[float] = ..., momentum_syncs: _Optional[int] = ..., momentum_steps: _Optional[int] = ..., is_head: _Optional[bool] = ..., state: _Optional[_Union[VersionState, str]] = ..., rejection_reason: _Optional[str] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class PromotionGate(_message.Message):
     __slots__ = ("max_avg_forgetting", "min_union_rm", "max_rm_drop")

@@ -90,6 +90,11 @@ class ContinualTrainerStub:
                 request_serializer=ctp_dot_v1_dot_ctp__pb2.EmbedRequest.SerializeToString,
                 response_deserializer=ctp_dot_v1_dot_ctp__pb2.EmbedResponse.FromString,
                 _registered_method=True)
+        self.GetServerInfo = channel.unary_unary(
+                '/ctp.v1.ContinualTrainer/GetServerInfo',
+                request_serializer=ctp_dot_v1_dot_ctp__pb2.GetServerInfoRequest.SerializeToString,
+                response_deserializer=ctp_dot_v1_dot_ctp__pb2.ServerInfo.FromString,
+                _registered_method=True)
 
 
 class ContinualTrainerServicer:
@@ -185,6 +190,14 @@ class ContinualTrainerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetServerInfo(self, request, context):
+        """What this daemon is and runs on: build version, training device and precision, store
+        backend, and whether its storage is healthy (the details grpc.health.v1 cannot carry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContinualTrainerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -242,6 +255,11 @@ def add_ContinualTrainerServicer_to_server(servicer, server):
                     servicer.Embed,
                     request_deserializer=ctp_dot_v1_dot_ctp__pb2.EmbedRequest.FromString,
                     response_serializer=ctp_dot_v1_dot_ctp__pb2.EmbedResponse.SerializeToString,
+            ),
+            'GetServerInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServerInfo,
+                    request_deserializer=ctp_dot_v1_dot_ctp__pb2.GetServerInfoRequest.FromString,
+                    response_serializer=ctp_dot_v1_dot_ctp__pb2.ServerInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -542,6 +560,33 @@ class ContinualTrainer:
             '/ctp.v1.ContinualTrainer/Embed',
             ctp_dot_v1_dot_ctp__pb2.EmbedRequest.SerializeToString,
             ctp_dot_v1_dot_ctp__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServerInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ctp.v1.ContinualTrainer/GetServerInfo',
+            ctp_dot_v1_dot_ctp__pb2.GetServerInfoRequest.SerializeToString,
+            ctp_dot_v1_dot_ctp__pb2.ServerInfo.FromString,
             options,
             channel_credentials,
             insecure,
