@@ -49,5 +49,7 @@ printf '%s\n' $cells | timeout --signal=KILL "$budget" xargs -P "$jobs" -I{} bas
 seeds=0,1,2
 "$kit/bin/ctp-bench" emojicl --summarize-only --seeds "$seeds" --out "$out" ${EXTRA:-} >/dev/null || true
 ls "$out/emojicl/cells" >&2 || true
+# A GPU run returns a few files only: the summary plus one archive of the cells and the logs.
+(cd "$out" && tar -czf emojicl-run.tgz emojicl log-*.txt && rm -f log-*.txt) || true
 echo "== $(( $(date +%s) - started ))s" >&2
 rm -rf "$assets"
