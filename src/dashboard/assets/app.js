@@ -86,6 +86,20 @@ function stop(taskId) {
 function stopAll() { [...streams.keys()].forEach(stop); }
 
 // ---- confirmation dialog (rollback, cancel): resolves to the reason, or null.
+// Admin: the "Cancel" buttons of a task table (data-cancel = task id), with a confirmation;
+// `then` runs after the request (both task lists use it).
+function onCancelClick(table, then) {
+  table.addEventListener('click', async (e) => {
+    const id = e.target.dataset && e.target.dataset.cancel;
+    if (!id) return;
+    const ok = await confirmDialog({ title: 'Cancel task?', ok: 'Cancel task',
+      text: `Task <span class="mono">${esc(id)}</span> stops at its next step; no version is made.` });
+    if (ok === null) return;
+    try { await api(`/api/tasks/${enc(id)}/cancel`, { method: 'POST', body: {} }); } catch (err) { banner(err.message); }
+    then();
+  });
+}
+
 function confirmDialog({ title, text, ok, reason }) {
   const d = $('#confirm');
   $('#confirm-title').textContent = title;
@@ -210,15 +224,7 @@ async function tasksPage() {
   };
   const soon = () => { if (!pending) pending = setTimeout(() => { pending = null; load(); }, 1000); };
   onLeave(() => clearTimeout(pending));
-  $('#tasks').addEventListener('click', async (e) => {
-    const id = e.target.dataset && e.target.dataset.cancel;
-    if (!id) return;
-    const ok = await confirmDialog({ title: 'Cancel task?', ok: 'Cancel task',
-      text: `Task <span class="mono">${esc(id)}</span> stops at its next step; no version is made.` });
-    if (ok === null) return;
-    try { await api(`/api/tasks/${enc(id)}/cancel`, { method: 'POST', body: {} }); } catch (err) { banner(err.message); }
-    soon();
-  });
+  onCancelClick($('#tasks'), soon);
   await load();
   every(5000, () => { if (!document.hidden) load(); });
 }

@@ -100,15 +100,7 @@ window.modelPage = async function modelPage(m) {
     const b = e.target.dataset;
     if (b && b.rollback) rollbackFlow(m, Number(b.rollback), b.head);
   });
-  $('#tasks').addEventListener('click', async (e) => {
-    const id = e.target.dataset && e.target.dataset.cancel;
-    if (!id) return;
-    const ok = await confirmDialog({ title: 'Cancel task?', ok: 'Cancel task',
-      text: `Task <span class="mono">${esc(id)}</span> stops at its next step; no version is made.` });
-    if (ok === null) return;
-    try { await api(`/api/tasks/${enc(id)}/cancel`, { method: 'POST', body: {} }); } catch (err) { banner(err.message); }
-    route();
-  });
+  onCancelClick($('#tasks'), route);
   // A running task updates its row live; when it ends the page reloads (new version).
   for (const t of running) {
     follow(t.id, {
