@@ -41,7 +41,7 @@ printf '%s\n' $cells | timeout --signal=KILL "$budget" xargs -P "$jobs" -I{} bas
   IFS=: read -r m s r <<< "$1"
   row=(); [ -n "$r" ] && row=(--row-index "$r")
   log="$4/log-$m-$s${r:+-$r}.txt"
-  "$0/bin/ctp-bench" emojicl --methods "$m" --seeds "$s" "${row[@]}" --device "$2" --precision "$3" \
+  "$0/bin/ctp-bench" emojicl --methods "$m" --seeds "$s" "${row[@]}" --device "$2" --precision "$3" --checkpoint-every 0 \
     --threads "${THREADS:-1}" --out "$4" $6 >/dev/null 2>"$log" \
     && echo "cell $1 done at $(( $(date +%s) - $5 ))s" >&2 \
     || echo "cell $1 FAILED: $(tail -3 "$log")" >&2

@@ -57,7 +57,7 @@ pub fn heat(t: f64) -> RGBColor {
 pub(super) type Area<DB> = DrawingArea<DB, Shift>;
 type Ctx<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
-fn font(size: u32) -> TextStyle<'static> {
+pub(crate) fn font(size: u32) -> TextStyle<'static> {
     ("sans-serif", size).into_font().color(&BLACK)
 }
 
@@ -147,7 +147,7 @@ pub(super) fn draw_heatmap<DB: DrawingBackend>(
 }
 
 /// Builds a chart with or without text (captions, tick labels, axis names).
-fn chart<'a, DB: DrawingBackend>(
+pub(crate) fn chart<'a, DB: DrawingBackend>(
     area: &'a Area<DB>,
     title: &str,
     text: bool,
@@ -169,7 +169,7 @@ fn whole(x: &f64) -> String {
     format!("{x:.0}")
 }
 
-fn mesh<DB: DrawingBackend>(
+pub(crate) fn mesh<DB: DrawingBackend>(
     c: &mut Ctx<'_, DB>,
     text: bool,
     x_desc: &str,

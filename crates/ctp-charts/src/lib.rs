@@ -1,7 +1,7 @@
 //! Charts shared by `ctpctl report` (PNG files) and the dashboard (SVG served by `ctpd`):
 //! the data model ([`data`], derived from API messages by pure functions), the drawing
 //! ([`draw`], one function per chart, generic over the plotters backend) and a run-time
-//! font ([`font`]).
+//! font ([`font`]). [`sweep`] draws the drift-gated sweep of `ctp-bench emojicl`.
 use std::path::Path;
 
 use plotters::prelude::*;
@@ -9,6 +9,7 @@ use plotters::prelude::*;
 pub mod data;
 mod draw;
 pub mod font;
+pub mod sweep;
 
 pub use data::{ReportData, TaskHistory};
 use draw::*;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::emojicl::{Method, MethodResult, Protocol};
+use super::sweep::{is_gated, vs_threshold0, Sweep};
 
 /// Everything that decides a cell's numbers.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -110,17 +111,17 @@ pub fn mean_std(xs: &[f64]) -> (f64, Option<f64>) {
 }
 
 /// One method's row, over the seeds that finished.
-struct Row<'a> {
-    name: &'a str,
-    cells: Vec<&'a Cell>,
+pub(super) struct Row<'a> {
+    pub name: &'a str,
+    pub cells: Vec<&'a Cell>,
 }
 
 impl Row<'_> {
-    fn stat(&self, f: impl Fn(&Cell) -> Option<f64>) -> Option<(f64, Option<f64>)> {
+    pub fn stat(&self, f: impl Fn(&Cell) -> Option<f64>) -> Option<(f64, Option<f64>)> {
         let xs: Vec<f64> = self.cells.iter().filter_map(|c| f(c)).collect();
         (!xs.is_empty()).then(|| mean_std(&xs))
     }
-    fn sync_fraction(&self) -> Option<f64> {
+    pub fn sync_fraction(&self) -> Option<f64> {
         let steps: u64 = self.cells.iter().map(|c| c.result.momentum_steps).sum();
         let syncs: u64 = self.cells.iter().map(|c| c.result.momentum_syncs).sum();
         (steps > 0).then(|| syncs as f64 / steps as f64)
@@ -128,7 +129,7 @@ impl Row<'_> {
 }
 
 /// Groups the cells of protocol `p` by method, in `order` first, then any others by name.
-fn rows<'a>(cells: &'a [Cell], p: &Protocol, order: &'a [String]) -> Vec<Row<'a>> {
+pub(super) fn rows<'a>(cells: &'a [Cell], p: &Protocol, order: &'a [String]) -> Vec<Row<'a>> {
     let mut by: BTreeMap<&str, Vec<&Cell>> = BTreeMap::new();
     for c in cells.iter().filter(|c| &c.knobs.protocol == p) {
         by.entry(c.knobs.method.name.as_str()).or_default().push(c);
@@ -144,11 +145,47 @@ fn rows<'a>(cells: &'a [Cell], p: &Protocol, order: &'a [String]) -> Vec<Row<'a>
 }
 
 /// `{"mean", "std"}`; std is null with one seed.
-fn ms(v: Option<(f64, Option<f64>)>) -> serde_json::Value {
+pub(super) fn ms(v: Option<(f64, Option<f64>)>) -> serde_json::Value {
     v.map_or(
         serde_json::Value::Null,
         |(m, s)| json!({"mean": m, "std": s}),
     )
+}
+
+impl Row<'_> {
+    /// The row's entry in `summary` (contract of issue #10).
+    pub fn json(&self, seeds: &[u64]) -> serde_json::Value {
+        let mut row = json!({
+            "seeds": self.cells.iter().map(|c| c.knobs.seed).collect::<Vec<_>>(),
+            "n_seeds": self.cells.len(),
+            "complete": seeds.iter().all(|s| self.cells.iter().any(|c| c.knobs.seed == *s)),
+            "final_rm": ms(self.stat(|c| Some(c.result.final_mean_rm))),
+            "method": self.cells[0].knobs.method,
+            "ran_on": ran_on(&self.cells),
+        });
+        if !self.cells[0].knobs.method.joint {
+            row["avg_forgetting"] = ms(self.stat(|c| c.result.average_forgetting));
+            row["bwt"] = ms(self.stat(|c| c.result.bwt));
+        }
+        if let Some(f) = self.sync_fraction() {
+            row["sync_fraction"] = json!(f);
+        }
+        row
+    }
+}
+
+/// Where cells ran: machine, device, precision, threads (one entry per distinct setup).
+pub(super) fn ran_on(cells: &[&Cell]) -> Vec<String> {
+    let set: std::collections::BTreeSet<String> = cells
+        .iter()
+        .map(|c| {
+            format!(
+                "{} ({}, {}, {} threads)",
+                c.machine, c.device, c.precision, c.threads
+            )
+        })
+        .collect();
+    set.into_iter().collect()
 }
 
 /// `emojicl.json`: protocol, summary per method (contract of issue #10), and every cell.
@@ -166,19 +203,11 @@ pub fn summary_json(
         .map(|c| c.result.steps_per_task.clone());
     let mut summary = serde_json::Map::new();
     for r in &rows {
-        let mut row = json!({
-            "seeds": r.cells.iter().map(|c| c.knobs.seed).collect::<Vec<_>>(),
-            "n_seeds": r.cells.len(),
-            "complete": seeds.iter().all(|s| r.cells.iter().any(|c| c.knobs.seed == *s)),
-            "final_rm": ms(r.stat(|c| Some(c.result.final_mean_rm))),
-            "method": r.cells[0].knobs.method,
-        });
-        if !r.cells[0].knobs.method.joint {
-            row["avg_forgetting"] = ms(r.stat(|c| c.result.average_forgetting));
-            row["bwt"] = ms(r.stat(|c| c.result.bwt));
-        }
-        if let Some(f) = r.sync_fraction() {
-            row["sync_fraction"] = json!(f);
+        let mut row = r.json(seeds);
+        if is_gated(&r.cells[0].knobs.method) {
+            if let Some(v) = vs_threshold0(cells, r) {
+                row["vs_threshold0"] = v;
+            }
         }
         summary.insert(r.name.to_string(), row);
     }
@@ -199,7 +228,7 @@ pub fn summary_json(
     })
 }
 
-fn pm(v: Option<(f64, Option<f64>)>) -> String {
+pub(super) fn pm(v: Option<(f64, Option<f64>)>) -> String {
     match v {
         None => "-".into(),
         Some((m, None)) => format!("{m:.2}"),
@@ -214,6 +243,7 @@ pub fn markdown(
     seeds: &[u64],
     order: &[String],
     desc: &str,
+    sweep: &Sweep,
 ) -> String {
     let rows = rows(cells, p, order);
     let steps = summary_json(cells, p, seeds, order)["protocol"]["steps_per_task"].clone();
@@ -244,21 +274,15 @@ pub fn markdown(
             pm(r.stat(|c| c.result.bwt)),
         ));
     }
-    let machines: std::collections::BTreeSet<String> = rows
-        .iter()
-        .flat_map(|r| {
-            r.cells.iter().map(|c| {
-                format!(
-                    "{} ({}, {}, {} threads)",
-                    c.machine, c.device, c.precision, c.threads
-                )
-            })
-        })
-        .collect();
-    s.push_str(&format!(
-        "\nRan on: {}\n",
-        machines.into_iter().collect::<Vec<_>>().join("; ")
-    ));
+    let all: Vec<&Cell> = rows.iter().flat_map(|r| r.cells.iter().copied()).collect();
+    s.push_str(&format!("\nRan on: {}\n", ran_on(&all).join("; ")));
+    if !sweep.markdown.is_empty() {
+        s.push_str(&format!(
+            "\n## Drift-gated sweep\n\nEach gated cell is compared with the threshold-0 (`CTP`) cell of the same seed on the same machine, device and precision{}. Chart: `emojicl-gated.svg`.\n\n{}",
+            sweep.source.as_deref().map_or(String::new(), |d| format!("; cells from `{d}`")),
+            sweep.markdown
+        ));
+    }
     for r in &rows {
         for c in &r.cells {
             let res = &c.result;

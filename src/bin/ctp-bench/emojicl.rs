@@ -9,10 +9,17 @@
 //! Every finished cell is written to its own file with every knob (module `cells`), and cells
 //! whose file already exists with the same knobs are skipped, so the table can be built over
 //! several runs. The summary is rebuilt from whatever cells exist.
+//!
+//! A cell in progress is resumable too: its daemon runs on a kept folder under `--work-dir`
+//! (named by the cell's knobs, device and results folder), every task is submitted with an
+//! idempotency key, and the daemon writes mid-task checkpoints. A killed run started again
+//! finds the finished tasks' versions, the interrupted task resumes from its last checkpoint
+//! (exactly: `tests/engine.rs`, `tests/crash.rs`), and only the rest trains. The folder is
+//! deleted once the cell file is written.
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use ctp::api::pb::{self, continual_trainer_client::ContinualTrainerClient};
 use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
@@ -104,6 +111,11 @@ pub struct Runtime {
     pub threads: i32,
     pub seeds: Vec<u64>,
     pub ctpctl: Option<PathBuf>,
+    /// Where cells in progress keep their daemon's data (see the module docs).
+    pub work_dir: PathBuf,
+    /// The daemon's `training.checkpoint_every` (0 = no mid-task checkpoints; a killed cell
+    /// then restarts its interrupted task from the beginning).
+    pub checkpoint_every: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,7 +133,16 @@ pub struct MethodResult {
     pub steps_per_task: Vec<u64>,
     /// Training samples of each submitted task.
     pub n_train: Vec<u64>,
+    /// Seconds spent training and evaluating, summed over the runs that made the cell (up to
+    /// each interrupted run's last finished task).
     pub wall_seconds: f64,
+    /// Processes that worked on the cell (1 = it ran uninterrupted; more = resumed).
+    #[serde(default = "one")]
+    pub runs: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn header(
@@ -167,6 +188,7 @@ fn header(
             kind: Some(pb::eval_split::Kind::PerSample(pb::PerSampleSplit {})),
         }),
         seed,
+        idempotency_key: Some(format!("emojicl/{model}/{name}")),
         ..Default::default()
     }
 }
@@ -197,7 +219,10 @@ pub async fn run(
         ("CTP__ENGINE__PRECISION".to_string(), rt.precision.clone()),
         (
             "CTP__TRAINING__CHECKPOINT_EVERY".to_string(),
-            "100000".to_string(),
+            match rt.checkpoint_every {
+                0 => "100000".to_string(),
+                n => n.to_string(),
+            },
         ),
     ];
     if rt.threads > 0 {
@@ -210,7 +235,9 @@ pub async fn run(
         if let Some(q) = m.queue_size {
             env.push(("CTP__TRAINING__QUEUE_SIZE".into(), q.to_string()));
         }
-        let daemon = super::service::Daemon::start(env).await?;
+        let knobs = Knobs::new(p, m, *seed);
+        let work = WorkDir::open(rt, cells_dir, &knobs)?;
+        let daemon = super::service::Daemon::start_in(&work.daemon_dir(), env).await?;
         let addr = daemon.addr.clone();
         let mut c = super::service::client(&addr).await?;
         if data.as_ref().map(|d| d.0) != Some(*seed) {
@@ -218,8 +245,16 @@ pub async fn run(
         }
         let d = &data.as_ref().context("data")?.1;
         let model = format!("{}-seed{seed}", m.slug());
-        eprintln!("cell {} seed {seed}: starting", m.name);
-        let result = run_cell(&mut c, &model, m, p, *seed, d).await?;
+        match work.progress.runs {
+            1 => eprintln!("cell {} seed {seed}: starting", m.name),
+            n => eprintln!(
+                "cell {} seed {seed}: resuming in {} (run {n}, {:.0}s done)",
+                m.name,
+                work.dir.display(),
+                work.progress.seconds
+            ),
+        }
+        let result = run_cell(&mut c, &model, m, p, *seed, d, &work).await?;
         eprintln!(
             "cell {} seed {seed}: final mean Rm {:.2}, forgetting {:?}, {:.0}s",
             m.name, result.final_mean_rm, result.average_forgetting, result.wall_seconds
@@ -238,7 +273,7 @@ pub async fn run(
         cells::write(
             cells_dir,
             &Cell {
-                knobs: Knobs::new(p, m, *seed),
+                knobs,
                 device: rt.device.clone(),
                 precision: rt.precision.clone(),
                 threads: rt.threads,
@@ -248,8 +283,98 @@ pub async fn run(
             },
         )?;
         daemon.stop().await?;
+        work.remove()?;
     }
     Ok(todo.len())
+}
+
+/// A cell's kept folder: the daemon's data dir plus `cell.json` (what the folder is for) and
+/// `progress.json` (runs that started, this one included; seconds up to the last finished
+/// task).
+struct WorkDir {
+    dir: PathBuf,
+    progress: Progress,
+    started: Instant,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Progress {
+    runs: u32,
+    seconds: f64,
+}
+
+impl WorkDir {
+    fn open(rt: &Runtime, cells_dir: &Path, knobs: &Knobs) -> Result<WorkDir> {
+        use sha2::{Digest, Sha256};
+        let out = std::fs::canonicalize(cells_dir).unwrap_or_else(|_| cells_dir.to_path_buf());
+        let identity = serde_json::json!({
+            "knobs": knobs,
+            "device": rt.device,
+            "precision": rt.precision,
+            "cells": out,
+        });
+        let text = serde_json::to_string_pretty(&identity)?;
+        let hash = format!("{:x}", Sha256::digest(text.as_bytes()));
+        let dir = rt.work_dir.join(format!(
+            "{}--seed{}--{}",
+            knobs.method.slug(),
+            knobs.seed,
+            &hash[..12]
+        ));
+        let id_file = dir.join("cell.json");
+        if id_file.exists() {
+            let old = std::fs::read_to_string(&id_file)
+                .with_context(|| format!("reading {}", id_file.display()))?;
+            if old != text {
+                bail!(
+                    "{} belongs to another cell; delete the folder to start over",
+                    dir.display()
+                );
+            }
+        } else {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::write(&id_file, &text)?;
+        }
+        let mut progress = match std::fs::read_to_string(dir.join("progress.json")) {
+            Ok(t) => serde_json::from_str(&t).context("progress.json")?,
+            Err(_) => Progress::default(),
+        };
+        progress.runs += 1;
+        let mut work = WorkDir {
+            dir,
+            progress,
+            started: Instant::now(),
+        };
+        work.save()?;
+        work.started = Instant::now();
+        Ok(work)
+    }
+
+    fn daemon_dir(&self) -> PathBuf {
+        self.dir.join("daemon")
+    }
+
+    /// Seconds of this and earlier runs.
+    fn seconds(&self) -> f64 {
+        self.progress.seconds + self.started.elapsed().as_secs_f64()
+    }
+
+    /// Records a finished task (atomically: temp file, then rename).
+    fn save(&self) -> Result<()> {
+        let p = Progress {
+            runs: self.progress.runs,
+            seconds: self.seconds(),
+        };
+        let tmp = self.dir.join("progress.json.tmp");
+        std::fs::write(&tmp, serde_json::to_string(&p)?)?;
+        std::fs::rename(&tmp, self.dir.join("progress.json"))?;
+        Ok(())
+    }
+
+    fn remove(self) -> Result<()> {
+        std::fs::remove_dir_all(&self.dir)
+            .with_context(|| format!("removing {}", self.dir.display()))
+    }
 }
 
 async fn run_cell(
@@ -259,8 +384,8 @@ async fn run_cell(
     p: &Protocol,
     seed: u64,
     data: &TaskData,
+    work: &WorkDir,
 ) -> Result<MethodResult> {
-    let started = Instant::now();
     let names: Vec<String> = data.iter().map(|d| d.0.clone()).collect();
     if m.joint {
         let mut all: Vec<pb::Sample> = data.iter().flat_map(|d| d.1.iter().cloned()).collect();
@@ -284,7 +409,8 @@ async fn run_cell(
             momentum_steps: 0,
             steps_per_task: vec![steps],
             n_train: vec![n],
-            wall_seconds: started.elapsed().as_secs_f64(),
+            wall_seconds: work.seconds(),
+            runs: work.progress.runs,
             tasks: names,
         });
     }
@@ -298,10 +424,11 @@ async fn run_cell(
         last = v;
         steps_per_task.push(steps);
         n_train.push(n);
+        work.save()?;
         eprintln!(
             "  {} seed {seed}: {name} -> v{last}, {steps} steps ({:.0}s)",
             m.name,
-            started.elapsed().as_secs_f64()
+            work.seconds()
         );
     }
     let versions = c
@@ -336,7 +463,8 @@ async fn run_cell(
         matrix,
         steps_per_task,
         n_train,
-        wall_seconds: started.elapsed().as_secs_f64(),
+        wall_seconds: work.seconds(),
+        runs: work.progress.runs,
         tasks: names,
     })
 }

@@ -2,7 +2,7 @@
 //! executes the missing cells and rebuilds the summary.
 use anyhow::{bail, Context, Result};
 
-use super::{cells, emojicl};
+use super::{cells, emojicl, sweep};
 
 #[derive(clap::Args)]
 pub struct EmojiclArgs {
@@ -72,6 +72,21 @@ pub struct EmojiclArgs {
     /// Also write a `ctpctl report` per cell under `<out>/emojicl/reports` (about 1 MB each).
     #[arg(long)]
     reports: bool,
+    /// Where a cell in progress keeps its daemon's data so that a killed run resumes it
+    /// (default: `$CTP_CACHE/emojicl-work`, else `~/.cache/ctp/emojicl-work`). A cell's folder
+    /// is deleted when the cell is written.
+    #[arg(long)]
+    work_dir: Option<std::path::PathBuf>,
+    /// Steps between the daemon's mid-task checkpoints (0 = none: a resumed cell restarts its
+    /// interrupted task). Each costs a write of the weights and AdamW moments; on a GPU, where
+    /// a task takes seconds, use 0.
+    #[arg(long, default_value_t = 25)]
+    checkpoint_every: u32,
+    /// Take the drift-gated sweep (rows "CTP gated …" with their threshold-0 pairs) from the
+    /// cells of this results folder instead of `--out`'s, e.g. a sweep that ran on another
+    /// machine. Its rows are marked with the folder in emojicl.json.
+    #[arg(long)]
+    sweep_from: Option<std::path::PathBuf>,
     /// Folder for results (summary, reports); cells go to `<out>/emojicl/cells`.
     #[arg(long, default_value = "bench/results")]
     out: std::path::PathBuf,
@@ -171,6 +186,14 @@ fn emojicl_methods(a: &EmojiclArgs) -> Result<Vec<emojicl::Method>> {
     Ok(list)
 }
 
+fn default_work_dir() -> std::path::PathBuf {
+    let cache = std::env::var_os("CTP_CACHE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache/ctp")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache.join("emojicl-work")
+}
+
 pub fn run(a: &EmojiclArgs) -> Result<()> {
     let mut methods = emojicl_methods(a)?;
     if let Some(i) = a.row_index {
@@ -224,6 +247,8 @@ pub fn run(a: &EmojiclArgs) -> Result<()> {
             threads: a.threads,
             seeds: seeds.clone(),
             ctpctl: (a.reports && ctpctl.exists()).then_some(ctpctl),
+            work_dir: a.work_dir.clone().unwrap_or_else(default_work_dir),
+            checkpoint_every: a.checkpoint_every,
         };
         let runtime = tokio::runtime::Runtime::new()?;
         let reports = a.out.join("emojicl");
@@ -242,14 +267,42 @@ pub fn run(a: &EmojiclArgs) -> Result<()> {
         .filter(|n| !order.contains(n))
         .collect();
     order.extend(extra);
-    let md = cells::markdown(&all, &protocol, &seeds, &order, &desc);
+    let mut gated = match &a.sweep_from {
+        Some(dir) => {
+            let mut g = sweep::gated_sweep(
+                &cells::load_all(&dir.join("emojicl").join("cells"))?,
+                &protocol,
+                &seeds,
+            );
+            g.source = Some(dir.display().to_string());
+            g
+        }
+        None => sweep::gated_sweep(&all, &protocol, &seeds),
+    };
+    let md = cells::markdown(&all, &protocol, &seeds, &order, &desc, &gated);
     let mut json = cells::summary_json(&all, &protocol, &seeds, &order);
     json["protocol"]["description"] = serde_json::json!(desc);
+    for (name, mut row) in std::mem::take(&mut gated.rows) {
+        if let Some(dir) = &gated.source {
+            row["cells_dir"] = serde_json::json!(dir);
+        }
+        json["summary"][name] = row;
+    }
     std::fs::write(a.out.join("emojicl.md"), &md)?;
     std::fs::write(
         a.out.join("emojicl.json"),
         serde_json::to_string_pretty(&json)?,
     )?;
+    if !gated.points.is_empty() {
+        let text = ctp::charts::font::init().is_some();
+        let svg = ctp::charts::sweep::sweep_svg(
+            "EmojiCL-9: final Rm against momentum syncs (drift-gated CTP)",
+            &gated.points,
+            text,
+        )
+        .map_err(anyhow::Error::msg)?;
+        std::fs::write(a.out.join("emojicl-gated.svg"), svg)?;
+    }
     println!("{md}");
     Ok(())
 }

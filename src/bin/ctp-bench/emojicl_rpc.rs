@@ -20,6 +20,8 @@ fn sample(s: &emojicl::SampleRef) -> Result<pb::Sample> {
 }
 
 /// Submits one task, follows it to the end, returns (version, total steps, training samples).
+/// With an idempotency key in `header`, a task that a killed run submitted is found again:
+/// finished, its result is read back; still queued or running, it is followed.
 pub async fn submit_and_wait(
     c: &mut ContinualTrainerClient<Channel>,
     header: pb::TaskHeader,
@@ -37,38 +39,55 @@ pub async fn submit_and_wait(
         });
     }
     let task = c.submit_task(tokio_stream::iter(reqs)).await?.into_inner();
-    let mut stream = c
-        .watch_task(pb::WatchTaskRequest {
+    if !is_terminal(task.state) {
+        let mut stream = c
+            .watch_task(pb::WatchTaskRequest {
+                task_id: task.id.clone(),
+                after_seq: 0,
+            })
+            .await?
+            .into_inner();
+        loop {
+            let ev = stream
+                .message()
+                .await?
+                .context("watch stream ended early")?;
+            if matches!(ev.event, Some(pb::task_event::Event::Terminal(_))) {
+                break;
+            }
+        }
+    }
+    let done = c
+        .get_task(pb::GetTaskRequest {
             task_id: task.id.clone(),
-            after_seq: 0,
         })
         .await?
         .into_inner();
-    while let Some(ev) = stream.message().await? {
-        if let Some(pb::task_event::Event::Terminal(t)) = ev.event {
-            if t.state != pb::TaskState::Succeeded as i32 {
-                bail!(
-                    "task {} ended {:?}: {}",
-                    task.name,
-                    pb::TaskState::try_from(t.state),
-                    t.error
-                );
-            }
-            let done = c
-                .get_task(pb::GetTaskRequest {
-                    task_id: task.id.clone(),
-                })
-                .await?
-                .into_inner();
-            let steps = done.progress.map_or(0, |p| p.total_steps);
-            return Ok((
-                t.produced_version.context("no version")?,
-                steps,
-                done.n_train,
-            ));
-        }
+    if done.state != pb::TaskState::Succeeded as i32 {
+        bail!(
+            "task {} ({}) ended {:?}: {}",
+            done.name,
+            done.id,
+            pb::TaskState::try_from(done.state),
+            done.error
+        );
     }
-    bail!("watch stream ended early")
+    let steps = done.progress.map_or(0, |p| p.total_steps);
+    Ok((
+        done.produced_version.context("no version")?,
+        steps,
+        done.n_train,
+    ))
+}
+
+fn is_terminal(state: i32) -> bool {
+    [
+        pb::TaskState::Succeeded,
+        pb::TaskState::Failed,
+        pb::TaskState::Cancelled,
+    ]
+    .iter()
+    .any(|s| *s as i32 == state)
 }
 
 /// Rm of `version` on one task's eval split, via the Embed RPC.

@@ -13,6 +13,7 @@ mod emojicl_rpc;
 mod gpumem;
 mod service;
 mod step;
+mod sweep;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};

@@ -10,17 +10,24 @@ use ctp::app::Application;
 use ctp::config::{Overrides, Settings};
 use tonic::transport::Channel;
 
-/// An in-process `ctpd` on a temp data dir (SQLite), port 0.
+/// An in-process `ctpd` (SQLite), port 0, on a temp data dir or a kept one.
 pub struct Daemon {
     pub addr: String,
     stop: tokio::sync::oneshot::Sender<()>,
     join: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Daemon {
-    pub async fn start(env: Vec<(String, String)>) -> Result<Daemon> {
-        daemon(env).await
+    /// A daemon on `data_dir`, which outlives it: a later daemon on the same folder finds
+    /// its tasks, versions and mid-task checkpoints, as a restarted `ctpd` would.
+    pub async fn start_in(
+        data_dir: &std::path::Path,
+        env: Vec<(String, String)>,
+    ) -> Result<Daemon> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        daemon_in(data_dir.to_path_buf(), None, env).await
     }
 
     /// Graceful shutdown; waits for the daemon to exit.
@@ -32,9 +39,17 @@ impl Daemon {
 
 async fn daemon(env: Vec<(String, String)>) -> Result<Daemon> {
     let dir = tempfile::tempdir()?;
+    daemon_in(dir.path().to_path_buf(), Some(dir), env).await
+}
+
+async fn daemon_in(
+    data_dir: std::path::PathBuf,
+    temp: Option<tempfile::TempDir>,
+    env: Vec<(String, String)>,
+) -> Result<Daemon> {
     let flags = Overrides {
         listen: Some("127.0.0.1:0".into()),
-        data_dir: Some(dir.path().to_path_buf()),
+        data_dir: Some(data_dir),
         ..Default::default()
     };
     let settings = Settings::load(None, env, &flags).map_err(anyhow::Error::msg)?;
@@ -49,7 +64,7 @@ async fn daemon(env: Vec<(String, String)>) -> Result<Daemon> {
         addr,
         stop,
         join,
-        _dir: dir,
+        _dir: temp,
     })
 }
 

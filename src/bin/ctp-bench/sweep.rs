@@ -1,0 +1,198 @@
+//! The drift-gated sweep of `ctp-bench emojicl` (issue #10 item 5): every gated row
+//! (CTP with a drift threshold above 0) against threshold 0, paired by seed and hardware,
+//! as summary entries, a Markdown table and the points of `emojicl-gated.svg`.
+use serde_json::json;
+
+use super::cells::{mean_std, ms, pm, ran_on, rows, Cell, Row};
+use super::emojicl::{Method, Protocol};
+
+/// A drift-gated row: CTP with a threshold above 0.
+pub(super) fn is_gated(m: &Method) -> bool {
+    m.method == "ctp" && m.threshold > 0.0
+}
+
+/// The threshold-0 cell that `c` (a gated cell) is compared with: the same knobs with
+/// threshold 0 and the protocol's drift-check interval, the same seed, and the same machine,
+/// device, precision and threads (pairs never cross hardware).
+fn threshold0_of<'a>(all: &'a [Cell], c: &Cell) -> Option<&'a Cell> {
+    let reference = Method {
+        name: "CTP".into(),
+        threshold: 0.0,
+        check_every: None,
+        ..c.knobs.method.clone()
+    };
+    all.iter().find(|r| {
+        r.knobs.method == reference
+            && r.knobs.seed == c.knobs.seed
+            && r.knobs.protocol == c.knobs.protocol
+            && (&r.machine, &r.device, &r.precision, r.threads)
+                == (&c.machine, &c.device, &c.precision, c.threads)
+    })
+}
+
+/// A gated row against threshold 0, seed by seed (paired): Rm and forgetting differences,
+/// and how many fewer syncs. `None` when no seed has its threshold-0 cell.
+pub(super) fn vs_threshold0(all: &[Cell], r: &Row) -> Option<serde_json::Value> {
+    let pairs: Vec<(&Cell, &Cell)> = r
+        .cells
+        .iter()
+        .filter_map(|c| threshold0_of(all, c).map(|z| (*c, z)))
+        .collect();
+    if pairs.is_empty() {
+        return None;
+    }
+    let diff = |f: &dyn Fn(&Cell) -> Option<f64>| {
+        let xs: Vec<f64> = pairs
+            .iter()
+            .filter_map(|(c, z)| Some(f(c)? - f(z)?))
+            .collect();
+        (!xs.is_empty()).then(|| mean_std(&xs))
+    };
+    let frac = |cs: &mut dyn Iterator<Item = &Cell>| {
+        let (mut syncs, mut steps) = (0u64, 0u64);
+        for c in cs {
+            syncs += c.result.momentum_syncs;
+            steps += c.result.momentum_steps;
+        }
+        (steps > 0).then(|| syncs as f64 / steps as f64)
+    };
+    let gated = frac(&mut pairs.iter().map(|p| p.0));
+    let zero = frac(&mut pairs.iter().map(|p| p.1));
+    Some(json!({
+        "seeds": pairs.iter().map(|p| p.0.knobs.seed).collect::<Vec<_>>(),
+        "final_rm_threshold0": ms(mean_std_of(pairs.iter().map(|p| p.1.result.final_mean_rm))),
+        "final_rm_delta": ms(diff(&|c| Some(c.result.final_mean_rm))),
+        "avg_forgetting_delta": ms(diff(&|c| c.result.average_forgetting)),
+        "sync_fraction_threshold0": zero,
+        "fewer_syncs": match (gated, zero) {
+            (Some(g), Some(z)) if z > 0.0 => json!(1.0 - g / z),
+            _ => serde_json::Value::Null,
+        },
+    }))
+}
+
+fn mean_std_of(xs: impl Iterator<Item = f64>) -> Option<(f64, Option<f64>)> {
+    let v: Vec<f64> = xs.collect();
+    (!v.is_empty()).then(|| mean_std(&v))
+}
+
+/// The drift-gated sweep over `cells` (protocol `p`): each gated row's summary entry with
+/// its paired comparison to threshold 0, the chart's points (threshold 0 first), and a
+/// Markdown table.
+pub struct Sweep {
+    /// The cells' folder when they are not the summary's own.
+    pub source: Option<String>,
+    pub rows: Vec<(String, serde_json::Value)>,
+    pub points: Vec<ctp::charts::sweep::SweepPoint>,
+    pub markdown: String,
+}
+
+pub fn gated_sweep(cells: &[Cell], p: &Protocol, seeds: &[u64]) -> Sweep {
+    let mut rows: Vec<Row> = rows(cells, p, &[])
+        .into_iter()
+        .filter(|r| is_gated(&r.cells[0].knobs.method))
+        .collect();
+    rows.sort_by(|a, b| {
+        let key = |r: &Row| {
+            let m = &r.cells[0].knobs.method;
+            (m.threshold, m.check_every.unwrap_or(p.check_every))
+        };
+        key(a).partial_cmp(&key(b)).expect("thresholds are finite")
+    });
+    let mut out = Sweep {
+        source: None,
+        rows: Vec::new(),
+        points: Vec::new(),
+        markdown: String::new(),
+    };
+    if rows.is_empty() {
+        return out;
+    }
+    // Threshold 0: the paired reference cells of every gated row, once each.
+    let mut zero: Vec<&Cell> = Vec::new();
+    for r in &rows {
+        for c in &r.cells {
+            if let Some(z) = threshold0_of(cells, c) {
+                if !zero.iter().any(|x| std::ptr::eq(*x, z)) {
+                    zero.push(z);
+                }
+            }
+        }
+    }
+    let point = |label: String, r: &Row| {
+        r.sync_fraction().map(|f| {
+            let (rm, rm_std) = r.stat(|c| Some(c.result.final_mean_rm)).expect("a cell");
+            ctp::charts::sweep::SweepPoint {
+                label,
+                sync_fraction: f,
+                rm,
+                rm_std,
+            }
+        })
+    };
+    let zero_row = Row {
+        name: "CTP",
+        cells: zero,
+    };
+    let mut md = String::from(
+        "| threshold | drift check every | seeds | final mean Rm | Δ Rm vs threshold 0 (paired) | avg forgetting | syncs / steps | fewer syncs than threshold 0 |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    if !zero_row.cells.is_empty() {
+        out.points.extend(point("0 (every step)".into(), &zero_row));
+        md.push_str(&format!(
+            "| 0 | 1 | {} | {} | – | {} | {} | – |\n",
+            seeds_of(&zero_row),
+            pm(zero_row.stat(|c| Some(c.result.final_mean_rm))),
+            pm(zero_row.stat(|c| c.result.average_forgetting)),
+            pct(zero_row.sync_fraction()),
+        ));
+    }
+    for r in &rows {
+        let m = &r.cells[0].knobs.method;
+        let every = m.check_every.unwrap_or(p.check_every);
+        let mut row = r.json(seeds);
+        let vs = vs_threshold0(cells, r);
+        let label = if every == 1 {
+            format!("{}", m.threshold)
+        } else {
+            format!("{} / {every}", m.threshold)
+        };
+        out.points.extend(point(label, r));
+        let delta = vs
+            .as_ref()
+            .and_then(|v| v["final_rm_delta"]["mean"].as_f64());
+        let fewer = vs.as_ref().and_then(|v| v["fewer_syncs"].as_f64());
+        md.push_str(&format!(
+            "| {} | {every} | {} | {} | {} | {} | {} | {} |\n",
+            m.threshold,
+            seeds_of(r),
+            pm(r.stat(|c| Some(c.result.final_mean_rm))),
+            delta.map_or("no pair".into(), |d| format!("{d:+.2}")),
+            pm(r.stat(|c| c.result.average_forgetting)),
+            pct(r.sync_fraction()),
+            fewer.map_or("-".into(), |f| format!("{:.0}%", 100.0 * f)),
+        ));
+        if let Some(v) = vs {
+            row["vs_threshold0"] = v;
+        }
+        out.rows.push((r.name.to_string(), row));
+    }
+    md.push_str(&format!("\nRan on: {}\n", {
+        let all: Vec<&Cell> = rows.iter().flat_map(|r| r.cells.iter().copied()).collect();
+        ran_on(&all).join("; ")
+    }));
+    out.markdown = md;
+    out
+}
+
+fn seeds_of(r: &Row) -> String {
+    r.cells
+        .iter()
+        .map(|c| c.knobs.seed.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn pct(f: Option<f64>) -> String {
+    f.map_or("-".into(), |f| format!("{:.1}%", 100.0 * f))
+}
