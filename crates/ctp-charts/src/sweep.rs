@@ -81,11 +81,16 @@ fn draw_sweep<DB: DrawingBackend>(
         )))
         .map_err(err)?;
         if text {
-            let style = font(12).pos(Pos::new(HPos::Left, VPos::Center));
+            // Labels of points near the right edge go to their left, so they stay inside.
+            let (side, dx) = if p.sync_fraction > 0.75 {
+                (HPos::Right, -0.015)
+            } else {
+                (HPos::Left, 0.015)
+            };
             c.draw_series(std::iter::once(Text::new(
                 p.label.clone(),
-                (p.sync_fraction + 0.015, p.rm),
-                style,
+                (p.sync_fraction + dx, p.rm),
+                font(12).pos(Pos::new(side, VPos::Center)),
             )))
             .map_err(err)?;
         }
