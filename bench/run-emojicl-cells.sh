@@ -49,6 +49,7 @@ summarize() {
 commit() {
   [ "$COMMIT" = 1 ] || return 0
   local paths=("$OUT/emojicl.json" "$OUT/emojicl.md" "$CELLS")
+  [ -f "$OUT/emojicl-gated.svg" ] && paths+=("$OUT/emojicl-gated.svg")
   for try in 1 2 3 4 5; do
     if git add -- "${paths[@]}" && git commit -q -m "$1" -- "${paths[@]}"; then
       return 0
