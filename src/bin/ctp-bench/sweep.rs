@@ -183,7 +183,8 @@ pub fn gated_sweep(cells: &[Cell], p: &Protocol, seeds: &[u64]) -> Sweep {
         out.rows.push((r.name.to_string(), row));
     }
     md.push_str(&format!("\nRan on: {}\n", {
-        let all: Vec<&Cell> = rows.iter().flat_map(|r| r.cells.iter().copied()).collect();
+        let mut all: Vec<&Cell> = rows.iter().flat_map(|r| r.cells.iter().copied()).collect();
+        all.extend(zero_row.cells.iter().copied());
         ran_on(&all).join("; ")
     }));
     out.markdown = md;
