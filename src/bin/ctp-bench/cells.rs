@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::emojicl::{Method, MethodResult, Protocol};
-use super::sweep::{is_gated, vs_threshold0, Sweep};
+use super::sweep::{is_gated, vs_ctp, vs_threshold0, Sweep};
 
 /// Everything that decides a cell's numbers.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -251,7 +251,9 @@ pub fn markdown(
         "# EmojiCL results\n\nProtocol: {desc}\n\nOptimizer steps per task: {steps}\n\n\
          Mean ± sample std over the seeds that finished (n = seeds done of {}; one seed: no std); \
          a row with fewer seeds is incomplete.\n\n\
-         | method | n seeds | final mean Rm | avg forgetting | BWT (paper, + = forgetting) | syncs / steps | wall s per seed |\n|---|---|---|---|---|---|---|\n",
+         Δ vs CTP: a CTP variant minus the `CTP` cell of the same seed on the same hardware \
+         (paired), final Rm / avg forgetting.\n\n\
+         | method | n seeds | final mean Rm | avg forgetting | BWT (paper, + = forgetting) | Δ vs CTP (paired) | syncs / steps | wall s per seed |\n|---|---|---|---|---|---|---|---|\n",
         seeds.len()
     );
     for r in &rows {
@@ -260,8 +262,14 @@ pub fn markdown(
             .map_or("-".into(), |f| format!("{:.0}%", 100.0 * f));
         let wall =
             r.cells.iter().map(|c| c.result.wall_seconds).sum::<f64>() / r.cells.len() as f64;
+        let delta = vs_ctp(cells, r).map_or("-".into(), |(rm, f)| {
+            format!(
+                "{rm:+.2} / {}",
+                f.map_or("-".into(), |f| format!("{f:+.2}"))
+            )
+        });
         s.push_str(&format!(
-            "| {} | {} ({}) | {} | {} | {} | {sync} | {wall:.0} |\n",
+            "| {} | {} ({}) | {} | {} | {} | {delta} | {sync} | {wall:.0} |\n",
             r.name,
             r.cells.len(),
             r.cells

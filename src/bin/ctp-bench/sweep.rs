@@ -30,6 +30,44 @@ fn threshold0_of<'a>(all: &'a [Cell], c: &Cell) -> Option<&'a Cell> {
     })
 }
 
+/// A CTP variant (any `ctp` row but `CTP` itself) against the `CTP` cell of the same seed,
+/// protocol and hardware: mean paired differences of final Rm and of average forgetting.
+/// `None` for other rows or when no seed has a pair.
+pub(super) fn vs_ctp(all: &[Cell], r: &Row) -> Option<(f64, Option<f64>)> {
+    if r.name == "CTP" || r.cells[0].knobs.method.method != "ctp" {
+        return None;
+    }
+    let pairs: Vec<(&Cell, &Cell)> = r
+        .cells
+        .iter()
+        .filter_map(|c| {
+            all.iter()
+                .find(|z| {
+                    z.knobs.method.name == "CTP"
+                        && z.knobs.seed == c.knobs.seed
+                        && z.knobs.protocol == c.knobs.protocol
+                        && (hardware(z), &z.device, &z.precision, z.threads)
+                            == (hardware(c), &c.device, &c.precision, c.threads)
+                })
+                .map(|z| (*c, z))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return None;
+    }
+    let n = pairs.len() as f64;
+    let rm = pairs
+        .iter()
+        .map(|(c, z)| c.result.final_mean_rm - z.result.final_mean_rm)
+        .sum::<f64>()
+        / n;
+    let f: Option<Vec<f64>> = pairs
+        .iter()
+        .map(|(c, z)| Some(c.result.average_forgetting? - z.result.average_forgetting?))
+        .collect();
+    Some((rm, f.map(|f| f.iter().sum::<f64>() / n)))
+}
+
 /// The machine a cell ran on, without the date that `machine` also records.
 fn hardware(c: &Cell) -> &str {
     c.machine.split("; date").next().unwrap_or(&c.machine)
