@@ -175,6 +175,12 @@ fn emojicl_methods(a: &EmojiclArgs) -> Result<Vec<emojicl::Method>> {
                         ..mk(&format!("CTP, momentum weight {w}"), "ctp", "frozen", 0.0)
                     });
                 }
+                // Beyond the list (appended, so earlier row indices stay): TP weight
+                // 0.1 forgot more than 1 on seed 0, so the other direction.
+                list.push(emojicl::Method {
+                    tp_weight: 3.0,
+                    ..mk("CTP, TP weight 3", "ctp", "frozen", 0.0)
+                });
             }
             "bn-train" => {
                 list.push(mk("SeqFT, BN train", "seqft", "train", 0.0));
