@@ -11,9 +11,30 @@ pub(super) fn is_gated(m: &Method) -> bool {
     m.method == "ctp" && m.threshold > 0.0
 }
 
-/// The threshold-0 cell that `c` (a gated cell) is compared with: the same knobs with
-/// threshold 0 and the protocol's drift-check interval, the same seed, and the same machine,
-/// device, precision and threads (pairs never cross hardware).
+/// The cell in `all` that `c` is compared with: `is_reference`, the same seed and protocol, and
+/// the same machine (without the date), device, precision and threads; pairs never cross
+/// hardware.
+fn pair_of<'a>(
+    all: &'a [Cell],
+    c: &Cell,
+    is_reference: impl Fn(&Method) -> bool,
+) -> Option<&'a Cell> {
+    all.iter().find(|r| {
+        is_reference(&r.knobs.method)
+            && r.knobs.seed == c.knobs.seed
+            && r.knobs.protocol == c.knobs.protocol
+            && hardware(r) == hardware(c)
+    })
+}
+
+/// Machine (without the date that `machine` also records), device, precision, threads.
+fn hardware(c: &Cell) -> (&str, &str, &str, i32) {
+    let machine = c.machine.split("; date").next().unwrap_or(&c.machine);
+    (machine, &c.device, &c.precision, c.threads)
+}
+
+/// The threshold-0 cell of a gated cell: the same knobs with threshold 0 and the protocol's
+/// drift-check interval.
 fn threshold0_of<'a>(all: &'a [Cell], c: &Cell) -> Option<&'a Cell> {
     let reference = Method {
         name: "CTP".into(),
@@ -21,13 +42,7 @@ fn threshold0_of<'a>(all: &'a [Cell], c: &Cell) -> Option<&'a Cell> {
         check_every: None,
         ..c.knobs.method.clone()
     };
-    all.iter().find(|r| {
-        r.knobs.method == reference
-            && r.knobs.seed == c.knobs.seed
-            && r.knobs.protocol == c.knobs.protocol
-            && (hardware(r), &r.device, &r.precision, r.threads)
-                == (hardware(c), &c.device, &c.precision, c.threads)
-    })
+    pair_of(all, c, |m| *m == reference)
 }
 
 /// A CTP variant (any `ctp` row but `CTP` itself) against the `CTP` cell of the same seed,
@@ -40,17 +55,7 @@ pub(super) fn vs_ctp(all: &[Cell], r: &Row) -> Option<(f64, Option<f64>)> {
     let pairs: Vec<(&Cell, &Cell)> = r
         .cells
         .iter()
-        .filter_map(|c| {
-            all.iter()
-                .find(|z| {
-                    z.knobs.method.name == "CTP"
-                        && z.knobs.seed == c.knobs.seed
-                        && z.knobs.protocol == c.knobs.protocol
-                        && (hardware(z), &z.device, &z.precision, z.threads)
-                            == (hardware(c), &c.device, &c.precision, c.threads)
-                })
-                .map(|z| (*c, z))
-        })
+        .filter_map(|c| pair_of(all, c, |m| m.name == "CTP").map(|z| (*c, z)))
         .collect();
     if pairs.is_empty() {
         return None;
@@ -66,11 +71,6 @@ pub(super) fn vs_ctp(all: &[Cell], r: &Row) -> Option<(f64, Option<f64>)> {
         .map(|(c, z)| Some(c.result.average_forgetting? - z.result.average_forgetting?))
         .collect();
     Some((rm, f.map(|f| f.iter().sum::<f64>() / n)))
-}
-
-/// The machine a cell ran on, without the date that `machine` also records.
-fn hardware(c: &Cell) -> &str {
-    c.machine.split("; date").next().unwrap_or(&c.machine)
 }
 
 /// A gated row against threshold 0, seed by seed (paired): Rm and forgetting differences,
