@@ -291,6 +291,39 @@ async fn killed_holder_is_taken_over_and_resumed() {
     assert_eq!(store.head("m").await.unwrap().unwrap().version, 1);
 }
 
+/// WatchTask through a daemon that does not hold the task: the holder's events reach it only
+/// through the shared store, in order and without gaps, up to the terminal event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_through_another_daemon_follows_the_holder() {
+    if pg::skip_requested() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let (dir, _url, daemons, task, mut db) = training_on(2, 30).await;
+    let held = job(&mut db, &task.id).await;
+    let other = 1 - index_of(&daemons, held.worker_id.as_deref().unwrap());
+    let mut c = connect(&daemons[other].addr).await;
+    let events = watch_succeeded(&mut c, &task.id).await;
+    let seqs: Vec<u64> = events
+        .iter()
+        .filter(|e| {
+            !matches!(
+                e.event,
+                Some(pb::task_event::Event::Snapshot(_) | pb::task_event::Event::Heartbeat(_))
+            )
+        })
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs.first(), Some(&1), "replayed from the start: {seqs:?}");
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    let after_watch = job(&mut db, &task.id).await;
+    assert_eq!(
+        after_watch.lease_epoch, held.lease_epoch,
+        "never taken over"
+    );
+    single_version(&daemons[other].addr, dir.path()).await;
+}
+
 fn new_version_like(v: &ctp::store::VersionRow) -> ctp::store::NewVersion {
     ctp::store::NewVersion {
         parent: v.parent,

@@ -14,6 +14,9 @@ use crate::state::AppState;
 
 type Tx = mpsc::Sender<Result<pb::TaskEvent, Status>>;
 
+/// How often a stream reads the store for events that another daemon wrote.
+const STORE_POLL: Duration = Duration::from_secs(1);
+
 /// Starts the stream task; returns its receiver.
 pub async fn watch(
     state: Arc<AppState>,
@@ -69,6 +72,12 @@ async fn stream_events(
         return Ok(());
     }
     let beat = Duration::from_secs(state.settings.heartbeat_seconds.max(1));
+    // Live events come only from this process's engine. With a shared store (several daemons
+    // on one Postgres) another daemon may hold the task, or take it over mid-watch: its events
+    // reach this stream only through the store, so poll it.
+    let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + STORE_POLL, STORE_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut quiet_since = tokio::time::Instant::now();
     let mut shutdown = state.hub.shutdown_signal();
     loop {
         tokio::select! {
@@ -84,6 +93,7 @@ async fn stream_events(
                         continue;
                     }
                     last = ev.seq as i64;
+                    quiet_since = tokio::time::Instant::now();
                     let terminal = is_terminal(&ev);
                     if tx.send(Ok(ev)).await.is_err() || terminal {
                         return Ok(());
@@ -100,10 +110,27 @@ async fn stream_events(
                     return Ok(());
                 }
             },
-            _ = tokio::time::sleep(beat) => {
-                let hb = pb::TaskEvent { seq: last as u64, time: Some(convert::timestamp(chrono::Utc::now())), event: Some(pb::task_event::Event::Heartbeat(pb::Heartbeat {})) };
-                if tx.send(Ok(hb)).await.is_err() {
+            _ = poll.tick() => {
+                let before = last;
+                if catch_up(state, task_id, &mut last, tx).await? {
                     return Ok(());
+                }
+                if last != before {
+                    quiet_since = tokio::time::Instant::now();
+                } else if quiet_since.elapsed() >= beat {
+                    // A quiet stream: say so, and end it if the task ended without a stored
+                    // terminal event.
+                    let task = state.store.get_task(task_id).await?;
+                    if task.state.is_terminal() {
+                        let error = task.error.clone().unwrap_or_default();
+                        let _ = tx.send(Ok(terminal_of(&task, last, error))).await;
+                        return Ok(());
+                    }
+                    let hb = pb::TaskEvent { seq: last as u64, time: Some(convert::timestamp(chrono::Utc::now())), event: Some(pb::task_event::Event::Heartbeat(pb::Heartbeat {})) };
+                    if tx.send(Ok(hb)).await.is_err() {
+                        return Ok(());
+                    }
+                    quiet_since = tokio::time::Instant::now();
                 }
             }
             _ = tx.closed() => return Ok(()),
