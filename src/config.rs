@@ -232,6 +232,13 @@ impl Settings {
         if self.lease_seconds == 0 {
             return Err("lease_seconds must be at least 1".into());
         }
+        let max_queue = i64::from(crate::api::convert::bounds::MAX_QUEUE_SIZE);
+        if !(1..=max_queue).contains(&self.training.queue_size) {
+            return Err(format!(
+                "training.queue_size must be in 1..={max_queue} (got {})",
+                self.training.queue_size
+            ));
+        }
         self.listen
             .parse::<SocketAddr>()
             .map_err(|e| format!("listen {:?}: {e}", self.listen))?;
@@ -376,6 +383,18 @@ mod tests {
         assert!(Settings::load(None, tok, &Overrides::default())
             .unwrap_err()
             .contains("shorter"));
+        for q in ["0", "2000000"] {
+            let e = Settings::load(
+                None,
+                vec![("CTP__TRAINING__QUEUE_SIZE".into(), q.into())],
+                &Overrides::default(),
+            )
+            .unwrap_err();
+            assert!(
+                e.contains("training.queue_size must be in 1..=1048576"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

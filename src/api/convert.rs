@@ -25,6 +25,8 @@ pub mod bounds {
     pub const MAX_LEARNING_RATE: f64 = 10.0;
     /// `momentum_reference_steps` in 0..=MAX_MOMENTUM_REFERENCE_STEPS.
     pub const MAX_MOMENTUM_REFERENCE_STEPS: u32 = 1_000_000;
+    /// `queue_size` in 1..=MAX_QUEUE_SIZE.
+    pub const MAX_QUEUE_SIZE: u32 = 1 << 20;
     /// `drift_threshold` in [0, MAX_DRIFT_THRESHOLD].
     pub const MAX_DRIFT_THRESHOLD: f64 = 1e3;
     /// Each loss weight in [0, MAX_LOSS_WEIGHT].
@@ -140,7 +142,7 @@ impl TaskSettings {
             method,
             bn_policy,
             seed,
-            queue_size: d.queue_size,
+            queue_size: s.queue_size.map_or(d.queue_size, i64::from),
             checkpoint_every: d.checkpoint_every,
             momentum_reference_steps: s.momentum_reference_steps.unwrap_or(0),
         };
@@ -156,6 +158,11 @@ impl TaskSettings {
             "momentum_reference_steps",
             t.momentum_reference_steps,
             bounds::MAX_MOMENTUM_REFERENCE_STEPS,
+        )?;
+        at_most(
+            "queue_size",
+            t.queue_size,
+            i64::from(bounds::MAX_QUEUE_SIZE),
         )?;
         at_most(
             "drift_threshold",
@@ -193,6 +200,7 @@ impl TaskSettings {
             }),
             replay: self.replay.to_pb(),
             momentum_reference_steps: Some(self.momentum_reference_steps),
+            queue_size: Some(u32::try_from(self.queue_size).unwrap_or(u32::MAX)),
         }
     }
 

@@ -110,7 +110,7 @@ async fn bad_inputs(db: Db) {
         f(h.settings.as_mut().unwrap());
         h
     };
-    let cases: [(&dyn Fn(&mut pb::TrainSettings), &str); 5] = [
+    let cases: [(&dyn Fn(&mut pb::TrainSettings), &str); 7] = [
         (
             &|s| s.epochs = Some(u32::MAX),
             "settings.epochs is 4294967295; the maximum is 10000",
@@ -124,6 +124,14 @@ async fn bad_inputs(db: Db) {
             "settings.drift_check_every",
         ),
         (&|s| s.learning_rate = Some(1e9), "settings.learning_rate"),
+        (
+            &|s| s.queue_size = Some(0),
+            "settings: queue_size must be >= 1 (got 0)",
+        ),
+        (
+            &|s| s.queue_size = Some(u32::MAX),
+            "settings.queue_size is 4294967295; the maximum is 1048576",
+        ),
         (
             &|s| {
                 s.loss_weights = Some(pb::LossWeights {

@@ -89,10 +89,18 @@ async fn full_flow(db: Db) {
     assert!(info.storage_problem.is_empty());
     assert_eq!((v1.device.as_str(), v1.precision.as_str()), ("cpu", "fp32"));
 
-    // Idempotent resubmit: same key, same task.
+    // Idempotent resubmit: same key, same task. This task also shrinks the momentum queue
+    // that it carries over from version 1.
     let mut h = header("m", "discs", 3);
     h.idempotency_key = Some("discs-1".into());
+    h.settings.as_mut().unwrap().queue_size = Some(8);
     let b = submit(&mut c, h.clone(), shape_samples(1)).await.unwrap();
+    assert_eq!(b.settings.as_ref().unwrap().queue_size, Some(8));
+    assert_eq!(
+        a.settings.as_ref().unwrap().queue_size,
+        Some(1024),
+        "the default"
+    );
     let again = submit(&mut c, h, shape_samples(1)).await.unwrap();
     assert_eq!(b.id, again.id);
     let t = terminal(&watch_all(&mut c, &b.id, 0).await);

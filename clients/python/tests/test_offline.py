@@ -79,6 +79,11 @@ class Settings(unittest.TestCase):
         self.assertAlmostEqual(m.replay.batch_fraction, 0.25)
         self.assertFalse(m.HasField("batch_size"))
 
+    def test_queue_and_momentum_scaling(self):
+        m = ctp_client.train_settings({"queue_size": 256, "momentum_reference_steps": 1000})
+        self.assertEqual((m.queue_size, m.momentum_reference_steps), (256, 1000))
+        self.assertFalse(m.HasField("epochs"))
+
     def test_unknown_key_is_an_error(self):
         with self.assertRaisesRegex(ValueError, "epoch"):
             ctp_client.train_settings({"epoch": 2})

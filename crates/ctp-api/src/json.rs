@@ -89,6 +89,7 @@ pub fn settings_json(s: &pb::TrainSettings) -> Value {
         "loss_weights": weights,
         "replay": replay,
         "momentum_reference_steps": s.momentum_reference_steps,
+        "queue_size": s.queue_size,
     })
 }
 

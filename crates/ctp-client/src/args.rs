@@ -151,6 +151,10 @@ pub struct SubmitArgs {
     /// as far as this many steps at 0.995 would (0 = fixed, the paper).
     #[arg(long)]
     pub momentum_reference_steps: Option<u32>,
+    /// Rows of the momentum feature queue (server default 1,024; EmojiCL did best at 8 ×
+    /// the batch size). A parent's queue of another size keeps its newest rows.
+    #[arg(long)]
+    pub queue_size: Option<u32>,
     /// Weight of both topology-preservation loss terms (server default 1, the paper's code).
     #[arg(long)]
     pub tp_weight: Option<f64>,

@@ -99,6 +99,7 @@ pub fn header(args: &SubmitArgs, plan: &SplitPlan, samples: u64) -> pb::TaskHead
             drift_threshold: args.drift_threshold,
             drift_check_every: args.drift_check_every,
             momentum_reference_steps: args.momentum_reference_steps,
+            queue_size: args.queue_size,
             method: method as i32,
             bn_policy,
             loss_weights: args.tp_weight.map(|w| pb::LossWeights {

@@ -62,7 +62,8 @@ pub struct Method {
     /// (`TrainSettings.momentum_reference_steps`; `None` = fixed, the paper).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub momentum_reference_steps: Option<u32>,
-    /// Fidelity variant: the momentum queue's rows (`None` = the daemon's default, 1,024).
+    /// Fidelity variant: the momentum queue's rows (`TrainSettings.queue_size`; `None` = the
+    /// daemon's default, 1,024).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_size: Option<i64>,
 }
@@ -179,6 +180,7 @@ fn header(
                 ..Default::default()
             }),
             momentum_reference_steps: m.momentum_reference_steps,
+            queue_size: m.queue_size.map(|q| q as u32),
             replay: (m.replay_per_task > 0 || m.replay_fraction > 0.0).then(|| pb::Replay {
                 samples_per_task: (m.replay_per_task > 0).then_some(m.replay_per_task),
                 batch_fraction: (m.replay_fraction > 0.0).then_some(m.replay_fraction),
@@ -230,14 +232,9 @@ pub async fn run(
     }
     let mut data: Option<(u64, TaskData)> = None;
     for (seed, m) in &todo {
-        // One daemon per cell, so daemon-level knobs (queue size) can differ between rows.
-        let mut env = env.clone();
-        if let Some(q) = m.queue_size {
-            env.push(("CTP__TRAINING__QUEUE_SIZE".into(), q.to_string()));
-        }
         let knobs = Knobs::new(p, m, *seed);
         let work = WorkDir::open(rt, cells_dir, &knobs)?;
-        let daemon = super::service::Daemon::start_in(&work.daemon_dir(), env).await?;
+        let daemon = super::service::Daemon::start_in(&work.daemon_dir(), env.clone()).await?;
         let addr = daemon.addr.clone();
         let mut c = super::service::client(&addr).await?;
         if data.as_ref().map(|d| d.0) != Some(*seed) {

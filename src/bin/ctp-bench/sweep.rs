@@ -1,14 +1,17 @@
-//! The drift-gated sweep of `ctp-bench emojicl` (issue #10 item 5): every gated row
-//! (CTP with a drift threshold above 0) against threshold 0, paired by seed and hardware,
-//! as summary entries, a Markdown table and the points of `emojicl-gated.svg`.
+//! The drift-gated sweep of `ctp-bench emojicl` (issue #10 item 5): every gated row (CTP
+//! with a drift threshold above 0, or a fixed sync interval) against threshold 0, paired by
+//! seed and hardware, as summary entries, a Markdown table and the points of
+//! `emojicl-gated.svg`.
 use serde_json::json;
 
 use super::cells::{mean_std, ms, pm, ran_on, rows, Cell, Row};
 use super::emojicl::{Method, Protocol};
 
-/// A drift-gated row: CTP with a threshold above 0.
+/// A row of the sweep: CTP with a drift threshold above 0, or with its own drift-check
+/// interval above 1 (threshold 0 every n steps is a fixed sync schedule, the baseline that a
+/// drift gate has to beat).
 pub(super) fn is_gated(m: &Method) -> bool {
-    m.method == "ctp" && m.threshold > 0.0
+    m.method == "ctp" && (m.threshold > 0.0 || m.check_every.is_some_and(|n| n > 1))
 }
 
 /// The cell in `all` that `c` is compared with: `is_reference`, the same seed and protocol, and
@@ -239,4 +242,41 @@ fn seeds_of(r: &Row) -> String {
 
 fn pct(f: Option<f64>) -> String {
     f.map_or("-".into(), |f| format!("{:.1}%", 100.0 * f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_gated, Method};
+
+    fn ctp(method: &str, threshold: f64, check_every: Option<u32>) -> Method {
+        Method {
+            name: "x".into(),
+            method: method.into(),
+            bn: "frozen".into(),
+            threshold,
+            joint: false,
+            tp_weight: 1.0,
+            mlm_weight: 1.0,
+            momentum_weight: 1.0,
+            replay_per_task: 0,
+            replay_fraction: 0.0,
+            check_every,
+            task0_plain: false,
+            queue_size: None,
+            momentum_reference_steps: None,
+        }
+    }
+
+    #[test]
+    fn sweep_rows_are_gated_or_fixed_interval_ctp() {
+        assert!(!is_gated(&ctp("ctp", 0.0, None)), "the reference itself");
+        assert!(!is_gated(&ctp("ctp", 0.0, Some(1))));
+        assert!(is_gated(&ctp("ctp", 0.0, Some(10))), "fixed schedule");
+        assert!(is_gated(&ctp("ctp", 0.05, None)));
+        assert!(is_gated(&ctp("ctp", 0.05, Some(10))));
+        assert!(
+            !is_gated(&ctp("seqft", 0.05, None)),
+            "SeqFT has no momentum model"
+        );
+    }
 }

@@ -85,14 +85,13 @@ impl Session {
                         "parent version lacks {missing:?}"
                     )));
                 }
-                // The queue carries over (§3: never reset between tasks). A changed queue_size
-                // starts a fresh random queue instead.
-                let qi = ck.get("queue.image")?;
-                if qi.size()[0] == cfg.queue_size {
-                    queue.image = qi.to_device(device);
-                    queue.text = ck.get("queue.text")?.to_device(device);
-                    queue.ptr = ck.get("queue.ptr")?.int64_value(&[]);
-                }
+                // The queue carries over (§3: never reset between tasks), resized to this
+                // task's queue_size by keeping its newest rows.
+                queue.carry_over(
+                    ck.get("queue.image")?,
+                    ck.get("queue.text")?,
+                    ck.get("queue.ptr")?.int64_value(&[]),
+                );
             }
             None if opts.random_weights => {}
             None => online

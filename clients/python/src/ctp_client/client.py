@@ -225,7 +225,8 @@ def train_settings(settings: Union[None, Mapping[str, Any], "pb.TrainSettings"])
         return settings
     s = dict(settings)
     msg = pb.TrainSettings()
-    for key in ("epochs", "batch_size", "learning_rate", "drift_threshold", "drift_check_every"):
+    for key in ("epochs", "batch_size", "learning_rate", "drift_threshold", "drift_check_every",
+                "momentum_reference_steps", "queue_size"):
         if s.get(key) is not None:
             setattr(msg, key, s.pop(key))
         else:

@@ -108,7 +108,7 @@ class TaskHeader(_message.Message):
     def __init__(self, model: _Optional[str] = ..., preset: _Optional[str] = ..., task_name: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., settings: _Optional[_Union[TrainSettings, _Mapping]] = ..., eval_split: _Optional[_Union[EvalSplit, _Mapping]] = ..., seed: _Optional[int] = ..., expected_samples: _Optional[int] = ...) -> None: ...
 
 class TrainSettings(_message.Message):
-    __slots__ = ("epochs", "batch_size", "learning_rate", "drift_threshold", "drift_check_every", "method", "bn_policy", "loss_weights", "replay", "momentum_reference_steps")
+    __slots__ = ("epochs", "batch_size", "learning_rate", "drift_threshold", "drift_check_every", "method", "bn_policy", "loss_weights", "replay", "momentum_reference_steps", "queue_size")
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +119,7 @@ class TrainSettings(_message.Message):
     LOSS_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     REPLAY_FIELD_NUMBER: _ClassVar[int]
     MOMENTUM_REFERENCE_STEPS_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_SIZE_FIELD_NUMBER: _ClassVar[int]
     epochs: int
     batch_size: int
     learning_rate: float
@@ -129,7 +130,8 @@ class TrainSettings(_message.Message):
     loss_weights: LossWeights
     replay: Replay
     momentum_reference_steps: int
-    def __init__(self, epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., drift_threshold: _Optional[float] = ..., drift_check_every: _Optional[int] = ..., method: _Optional[_Union[Method, str]] = ..., bn_policy: _Optional[_Union[BnPolicy, str]] = ..., loss_weights: _Optional[_Union[LossWeights, _Mapping]] = ..., replay: _Optional[_Union[Replay, _Mapping]] = ..., momentum_reference_steps: _Optional[int] = ...) -> None: ...
+    queue_size: int
+    def __init__(self, epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., drift_threshold: _Optional[float] = ..., drift_check_every: _Optional[int] = ..., method: _Optional[_Union[Method, str]] = ..., bn_policy: _Optional[_Union[BnPolicy, str]] = ..., loss_weights: _Optional[_Union[LossWeights, _Mapping]] = ..., replay: _Optional[_Union[Replay, _Mapping]] = ..., momentum_reference_steps: _Optional[int] = ..., queue_size: _Optional[int] = ...) -> None: ...
 
 class Replay(_message.Message):
     __slots__ = ("samples_per_task", "batch_fraction")
