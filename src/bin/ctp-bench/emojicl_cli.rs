@@ -181,6 +181,17 @@ fn emojicl_methods(a: &EmojiclArgs) -> Result<Vec<emojicl::Method>> {
                     tp_weight: 3.0,
                     ..mk("CTP, TP weight 3", "ctp", "frozen", 0.0)
                 });
+                // Do the two largest single gains on seed 0 (rows 0 and 1) add up?
+                list.push(emojicl::Method {
+                    task0_plain: true,
+                    queue_size: Some(i64::from(a.batch) * 8),
+                    ..mk(
+                        &format!("CTP, queue {} + paper-era task 0", a.batch * 8),
+                        "ctp",
+                        "frozen",
+                        0.0,
+                    )
+                });
             }
             "bn-train" => {
                 list.push(mk("SeqFT, BN train", "seqft", "train", 0.0));
