@@ -181,16 +181,21 @@ fn emojicl_methods(a: &EmojiclArgs) -> Result<Vec<emojicl::Method>> {
                     tp_weight: 3.0,
                     ..mk("CTP, TP weight 3", "ctp", "frozen", 0.0)
                 });
-                // Do the two largest single gains on seed 0 (rows 0 and 1) add up?
+                // On seed 0 the smaller queue gave the most Rm and TP weight 3 the least
+                // forgetting: do they add up? And does more TP keep cutting forgetting?
                 list.push(emojicl::Method {
-                    task0_plain: true,
+                    tp_weight: 3.0,
                     queue_size: Some(i64::from(a.batch) * 8),
                     ..mk(
-                        &format!("CTP, queue {} + paper-era task 0", a.batch * 8),
+                        &format!("CTP, queue {} + TP weight 3", a.batch * 8),
                         "ctp",
                         "frozen",
                         0.0,
                     )
+                });
+                list.push(emojicl::Method {
+                    tp_weight: 10.0,
+                    ..mk("CTP, TP weight 10", "ctp", "frozen", 0.0)
                 });
             }
             "bn-train" => {
