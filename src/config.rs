@@ -59,6 +59,10 @@ pub struct Limits {
     pub max_steps_per_task: u64,
 }
 
+/// Most rows a momentum feature queue may have (`training.queue_size`, and each task's
+/// `TrainSettings.queue_size`).
+pub const MAX_QUEUE_SIZE: u32 = 1 << 20;
+
 /// Server-side defaults for training settings a submission leaves unset.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -232,7 +236,7 @@ impl Settings {
         if self.lease_seconds == 0 {
             return Err("lease_seconds must be at least 1".into());
         }
-        let max_queue = i64::from(crate::api::convert::bounds::MAX_QUEUE_SIZE);
+        let max_queue = i64::from(MAX_QUEUE_SIZE);
         if !(1..=max_queue).contains(&self.training.queue_size) {
             return Err(format!(
                 "training.queue_size must be in 1..={max_queue} (got {})",

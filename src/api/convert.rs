@@ -25,8 +25,8 @@ pub mod bounds {
     pub const MAX_LEARNING_RATE: f64 = 10.0;
     /// `momentum_reference_steps` in 0..=MAX_MOMENTUM_REFERENCE_STEPS.
     pub const MAX_MOMENTUM_REFERENCE_STEPS: u32 = 1_000_000;
-    /// `queue_size` in 1..=MAX_QUEUE_SIZE.
-    pub const MAX_QUEUE_SIZE: u32 = 1 << 20;
+    /// `queue_size` in 1..=MAX_QUEUE_SIZE (also the bound of `training.queue_size`).
+    pub const MAX_QUEUE_SIZE: u32 = crate::config::MAX_QUEUE_SIZE;
     /// `drift_threshold` in [0, MAX_DRIFT_THRESHOLD].
     pub const MAX_DRIFT_THRESHOLD: f64 = 1e3;
     /// Each loss weight in [0, MAX_LOSS_WEIGHT].
