@@ -3,7 +3,7 @@
 # finished cell and the regenerated summary (bench/results/emojicl.{json,md}) on the current
 # branch. Finished cells are skipped, so the script can be stopped and rerun at any time.
 #
-#   bench/run-emojicl-cells.sh [phase ...]     phases: main (default), ctp, replay, gated, fidelity, bn
+#   bench/run-emojicl-cells.sh [phase ...]     phases: main (default), ctp, seqft, replay, gated, fidelity, bn
 #
 # Environment: CTP_BENCH (ctp-bench binary; default: a copy of $CARGO_TARGET_DIR/release's,
 # taken at start so rebuilding does not disturb a run), THREADS (libtorch threads, default 1),
@@ -34,6 +34,7 @@ methods_of() {
   case "$1" in
     main) echo "ctp seqft joint" ;;
     ctp) echo "ctp" ;;
+    seqft) echo "seqft" ;;
     replay) echo "seqft-replay ctp-replay" ;;
     gated) echo "gated" ;;
     fidelity) echo "fidelity" ;;
