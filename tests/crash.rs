@@ -1,9 +1,6 @@
 //! `ctpd` as a separate process: SIGKILL while a task trains, restart, and the task finishes
 //! from its last mid-task checkpoint (not from step 0) with consistent versions; SIGTERM
 //! checkpoints at the next step and the restarted daemon resumes exactly there.
-#[path = "support/assets.rs"]
-mod assets;
-#[allow(dead_code)]
 #[path = "daemon/helpers.rs"]
 mod helpers;
 
@@ -149,7 +146,7 @@ async fn sigkill_mid_task_resumes_from_checkpoint() {
     // Not from step 0, and not past the end; the kill lands a few steps after `seen` at most
     // (the watch stream may trail training), so only the lower bound is exact.
     assert!(
-        from >= 3 && from < 120,
+        (3..120).contains(&from),
         "resumed from step {from} (killed after progress step {seen})"
     );
     assert_eq!(

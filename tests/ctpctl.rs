@@ -1,6 +1,5 @@
 //! `ctpctl` against a live daemon: submit (JSONL and WebDataset) with --wait, versions, watch,
 //! rollback (and its ABORTED exit code), report with PNGs, health, and an unreachable daemon.
-#[allow(dead_code)]
 #[path = "daemon/helpers.rs"]
 mod helpers;
 

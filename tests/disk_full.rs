@@ -4,7 +4,6 @@
 //! a word), and once the filesystem grows the same task completes and health is SERVING again.
 //!
 //! Mounting needs root (CAP_SYS_ADMIN); elsewhere the test says so and skips.
-#[allow(dead_code)]
 #[path = "daemon/helpers.rs"]
 mod helpers;
 

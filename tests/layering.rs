@@ -61,7 +61,7 @@ fn imports(text: &str) -> BTreeSet<PathBuf> {
         if let Some(group) = rest[path.len()..].trim_start_matches(':').strip_prefix('{') {
             let group = &group[..group.find('}').unwrap_or(group.len())];
             for item in group.split(',') {
-                let item = item.trim().split_whitespace().next().unwrap_or("");
+                let item = item.split_whitespace().next().unwrap_or("");
                 if item.is_empty() || item == "self" {
                     continue;
                 }

@@ -3,13 +3,8 @@
 //! up after losing its lease writes nothing; a Postgres restart does not fail the running
 //! task; a daemon killed and restarted at once reclaims its task without waiting for the
 //! lease. Leases are short and set through configuration (`CTP__LEASE_SECONDS`).
-#[path = "support/assets.rs"]
-mod assets;
-#[allow(dead_code)]
 #[path = "daemon/helpers.rs"]
 mod helpers;
-#[path = "support/postgres.rs"]
-mod pg;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -2,7 +2,6 @@
 //! daemon: installed with `pip --no-index` (the offline install the package promises), its
 //! unit tests and live tests run, then the `examples/python` script, built on it, submits and
 //! watches tasks: the API works from another language without the server's dependencies.
-#[allow(dead_code)]
 #[path = "daemon/helpers.rs"]
 mod helpers;
 

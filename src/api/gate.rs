@@ -59,7 +59,7 @@ mod tests {
             min_union_rm: Some(5.0),
             max_rm_drop: None,
         };
-        let g = from_pb(Some(ok.clone())).unwrap();
+        let g = from_pb(Some(ok)).unwrap();
         assert_eq!(to_pb(&g), ok);
         assert!(from_pb(None).unwrap().is_empty());
         for bad in [

@@ -60,15 +60,7 @@ async fn stream_events(
         return Ok(());
     }
     // Already finished and the client has seen everything: end with a terminal event anyway.
-    let task = state.store.get_task(task_id).await?;
-    if task.state.is_terminal() {
-        let _ = tx
-            .send(Ok(terminal_of(
-                &task,
-                last,
-                task.error.clone().unwrap_or_default(),
-            )))
-            .await;
+    if ended_without_event(state, task_id, last, tx).await? {
         return Ok(());
     }
     let beat = Duration::from_secs(state.settings.heartbeat_seconds.max(1));
@@ -120,10 +112,7 @@ async fn stream_events(
                 } else if quiet_since.elapsed() >= beat {
                     // A quiet stream: say so, and end it if the task ended without a stored
                     // terminal event.
-                    let task = state.store.get_task(task_id).await?;
-                    if task.state.is_terminal() {
-                        let error = task.error.clone().unwrap_or_default();
-                        let _ = tx.send(Ok(terminal_of(&task, last, error))).await;
+                    if ended_without_event(state, task_id, last, tx).await? {
                         return Ok(());
                     }
                     let hb = pb::TaskEvent { seq: last as u64, time: Some(convert::timestamp(chrono::Utc::now())), event: Some(pb::task_event::Event::Heartbeat(pb::Heartbeat {})) };
@@ -150,7 +139,24 @@ async fn stream_events(
     }
 }
 
-fn terminal_of(task: &crate::store::TaskRow, seq: i64, error: String) -> pb::TaskEvent {
+/// If the stored task is terminal, sends its terminal event (numbered `last`: no stored event
+/// follows) and returns true.
+async fn ended_without_event(
+    state: &AppState,
+    task_id: &str,
+    last: i64,
+    tx: &Tx,
+) -> Result<bool, ApiError> {
+    let task = state.store.get_task(task_id).await?;
+    if !task.state.is_terminal() {
+        return Ok(false);
+    }
+    let _ = tx.send(Ok(terminal_of(&task, last))).await;
+    Ok(true)
+}
+
+fn terminal_of(task: &crate::store::TaskRow, seq: i64) -> pb::TaskEvent {
+    let error = task.error.clone().unwrap_or_default();
     pb::TaskEvent {
         seq: seq as u64,
         time: Some(convert::timestamp(chrono::Utc::now())),

@@ -207,7 +207,7 @@ mod tests {
             let rec = gate.check(step, d, &gp).expect("threshold 0 always syncs");
             assert_eq!(rec.k, 1);
             for ((m, o), r) in paper.iter().zip(&online).zip(&reference) {
-                let next = &*m * 0.9 + o * 0.05 + r * 0.05;
+                let next = m * 0.9 + o * 0.05 + r * 0.05;
                 m.shallow_clone().copy_(&next);
             }
             assert!(

@@ -213,7 +213,7 @@ mod tests {
                 opt.zero_grad();
                 let mut loss = (&ps[0] * &ps[0] * &c[0]).sum(Kind::Float);
                 if with_second {
-                    loss = loss + (&ps[1] * &c[1]).sum(Kind::Float);
+                    loss += (&ps[1] * &c[1]).sum(Kind::Float);
                 }
                 loss.backward();
                 opt.step(0.01);

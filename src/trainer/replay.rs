@@ -21,7 +21,7 @@ pub struct ReplayPlan {
 }
 
 /// Distinguishes replay draws from every other use of [`mix`].
-const SALT: u64 = 0x5EED_0F_2E_71A7;
+const SALT: u64 = 0x5EED_0F2E_71A7;
 
 fn used(pools: &[ReplayPool]) -> impl Iterator<Item = &ReplayPool> {
     pools

@@ -110,7 +110,8 @@ async fn bad_inputs(db: Db) {
         f(h.settings.as_mut().unwrap());
         h
     };
-    let cases: [(&dyn Fn(&mut pb::TrainSettings), &str); 7] = [
+    type Case<'a> = (&'a dyn Fn(&mut pb::TrainSettings), &'a str);
+    let cases: [Case; 7] = [
         (
             &|s| s.epochs = Some(u32::MAX),
             "settings.epochs is 4294967295; the maximum is 10000",

@@ -49,7 +49,7 @@ async fn gate_flow(db: Db) {
     let set = c
         .set_promotion_gate(pb::SetPromotionGateRequest {
             model: "m".into(),
-            gate: Some(gate.clone()),
+            gate: Some(gate),
         })
         .await
         .unwrap()

@@ -107,12 +107,12 @@ pub fn header(args: &SubmitArgs, plan: &SplitPlan, samples: u64) -> pb::TaskHead
                 tp_intra: Some(w),
                 ..Default::default()
             }),
-            replay: (args.replay_per_task.is_some() || args.replay_fraction.is_some()).then(|| {
+            replay: (args.replay_per_task.is_some() || args.replay_fraction.is_some()).then_some(
                 pb::Replay {
                     samples_per_task: args.replay_per_task,
                     batch_fraction: args.replay_fraction,
-                }
-            }),
+                },
+            ),
         }),
         eval_split: Some(plan.eval_split),
         seed: args.seed,

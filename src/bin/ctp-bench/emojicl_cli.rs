@@ -183,20 +183,24 @@ fn emojicl_methods(a: &EmojiclArgs) -> Result<Vec<emojicl::Method>> {
                 });
                 // On seed 0 the smaller queue gave the most Rm and TP weight 3 the least
                 // forgetting: do they add up? And does more TP keep cutting forgetting?
-                list.push(emojicl::Method {
-                    tp_weight: 3.0,
+                let small_queue_with_tp = |w: f64| emojicl::Method {
+                    tp_weight: w,
                     queue_size: Some(i64::from(a.batch) * 8),
                     ..mk(
-                        &format!("CTP, queue {} + TP weight 3", a.batch * 8),
+                        &format!("CTP, queue {} + TP weight {w}", a.batch * 8),
                         "ctp",
                         "frozen",
                         0.0,
                     )
-                });
+                };
+                list.push(small_queue_with_tp(3.0));
                 list.push(emojicl::Method {
                     tp_weight: 10.0,
                     ..mk("CTP, TP weight 10", "ctp", "frozen", 0.0)
                 });
+                // TP 10 met the forgetting target on seed 0 at some Rm; the small queue
+                // gave Rm: both at once.
+                list.push(small_queue_with_tp(10.0));
             }
             "bn-train" => {
                 list.push(mk("SeqFT, BN train", "seqft", "train", 0.0));
@@ -328,4 +332,51 @@ pub fn run(a: &EmojiclArgs) -> Result<()> {
     }
     println!("{md}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: EmojiclArgs,
+    }
+
+    fn rows(flags: &[&str]) -> Vec<String> {
+        let cli = Cli::parse_from(std::iter::once("emojicl").chain(flags.iter().copied()));
+        emojicl_methods(&cli.args)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect()
+    }
+
+    /// Runners pick fidelity rows by `--row-index` and committed cells carry the row names, so
+    /// appending a row must not move or rename an earlier one.
+    #[test]
+    fn fidelity_rows_keep_their_indices_and_names() {
+        let names = rows(&["--methods", "fidelity"]);
+        let expected = [
+            (0, "CTP, paper-era task 0"),
+            (1, "CTP, queue 256"),
+            (3, "CTP, TP weight 0.1"),
+            (4, "CTP, momentum weight 0.1"),
+            (7, "CTP, TP weight 3"),
+            (8, "CTP, queue 256 + TP weight 3"),
+            (9, "CTP, TP weight 10"),
+            (10, "CTP, queue 256 + TP weight 10"),
+        ];
+        for (i, name) in expected {
+            assert_eq!(names[i], name, "row {i} of {names:?}");
+        }
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "duplicate row names: {names:?}");
+        // The queue rows follow the batch size.
+        assert_eq!(rows(&["--methods", "fidelity", "--batch", "16"])[1], "CTP, queue 128");
+    }
 }

@@ -62,7 +62,7 @@ enum Cmd {
     /// Continual-learning quality on EmojiCL through the daemon, one resumable cell per
     /// (method, seed): SeqFT, CTP (threshold 0), replay variants, drift-gated CTP, Joint, and
     /// the BatchNorm-policy ablation. Finished cells are skipped.
-    Emojicl(emojicl_cli::EmojiclArgs),
+    Emojicl(Box<emojicl_cli::EmojiclArgs>),
     /// Control plane under load: GetTask latency and training throughput with N clients.
     Load {
         #[arg(long, default_value = "16,64")]
