@@ -1,0 +1,236 @@
+//! Conversions between `pb` messages and the store's rows, plus the JSON shapes persisted in
+//! the store's opaque columns (progress, events); task settings live in `settings`.
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::pb;
+use super::status::ApiError;
+use crate::store::{EvalRow, HeadChange, TaskRow, TaskState, VersionRow};
+
+mod settings;
+pub use settings::{bounds, TaskSettings};
+
+/// Latest progress of a task, stored as `progress_json` and sent in events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProgressInfo {
+    pub epoch: u32,
+    pub total_epochs: u32,
+    pub step: u64,
+    pub total_steps: u64,
+    pub eta_seconds: Option<f64>,
+    pub losses: BTreeMap<String, f64>,
+    pub samples_per_second: f64,
+    pub momentum_syncs: u64,
+    pub resumed_from_step: Option<u64>,
+}
+
+impl ProgressInfo {
+    pub fn to_pb(&self) -> pb::Progress {
+        pb::Progress {
+            epoch: self.epoch,
+            total_epochs: self.total_epochs,
+            step: self.step,
+            total_steps: self.total_steps,
+            percent: if self.total_steps == 0 {
+                0.0
+            } else {
+                100.0 * self.step as f64 / self.total_steps as f64
+            },
+            eta_seconds: self.eta_seconds,
+            losses: self.losses.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            samples_per_second: self.samples_per_second,
+            momentum_syncs: self.momentum_syncs,
+            resumed_from_step: self.resumed_from_step,
+        }
+    }
+}
+
+/// What a persisted task event holds (`task_events.kind` + `payload_json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StoredEvent {
+    Progress(ProgressInfo),
+    Sync {
+        step: u64,
+        k: u64,
+        drift: f64,
+        threshold: f64,
+        duration_ms: f64,
+    },
+    Terminal {
+        state: String,
+        error: String,
+        produced_version: Option<i64>,
+        /// Why the promotion gate refused the produced version (absent = accepted).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rejection: Option<String>,
+    },
+    Log {
+        message: String,
+    },
+}
+
+impl StoredEvent {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoredEvent::Progress(_) => "progress",
+            StoredEvent::Sync { .. } => "sync",
+            StoredEvent::Terminal { .. } => "terminal",
+            StoredEvent::Log { .. } => "log",
+        }
+    }
+
+    pub fn to_pb(&self, seq: i64, at: DateTime<Utc>) -> pb::TaskEvent {
+        use pb::task_event::Event;
+        let event = match self {
+            StoredEvent::Progress(p) => Event::Progress(p.to_pb()),
+            StoredEvent::Sync {
+                step,
+                k,
+                drift,
+                threshold,
+                duration_ms,
+            } => Event::Sync(pb::MomentumSync {
+                step: *step,
+                k: *k,
+                drift: *drift,
+                threshold: *threshold,
+                duration_ms: *duration_ms,
+            }),
+            StoredEvent::Terminal {
+                state,
+                error,
+                produced_version,
+                rejection,
+            } => Event::Terminal(pb::Terminal {
+                state: state_to_pb(state.parse().unwrap_or(TaskState::Failed)) as i32,
+                error: error.clone(),
+                produced_version: *produced_version,
+                rejection_reason: rejection.clone(),
+            }),
+            StoredEvent::Log { message } => Event::Log(pb::Log {
+                message: message.clone(),
+            }),
+        };
+        pb::TaskEvent {
+            seq: seq as u64,
+            time: Some(timestamp(at)),
+            event: Some(event),
+        }
+    }
+}
+
+pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+pub fn state_to_pb(s: TaskState) -> pb::TaskState {
+    match s {
+        TaskState::Queued => pb::TaskState::Queued,
+        TaskState::Running => pb::TaskState::Running,
+        TaskState::Succeeded => pb::TaskState::Succeeded,
+        TaskState::Failed => pb::TaskState::Failed,
+        TaskState::Cancelled => pb::TaskState::Cancelled,
+    }
+}
+
+pub fn state_from_pb(v: i32) -> Result<Option<TaskState>, ApiError> {
+    Ok(match pb::TaskState::try_from(v) {
+        Ok(pb::TaskState::Unspecified) => None,
+        Ok(pb::TaskState::Queued) => Some(TaskState::Queued),
+        Ok(pb::TaskState::Running) => Some(TaskState::Running),
+        Ok(pb::TaskState::Succeeded) => Some(TaskState::Succeeded),
+        Ok(pb::TaskState::Failed) => Some(TaskState::Failed),
+        Ok(pb::TaskState::Cancelled) => Some(TaskState::Cancelled),
+        Err(_) => return Err(ApiError::Invalid(format!("state: unknown value {v}"))),
+    })
+}
+
+pub fn task_to_pb(t: &TaskRow) -> pb::Task {
+    let settings: Option<TaskSettings> = serde_json::from_str(&t.settings_json).ok();
+    let progress: ProgressInfo = serde_json::from_str(&t.progress_json).unwrap_or_default();
+    pb::Task {
+        id: t.id.clone(),
+        model: t.model.clone(),
+        name: t.name.clone(),
+        state: state_to_pb(t.state) as i32,
+        progress: Some(progress.to_pb()),
+        created_at: Some(timestamp(t.created_at)),
+        started_at: t.started_at.map(timestamp),
+        finished_at: t.finished_at.map(timestamp),
+        error: t.error.clone().unwrap_or_default(),
+        produced_version: t.produced_version,
+        base_version: t.base_version,
+        n_train: t.n_train as u64,
+        n_eval: t.n_eval as u64,
+        seed: settings.as_ref().map_or(0, |s| s.seed),
+        settings: settings.map(|s| s.to_pb()),
+        idempotency_key: t.idempotency_key.clone(),
+        cancel_requested: t.cancel_requested,
+        rejection_reason: t.rejected_reason.clone(),
+    }
+}
+
+fn eval_to_pb(e: &EvalRow) -> pb::TaskEval {
+    pb::TaskEval {
+        task_id: e.task_id.clone(),
+        task_name: e.task_name.clone(),
+        tr1: e.tr1,
+        tr5: e.tr5,
+        tr10: e.tr10,
+        ir1: e.ir1,
+        ir5: e.ir5,
+        ir10: e.ir10,
+        rm: e.rm,
+    }
+}
+
+pub fn version_to_pb(v: &VersionRow) -> pb::Version {
+    pb::Version {
+        model: v.model.clone(),
+        version: v.version,
+        parent: v.parent,
+        task_id: v.task_id.clone(),
+        task_name: v.task_name.clone(),
+        checkpoint_sha256: v.sha256.clone(),
+        created_at: Some(timestamp(v.created_at)),
+        evals: v.task_evals().map(eval_to_pb).collect(),
+        union_eval: v.union_eval().map(eval_to_pb),
+        average_forgetting: v.average_forgetting,
+        forgetting: v
+            .forgetting
+            .iter()
+            .map(|(t, f)| pb::TaskForgetting {
+                task_id: t.clone(),
+                forgetting: *f,
+            })
+            .collect(),
+        bwt: v.bwt,
+        momentum_syncs: v.momentum_syncs as u64,
+        momentum_steps: v.momentum_steps as u64,
+        is_head: v.is_head,
+        state: if v.rejected_reason.is_some() {
+            pb::VersionState::Rejected
+        } else {
+            pb::VersionState::Accepted
+        } as i32,
+        rejection_reason: v.rejected_reason.clone().unwrap_or_default(),
+        device: v.device.clone(),
+        precision: v.precision.clone(),
+    }
+}
+
+pub fn head_change_to_pb(h: &HeadChange) -> pb::HeadChange {
+    pb::HeadChange {
+        from: h.from_version,
+        to: h.to_version,
+        at: Some(timestamp(h.at)),
+        who: h.who.clone(),
+        reason: h.reason.clone(),
+    }
+}
