@@ -377,6 +377,9 @@ mod tests {
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "duplicate row names: {names:?}");
         // The queue rows follow the batch size.
-        assert_eq!(rows(&["--methods", "fidelity", "--batch", "16"])[1], "CTP, queue 128");
+        assert_eq!(
+            rows(&["--methods", "fidelity", "--batch", "16"])[1],
+            "CTP, queue 128"
+        );
     }
 }
