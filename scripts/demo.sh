@@ -5,7 +5,7 @@
 # that forgot (and the manual rollback an operator would use without a gate), prints the
 # accuracy / forgetting table and writes an HTML report.
 #
-#   bash scripts/demo.sh            # about 8 minutes on 2 CPU cores; a GPU is used if present
+#   bash scripts/demo.sh            # about 7 minutes on 2 CPU cores; a GPU is used if present
 #   CTP_DEMO_MAX_TRAIN=64 CTP_DEMO_EPOCHS=4 bash scripts/demo.sh   # a quicker look
 #   CTP_DEMO_BIN=target/release bash scripts/demo.sh                # use already-built binaries
 set -euo pipefail
