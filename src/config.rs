@@ -63,6 +63,13 @@ pub struct Limits {
 /// `TrainSettings.queue_size`).
 pub const MAX_QUEUE_SIZE: u32 = 1 << 20;
 
+/// The default momentum queue, in batches: `training.queue_size` unset gives each task
+/// `QUEUE_BATCHES × batch_size` rows (capped at `MAX_QUEUE_SIZE`).
+pub const QUEUE_BATCHES: i64 = 8;
+
+/// Largest loss weight (`training.tp_weight`, and each of a task's `loss_weights`).
+pub const MAX_LOSS_WEIGHT: f64 = 1e4;
+
 /// Server-side defaults for training settings a submission leaves unset.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -72,7 +79,12 @@ pub struct TrainingDefaults {
     pub learning_rate: f64,
     pub drift_threshold: f64,
     pub drift_check_every: u32,
-    pub queue_size: i64,
+    /// Rows of the momentum feature queue. Unset: `QUEUE_BATCHES` × the task's batch size
+    /// (EmojiCL, docs/decisions.md); the paper's code uses 1,024 whatever the batch.
+    pub queue_size: Option<i64>,
+    /// Weight of both topology-preservation terms (`tp_cross`, `tp_intra`) when a task leaves
+    /// them unset. EmojiCL measured 10 (docs/decisions.md); the paper's code uses 1.
+    pub tp_weight: f64,
     /// Mid-task resume checkpoint cadence (steps).
     pub checkpoint_every: i64,
 }
@@ -161,7 +173,8 @@ impl Default for TrainingDefaults {
             learning_rate: 1e-4,
             drift_threshold: 0.0,
             drift_check_every: 1,
-            queue_size: 1024,
+            queue_size: None,
+            tp_weight: 10.0,
             checkpoint_every: 20,
         }
     }
@@ -237,10 +250,19 @@ impl Settings {
             return Err("lease_seconds must be at least 1".into());
         }
         let max_queue = i64::from(MAX_QUEUE_SIZE);
-        if !(1..=max_queue).contains(&self.training.queue_size) {
+        if let Some(q) = self
+            .training
+            .queue_size
+            .filter(|q| !(1..=max_queue).contains(q))
+        {
             return Err(format!(
-                "training.queue_size must be in 1..={max_queue} (got {})",
-                self.training.queue_size
+                "training.queue_size must be in 1..={max_queue} (got {q})"
+            ));
+        }
+        let w = self.training.tp_weight;
+        if !(0.0..=MAX_LOSS_WEIGHT).contains(&w) {
+            return Err(format!(
+                "training.tp_weight must be in [0, {MAX_LOSS_WEIGHT}] (got {w})"
             ));
         }
         self.listen
@@ -387,18 +409,49 @@ mod tests {
         assert!(Settings::load(None, tok, &Overrides::default())
             .unwrap_err()
             .contains("shorter"));
-        for q in ["0", "2000000"] {
+        let bad = [
+            (
+                "QUEUE_SIZE",
+                "0",
+                "training.queue_size must be in 1..=1048576",
+            ),
+            (
+                "QUEUE_SIZE",
+                "2000000",
+                "training.queue_size must be in 1..=1048576",
+            ),
+            (
+                "TP_WEIGHT",
+                "-1.0",
+                "training.tp_weight must be in [0, 10000]",
+            ),
+            (
+                "TP_WEIGHT",
+                "1e5",
+                "training.tp_weight must be in [0, 10000]",
+            ),
+            (
+                "TP_WEIGHT",
+                "nan",
+                "training.tp_weight must be in [0, 10000]",
+            ),
+        ];
+        for (key, value, message) in bad {
             let e = Settings::load(
                 None,
-                vec![("CTP__TRAINING__QUEUE_SIZE".into(), q.into())],
+                vec![(format!("CTP__TRAINING__{key}"), value.into())],
                 &Overrides::default(),
             )
             .unwrap_err();
-            assert!(
-                e.contains("training.queue_size must be in 1..=1048576"),
-                "{e}"
-            );
+            assert!(e.contains(message), "{key}={value}: {e}");
         }
+        let s = Settings::load(
+            None,
+            vec![("CTP__TRAINING__QUEUE_SIZE".into(), "512".into())],
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(s.training.queue_size, Some(512));
     }
 
     #[test]

@@ -96,10 +96,17 @@ async fn full_flow(db: Db) {
     h.settings.as_mut().unwrap().queue_size = Some(8);
     let b = submit(&mut c, h.clone(), shape_samples(1)).await.unwrap();
     assert_eq!(b.settings.as_ref().unwrap().queue_size, Some(8));
+    let defaults = a.settings.as_ref().unwrap();
     assert_eq!(
-        a.settings.as_ref().unwrap().queue_size,
-        Some(1024),
-        "the default"
+        defaults.queue_size,
+        Some(8 * 5),
+        "the default: 8 batches of 5"
+    );
+    let w = defaults.loss_weights.as_ref().unwrap();
+    assert_eq!(
+        (w.tp_cross, w.tp_intra, w.itc_queue),
+        (Some(10.0), Some(10.0), Some(1.0)),
+        "the measured TP default, the paper's other weights"
     );
     let again = submit(&mut c, h, shape_samples(1)).await.unwrap();
     assert_eq!(b.id, again.id);

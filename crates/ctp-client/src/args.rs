@@ -151,11 +151,13 @@ pub struct SubmitArgs {
     /// as far as this many steps at 0.995 would (0 = fixed, the paper).
     #[arg(long)]
     pub momentum_reference_steps: Option<u32>,
-    /// Rows of the momentum feature queue (server default 1,024; EmojiCL did best at 8 ×
-    /// the batch size). A parent's queue of another size keeps its newest rows.
+    /// Rows of the momentum feature queue (server default: 8 × the batch size, measured on
+    /// EmojiCL; the paper's code uses 1,024). A parent's queue of another size keeps its
+    /// newest rows.
     #[arg(long)]
     pub queue_size: Option<u32>,
-    /// Weight of both topology-preservation loss terms (server default 1, the paper's code).
+    /// Weight of both topology-preservation loss terms (server default 10, measured on
+    /// EmojiCL; the paper's code uses 1).
     #[arg(long)]
     pub tp_weight: Option<f64>,
     /// Replay this many training samples of each earlier lineage task in every batch.

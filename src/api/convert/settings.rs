@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::pb;
 use crate::api::status::ApiError;
-use crate::config::TrainingDefaults;
+use crate::config::{TrainingDefaults, QUEUE_BATCHES};
 use crate::trainer::{BnPolicy, LossWeights, Method, ModelConfig, Preset, TrainConfig};
 use crate::worker::replay::ReplaySettings;
 
@@ -25,8 +25,8 @@ pub mod bounds {
     pub const MAX_QUEUE_SIZE: u32 = crate::config::MAX_QUEUE_SIZE;
     /// `drift_threshold` in [0, MAX_DRIFT_THRESHOLD].
     pub const MAX_DRIFT_THRESHOLD: f64 = 1e3;
-    /// Each loss weight in [0, MAX_LOSS_WEIGHT].
-    pub const MAX_LOSS_WEIGHT: f64 = 1e4;
+    /// Each loss weight in [0, MAX_LOSS_WEIGHT] (also the bound of `training.tp_weight`).
+    pub const MAX_LOSS_WEIGHT: f64 = crate::config::MAX_LOSS_WEIGHT;
 }
 
 /// Checks that `value` is at most `max`, naming the field.
@@ -98,7 +98,12 @@ impl TaskSettings {
             }
         };
         let w = s.loss_weights.unwrap_or_default();
-        let d1 = LossWeights::default();
+        // The paper's weights, except topology preservation: the server's measured default.
+        let d1 = LossWeights {
+            tp_cross: d.tp_weight,
+            tp_intra: d.tp_weight,
+            ..LossWeights::default()
+        };
         let weights = LossWeights {
             ita: w.itc.unwrap_or(d1.ita),
             ita_queue: w.itc_queue.unwrap_or(d1.ita_queue),
@@ -138,7 +143,13 @@ impl TaskSettings {
             method,
             bn_policy,
             seed,
-            queue_size: s.queue_size.map_or(d.queue_size, i64::from),
+            queue_size: s
+                .queue_size
+                .map(i64::from)
+                .or(d.queue_size)
+                .unwrap_or_else(|| {
+                    (QUEUE_BATCHES * i64::from(batch_size)).min(i64::from(bounds::MAX_QUEUE_SIZE))
+                }),
             checkpoint_every: d.checkpoint_every,
             momentum_reference_steps: s.momentum_reference_steps.unwrap_or(0),
         };
@@ -244,7 +255,30 @@ mod tests {
             (t.epochs, t.batch_size, t.seed),
             (d.epochs, d.batch_size, 3)
         );
+        let c = t.train_config();
+        assert_eq!(
+            (c.weights.tp_cross, c.weights.tp_intra, c.weights.ita_queue),
+            (d.tp_weight, d.tp_weight, LossWeights::default().ita_queue)
+        );
+        assert_eq!(t.queue_size, 8 * i64::from(d.batch_size), "8 batches");
+        let paper = TrainingDefaults {
+            queue_size: Some(1024),
+            tp_weight: 1.0,
+            ..TrainingDefaults::default()
+        };
+        let t = TaskSettings::from_pb(None, Preset::Tiny, 3, &paper).unwrap();
         assert_eq!(t.train_config().weights, LossWeights::default());
+        assert_eq!(t.queue_size, 1024);
+        let huge = pb::TrainSettings {
+            batch_size: Some(bounds::MAX_BATCH),
+            ..Default::default()
+        };
+        let t = TaskSettings::from_pb(Some(huge), Preset::Tiny, 3, &d).unwrap();
+        assert_eq!(
+            t.queue_size,
+            8 * i64::from(bounds::MAX_BATCH),
+            "within MAX_QUEUE_SIZE"
+        );
 
         let pb_settings = pb::TrainSettings {
             loss_weights: Some(pb::LossWeights {
@@ -261,7 +295,7 @@ mod tests {
             .train_config();
         assert_eq!(
             (c.weights.mlm, c.weights.tp_cross, c.weights.tp_intra),
-            (0.1, 5.0, 1.0)
+            (0.1, 5.0, d.tp_weight)
         );
         assert_eq!((c.momentum.threshold, c.method), (0.02, Method::SeqFt));
 

@@ -63,10 +63,14 @@ pub struct Method {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub momentum_reference_steps: Option<u32>,
     /// Fidelity variant: the momentum queue's rows (`TrainSettings.queue_size`; `None` = the
-    /// daemon's default, 1,024).
+    /// paper's 1,024, `PAPER_QUEUE_SIZE`, sent explicitly so that the daemon's measured
+    /// default of 8 batches does not change what a committed cell means).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_size: Option<i64>,
 }
+
+/// The momentum queue of the paper's code (and of every EmojiCL cell without a `queue_size`).
+const PAPER_QUEUE_SIZE: i64 = 1024;
 
 impl Method {
     fn pb_method(&self) -> pb::Method {
@@ -180,7 +184,7 @@ fn header(
                 ..Default::default()
             }),
             momentum_reference_steps: m.momentum_reference_steps,
-            queue_size: m.queue_size.map(|q| q as u32),
+            queue_size: Some(m.queue_size.unwrap_or(PAPER_QUEUE_SIZE) as u32),
             replay: (m.replay_per_task > 0 || m.replay_fraction > 0.0).then(|| pb::Replay {
                 samples_per_task: (m.replay_per_task > 0).then_some(m.replay_per_task),
                 batch_fraction: (m.replay_fraction > 0.0).then_some(m.replay_fraction),

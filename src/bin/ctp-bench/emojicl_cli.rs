@@ -201,6 +201,13 @@ fn emojicl_methods(a: &EmojiclArgs) -> Result<Vec<emojicl::Method>> {
                 // TP 10 met the forgetting target on seed 0 at some Rm; the small queue
                 // gave Rm: both at once.
                 list.push(small_queue_with_tp(10.0));
+                // Row 10 met both CTP targets on three seeds and became ctpd's default; does
+                // the drift gate (0.05 on the paper's weights) still pay on top of it?
+                list.push(emojicl::Method {
+                    threshold: 0.05,
+                    name: format!("CTP, queue {} + TP weight 10 + threshold 0.05", a.batch * 8),
+                    ..small_queue_with_tp(10.0)
+                });
             }
             "bn-train" => {
                 list.push(mk("SeqFT, BN train", "seqft", "train", 0.0));
@@ -211,6 +218,10 @@ fn emojicl_methods(a: &EmojiclArgs) -> Result<Vec<emojicl::Method>> {
     }
     Ok(list)
 }
+
+/// The fidelity row whose knobs are ctpd's training defaults at batch 32 (config.rs
+/// `TrainingDefaults`: queue 8 × batch, TP weight 10; every other knob the paper's).
+const CTPD_DEFAULTS_ROW: &str = "CTP, queue 256 + TP weight 10";
 
 fn default_work_dir() -> std::path::PathBuf {
     let cache = std::env::var_os("CTP_CACHE")
@@ -294,21 +305,34 @@ pub fn run(a: &EmojiclArgs) -> Result<()> {
         .filter(|n| !order.contains(n))
         .collect();
     order.extend(extra);
-    let mut gated = match &a.sweep_from {
-        Some(dir) => {
-            let mut g = sweep::gated_sweep(
-                &cells::load_all(&dir.join("emojicl").join("cells"))?,
-                &protocol,
-                &seeds,
-            );
-            g.source = Some(dir.display().to_string());
-            g
-        }
+    let other = match &a.sweep_from {
+        Some(dir) => Some((dir, cells::load_all(&dir.join("emojicl").join("cells"))?)),
+        None => None,
+    };
+    let mut gated = match &other {
+        Some((dir, cells)) => sweep::Sweep {
+            source: Some(dir.display().to_string()),
+            ..sweep::gated_sweep(cells, &protocol, &seeds)
+        },
         None => sweep::gated_sweep(&all, &protocol, &seeds),
     };
-    let md = cells::markdown(&all, &protocol, &seeds, &order, &desc, &gated);
+    let mut md = cells::markdown(&all, &protocol, &seeds, &order, &desc, &gated);
     let mut json = cells::summary_json(&all, &protocol, &seeds, &order);
     json["protocol"]["description"] = serde_json::json!(desc);
+    if let Some((dir, cells)) = &other {
+        let (rows, table) = sweep::fidelity(cells, &protocol, &seeds);
+        if !table.is_empty() {
+            let dir = dir.display();
+            md.push_str(&format!(
+                "\n## Fidelity variants and ctpd's defaults\n\nCells from `{dir}`, paired by seed with its own `SeqFT` and `CTP` (the paper's constants). ctpd's defaults are the row `{CTPD_DEFAULTS_ROW}` (at batch 32).\n\n{table}"
+            ));
+            json["fidelity"] = serde_json::json!({
+                "cells_dir": dir.to_string(),
+                "ctpd_defaults_row": CTPD_DEFAULTS_ROW,
+                "rows": rows,
+            });
+        }
+    }
     for (name, mut row) in std::mem::take(&mut gated.rows) {
         if let Some(dir) = &gated.source {
             row["cells_dir"] = serde_json::json!(dir);
@@ -368,6 +392,7 @@ mod tests {
             (8, "CTP, queue 256 + TP weight 3"),
             (9, "CTP, TP weight 10"),
             (10, "CTP, queue 256 + TP weight 10"),
+            (11, "CTP, queue 256 + TP weight 10 + threshold 0.05"),
         ];
         for (i, name) in expected {
             assert_eq!(names[i], name, "row {i} of {names:?}");

@@ -7,11 +7,14 @@ use serde_json::json;
 use super::cells::{mean_std, ms, pm, ran_on, rows, Cell, Row};
 use super::emojicl::{Method, Protocol};
 
-/// A row of the sweep: CTP with a drift threshold above 0, or with its own drift-check
-/// interval above 1 (threshold 0 every n steps is a fixed sync schedule, the baseline that a
-/// drift gate has to beat).
+/// A row of the sweep: a `CTP gated …` row (the `gated` method) with a drift threshold above
+/// 0, or with its own drift-check interval above 1 (threshold 0 every n steps is a fixed sync
+/// schedule, the baseline that a drift gate has to beat). A fidelity row with a threshold is
+/// not: its threshold-0 reference is another row, not `CTP`.
 pub(super) fn is_gated(m: &Method) -> bool {
-    m.method == "ctp" && (m.threshold > 0.0 || m.check_every.is_some_and(|n| n > 1))
+    m.method == "ctp"
+        && m.name.starts_with("CTP gated")
+        && (m.threshold > 0.0 || m.check_every.is_some_and(|n| n > 1))
 }
 
 /// The cell in `all` that `c` is compared with: `is_reference`, the same seed and protocol, and
@@ -232,6 +235,62 @@ pub fn gated_sweep(cells: &[Cell], p: &Protocol, seeds: &[u64]) -> Sweep {
     out
 }
 
+/// The fidelity rows of issue #10 item 2 (`CTP, …`) with their `SeqFT` and `CTP` references,
+/// all from one folder's cells: each row's summary entry plus its paired difference from
+/// `CTP` and its forgetting as a multiple of `SeqFT`'s (means over the row's seeds), and a
+/// Markdown table. Empty when the folder has no fidelity cell.
+pub fn fidelity(cells: &[Cell], p: &Protocol, seeds: &[u64]) -> (serde_json::Value, String) {
+    let order = ["SeqFT".to_string(), "CTP".to_string()];
+    let rows: Vec<Row> = rows(cells, p, &order)
+        .into_iter()
+        .filter(|r| matches!(r.name, "SeqFT" | "CTP") || r.name.starts_with("CTP, "))
+        .collect();
+    if !rows.iter().any(|r| r.name.starts_with("CTP, ")) {
+        return (serde_json::Value::Null, String::new());
+    }
+    // SeqFT's mean forgetting over the seeds of `of` (each row is compared on its own seeds).
+    let seqft_forgetting = |of: &Row| {
+        let seqft = rows.iter().find(|r| r.name == "SeqFT")?;
+        let xs: Vec<f64> = seqft
+            .cells
+            .iter()
+            .filter(|c| of.cells.iter().any(|o| o.knobs.seed == c.knobs.seed))
+            .filter_map(|c| c.result.average_forgetting)
+            .collect();
+        (!xs.is_empty()).then(|| mean_std(&xs).0)
+    };
+    let mut json_rows = serde_json::Map::new();
+    let mut md = String::from(
+        "| row | seeds | final mean Rm | avg forgetting | Δ vs CTP (paired) | forgetting / SeqFT (same seeds) |\n|---|---|---|---|---|---|\n",
+    );
+    for r in &rows {
+        let mut row = r.json(seeds);
+        let forgetting = r.stat(|c| c.result.average_forgetting);
+        let ratio = forgetting.zip(seqft_forgetting(r)).map(|((f, _), s)| f / s);
+        let vs = vs_ctp(cells, r);
+        if let Some((rm, f)) = vs {
+            row["vs_ctp"] = json!({"final_rm_delta": rm, "avg_forgetting_delta": f});
+        }
+        if let Some(x) = ratio {
+            row["forgetting_vs_seqft"] = json!(x);
+        }
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r.name,
+            seeds_of(r),
+            pm(r.stat(|c| Some(c.result.final_mean_rm))),
+            pm(forgetting),
+            vs.map_or("-".into(), |(rm, f)| format!(
+                "{rm:+.2} / {}",
+                f.map_or("-".into(), |f| format!("{f:+.2}"))
+            )),
+            ratio.map_or("-".into(), |x| format!("{x:.2} ×")),
+        ));
+        json_rows.insert(r.name.to_string(), row);
+    }
+    (serde_json::Value::Object(json_rows), md)
+}
+
 fn seeds_of(r: &Row) -> String {
     r.cells
         .iter()
@@ -250,7 +309,7 @@ mod tests {
 
     fn ctp(method: &str, threshold: f64, check_every: Option<u32>) -> Method {
         Method {
-            name: "x".into(),
+            name: "CTP gated x".into(),
             method: method.into(),
             bn: "frozen".into(),
             threshold,
@@ -278,5 +337,10 @@ mod tests {
             !is_gated(&ctp("seqft", 0.05, None)),
             "SeqFT has no momentum model"
         );
+        let fidelity = Method {
+            name: "CTP, queue 256 + TP weight 10 + threshold 0.05".into(),
+            ..ctp("ctp", 0.05, None)
+        };
+        assert!(!is_gated(&fidelity), "a fidelity row with a threshold");
     }
 }
