@@ -45,6 +45,10 @@ pub struct EmojiclArgs {
     /// Weight of CTP's momentum terms (queue ITC, MLM distillation).
     #[arg(long, default_value_t = 1.0)]
     momentum_weight: f64,
+    /// Momentum queue rows of CTP runs (default: the paper's 1,024). ctpd's defaults are
+    /// `--queue-size <8 × batch> --tp-weight 10`; run them into another `--out`.
+    #[arg(long)]
+    queue_size: Option<u32>,
     /// Replay methods: samples of each earlier task per batch.
     #[arg(long, default_value_t = 0)]
     replay_per_task: u32,
@@ -110,7 +114,7 @@ fn emojicl_methods(a: &EmojiclArgs) -> Result<Vec<emojicl::Method>> {
         replay_fraction: 0.0,
         check_every: None,
         task0_plain: false,
-        queue_size: None,
+        queue_size: a.queue_size.filter(|_| method == "ctp").map(i64::from),
         momentum_reference_steps: None,
     };
     let replay = |mut m: emojicl::Method| {
@@ -405,6 +409,30 @@ mod tests {
         assert_eq!(
             rows(&["--methods", "fidelity", "--batch", "16"])[1],
             "CTP, queue 128"
+        );
+    }
+
+    /// `--queue-size` reaches the CTP rows only; SeqFT has no queue.
+    #[test]
+    fn queue_size_flag_sets_ctp_rows() {
+        let cli = Cli::parse_from([
+            "emojicl",
+            "--methods",
+            "ctp,seqft,ctp-replay",
+            "--queue-size",
+            "256",
+        ]);
+        let queues: Vec<Option<i64>> = emojicl_methods(&cli.args)
+            .unwrap()
+            .into_iter()
+            .map(|m| m.queue_size)
+            .collect();
+        assert_eq!(queues, [Some(256), None, Some(256)]);
+        let cli = Cli::parse_from(["emojicl", "--methods", "ctp"]);
+        assert_eq!(
+            emojicl_methods(&cli.args).unwrap()[0].queue_size,
+            None,
+            "the paper's"
         );
     }
 }
