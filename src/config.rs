@@ -64,7 +64,7 @@ pub struct Limits {
 pub const MAX_QUEUE_SIZE: u32 = 1 << 20;
 
 /// The default momentum queue, in batches: `training.queue_size` unset gives each task
-/// `QUEUE_BATCHES × batch_size` rows (capped at `MAX_QUEUE_SIZE`).
+/// `QUEUE_BATCHES × batch_size` rows.
 pub const QUEUE_BATCHES: i64 = 8;
 
 /// Largest loss weight (`training.tp_weight`, and each of a task's `loss_weights`).

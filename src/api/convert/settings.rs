@@ -29,6 +29,9 @@ pub mod bounds {
     pub const MAX_LOSS_WEIGHT: f64 = crate::config::MAX_LOSS_WEIGHT;
 }
 
+// The default queue of the largest batch is a valid queue size.
+const _: () = assert!(QUEUE_BATCHES * bounds::MAX_BATCH as i64 <= bounds::MAX_QUEUE_SIZE as i64);
+
 /// Checks that `value` is at most `max`, naming the field.
 fn at_most<T: PartialOrd + std::fmt::Display>(
     field: &str,
@@ -147,9 +150,7 @@ impl TaskSettings {
                 .queue_size
                 .map(i64::from)
                 .or(d.queue_size)
-                .unwrap_or_else(|| {
-                    (QUEUE_BATCHES * i64::from(batch_size)).min(i64::from(bounds::MAX_QUEUE_SIZE))
-                }),
+                .unwrap_or(QUEUE_BATCHES * i64::from(batch_size)),
             checkpoint_every: d.checkpoint_every,
             momentum_reference_steps: s.momentum_reference_steps.unwrap_or(0),
         };
