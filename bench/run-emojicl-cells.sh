@@ -3,7 +3,8 @@
 # finished cell and the regenerated summary (bench/results/emojicl.{json,md}) on the current
 # branch. Finished cells are skipped, so the script can be stopped and rerun at any time.
 #
-#   bench/run-emojicl-cells.sh [phase ...]     phases: main (default), ctp, seqft, replay, gated, fidelity, bn
+#   bench/run-emojicl-cells.sh [phase ...]     phases: main (default), ctp, seqft, joint, replay,
+#                                              seqft-replay, ctp-replay, gated, fidelity, bn
 #
 # Environment: CTP_BENCH (ctp-bench binary; default: a copy of $CARGO_TARGET_DIR/release's,
 # taken at start so rebuilding does not disturb a run), THREADS (libtorch threads, default 1),
@@ -35,7 +36,9 @@ methods_of() {
     main) echo "ctp seqft joint" ;;
     ctp) echo "ctp" ;;
     seqft) echo "seqft" ;;
+    joint) echo "joint" ;;
     replay) echo "seqft-replay ctp-replay" ;;
+    seqft-replay | ctp-replay) echo "$1" ;;
     gated) echo "gated" ;;
     fidelity) echo "fidelity" ;;
     bn) echo "bn-train" ;;
