@@ -55,11 +55,19 @@ async fn full_flow(db: Db) {
         .collect();
     assert_eq!(progress.len(), 6);
     assert!(progress.last().unwrap().losses.contains_key("itc_queue"));
-    let syncs = events
+    // Task A leaves the drift threshold to the server's default (0.05): a sync happens only
+    // where the drift reached it, and each one says so.
+    let syncs: Vec<&pb::MomentumSync> = events
         .iter()
-        .filter(|e| matches!(e.event, Some(pb::task_event::Event::Sync(_))))
-        .count();
-    assert_eq!(syncs, 6, "threshold 0 syncs every step");
+        .filter_map(|e| match &e.event {
+            Some(pb::task_event::Event::Sync(s)) => Some(s),
+            _ => None,
+        })
+        .collect();
+    for s in &syncs {
+        assert_eq!(s.threshold, 0.05, "{s:?}");
+        assert!(s.drift >= s.threshold && s.k >= 1, "{s:?}");
+    }
 
     let v1 = c
         .get_version(pb::GetVersionRequest {
@@ -74,7 +82,10 @@ async fn full_flow(db: Db) {
     assert!(v1.union_eval.is_some());
     assert!(v1.is_head);
     assert_eq!(v1.average_forgetting, None);
-    assert_eq!((v1.momentum_syncs, v1.momentum_steps), (6, 6));
+    assert_eq!(
+        (v1.momentum_syncs, v1.momentum_steps),
+        (syncs.len() as u64, 6)
+    );
     // The engine is recorded on the version and reported by GetServerInfo.
     let info = c
         .get_server_info(pb::GetServerInfoRequest {})
@@ -90,13 +101,15 @@ async fn full_flow(db: Db) {
     assert_eq!((v1.device.as_str(), v1.precision.as_str()), ("cpu", "fp32"));
 
     // Idempotent resubmit: same key, same task. This task also shrinks the momentum queue
-    // that it carries over from version 1.
+    // that it carries over from version 1, and asks for the paper's per-step sync.
     let mut h = header("m", "discs", 3);
     h.idempotency_key = Some("discs-1".into());
     h.settings.as_mut().unwrap().queue_size = Some(8);
+    h.settings.as_mut().unwrap().drift_threshold = Some(0.0);
     let b = submit(&mut c, h.clone(), shape_samples(1)).await.unwrap();
     assert_eq!(b.settings.as_ref().unwrap().queue_size, Some(8));
     let defaults = a.settings.as_ref().unwrap();
+    assert_eq!(defaults.drift_threshold, Some(0.05), "the measured default");
     assert_eq!(
         defaults.queue_size,
         Some(8 * 5),
@@ -131,6 +144,11 @@ async fn full_flow(db: Db) {
         .unwrap()
         .into_inner();
     assert_eq!((v2.version, v2.parent), (2, Some(1)));
+    assert_eq!(
+        (v2.momentum_syncs, v2.momentum_steps),
+        (6, 6),
+        "threshold 0 syncs every step"
+    );
     assert_eq!(
         v2.evals
             .iter()

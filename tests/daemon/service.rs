@@ -258,9 +258,9 @@ async fn prometheus_metrics_count_steps_and_syncs() {
     )
     .await;
     let mut c = app.client.clone();
-    let t = submit(&mut c, header("m", "squares", 1), shape_samples(0))
-        .await
-        .unwrap();
+    let mut h = header("m", "squares", 1);
+    h.settings.as_mut().unwrap().drift_threshold = Some(0.0); // a sync every step
+    let t = submit(&mut c, h, shape_samples(0)).await.unwrap();
     assert_eq!(
         terminal(&watch_all(&mut c, &t.id, 0).await).state,
         pb::TaskState::Succeeded as i32

@@ -141,7 +141,8 @@ pub struct SubmitArgs {
     /// Peak learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Momentum sync drift threshold (0 = sync every step).
+    /// Momentum sync drift threshold (0 = sync every step, the paper; unset = the server's
+    /// default, 0.05 in ctpd).
     #[arg(long)]
     pub drift_threshold: Option<f64>,
     /// Steps between drift checks.
