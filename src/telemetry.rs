@@ -67,7 +67,7 @@ impl Default for Metrics {
             ),
             drift: Gauge::new(
                 "ctp_momentum_drift_ratio",
-                "Last measured drift between online and momentum model",
+                "Drift between online and momentum model at the latest check",
             )
             .expect("valid"),
             syncs: IntCounter::new("ctp_momentum_syncs_total", "Momentum model syncs")
@@ -115,6 +115,9 @@ impl Metrics {
         self.steps.inc();
         self.step_seconds.observe(p.times.step_ms / 1e3);
         self.samples_per_second.set(p.samples_per_sec);
+        if let Some(d) = p.drift {
+            self.drift.set(d);
+        }
     }
 
     pub fn observe_sync(&self, drift: f64) {

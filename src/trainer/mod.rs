@@ -156,6 +156,9 @@ pub struct StepProgress {
     pub samples_per_sec: f64,
     pub eta_seconds: f64,
     pub syncs: i64,
+    /// Drift at the latest drift check (`None` before the first one, and without a momentum
+    /// model).
+    pub drift: Option<f64>,
     pub times: StepTimes,
 }
 

@@ -42,6 +42,7 @@ pub(super) async fn pump_events(
                 progress.samples_per_second = p.samples_per_sec;
                 progress.eta_seconds = Some(p.eta_seconds);
                 progress.momentum_syncs = p.syncs as u64;
+                progress.drift = p.drift;
                 state.metrics.observe_step(&p);
                 fence
                     .emit(StoredEvent::Progress(progress.clone()))

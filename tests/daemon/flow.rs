@@ -68,6 +68,17 @@ async fn full_flow(db: Db) {
         assert_eq!(s.threshold, 0.05, "{s:?}");
         assert!(s.drift >= s.threshold && s.k >= 1, "{s:?}");
     }
+    // Every step's progress carries the drift of its check: the sync's own where it synced,
+    // below the threshold where it did not.
+    for p in &progress {
+        let d = p
+            .drift
+            .unwrap_or_else(|| panic!("no drift at step {}", p.step));
+        match syncs.iter().find(|s| s.step + 1 == p.step) {
+            Some(s) => assert_eq!(d, s.drift, "step {}", p.step),
+            None => assert!((0.0..0.05).contains(&d), "step {}: {d}", p.step),
+        }
+    }
 
     let v1 = c
         .get_version(pb::GetVersionRequest {

@@ -52,6 +52,7 @@ pub fn progress_json(p: &pb::Progress) -> Value {
         "losses": p.losses,
         "samples_per_second": p.samples_per_second,
         "momentum_syncs": p.momentum_syncs,
+        "drift": p.drift,
         "resumed_from_step": p.resumed_from_step,
     })
 }

@@ -56,6 +56,9 @@ pub fn progress_line(p: &pb::Progress, last_sync: Option<&pb::MomentumSync>) -> 
         parts.push(format!("{:.1} samples/s", p.samples_per_second));
     }
     parts.push(format!("syncs {}", p.momentum_syncs));
+    if let Some(d) = p.drift {
+        parts.push(format!("drift {d:.4}"));
+    }
     if let Some(s) = last_sync {
         parts.push(format!("last sync @{} d={:.4} k={}", s.step, s.drift, s.k));
     }
@@ -242,6 +245,7 @@ mod tests {
             eta_seconds: Some(75.0),
             samples_per_second: 123.45,
             momentum_syncs: 7,
+            drift: Some(0.00412),
             ..Default::default()
         };
         p.losses.insert("itc".into(), 1.5);
@@ -256,7 +260,7 @@ mod tests {
         let line = progress_line(&p, Some(&sync));
         assert_eq!(
             line,
-            "epoch 2/5 | total 2.250 itc 1.500 | 123.5 samples/s | syncs 7 | \
+            "epoch 2/5 | total 2.250 itc 1.500 | 123.5 samples/s | syncs 7 | drift 0.0041 | \
              last sync @38 d=0.0123 k=4 | ETA 1m15s"
         );
         assert_eq!(step_label(&p), "step 40/100 (40.0%)");

@@ -24,6 +24,9 @@ pub struct ProgressInfo {
     pub samples_per_second: f64,
     pub momentum_syncs: u64,
     pub resumed_from_step: Option<u64>,
+    /// Drift at the latest drift check (rows written before it existed have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<f64>,
 }
 
 impl ProgressInfo {
@@ -43,6 +46,7 @@ impl ProgressInfo {
             samples_per_second: self.samples_per_second,
             momentum_syncs: self.momentum_syncs,
             resumed_from_step: self.resumed_from_step,
+            drift: self.drift,
         }
     }
 }

@@ -170,7 +170,7 @@ function progressCells(p, state) {
     <td class="num eta">${state === 'RUNNING' && p ? dur(p.eta_seconds) : '–'}</td>
     <td class="num">${p && state === 'RUNNING' ? fmt(p.samples_per_second, 1) : '–'}</td>
     <td class="losses wrap">${p && state === 'RUNNING' ? lossText(p.losses) : ''}</td>
-    <td class="num">${p ? p.momentum_syncs : '–'}</td>`;
+    <td class="num" title="${p && p.drift != null ? `drift ${fmt(p.drift, 4)} at the latest check` : ''}">${p ? p.momentum_syncs : '–'}${p && p.drift != null && state === 'RUNNING' ? ` <span class="drift">d ${fmt(p.drift, 3)}</span>` : ''}</td>`;
 }
 function taskRow(t) {
   const p = t.progress;

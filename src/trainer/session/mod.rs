@@ -322,6 +322,15 @@ impl Session {
         Ok((out, times, sync))
     }
 
+    /// The drift measured at the latest check of this task, if there was one.
+    pub fn drift(&self) -> Option<f64> {
+        self.gate
+            .as_ref()
+            .filter(|g| g.state.checks > 0)
+            .map(|g| g.state.last_drift)
+            .filter(|d| d.is_finite())
+    }
+
     pub fn syncs(&self) -> &[super::SyncRecord] {
         self.gate
             .as_ref()
@@ -376,6 +385,7 @@ impl Session {
                 samples_per_sec: self.samples_seen as f64 / elapsed,
                 eta_seconds: (self.total_steps - self.step) as f64 * elapsed / done as f64,
                 syncs: self.syncs().len() as i64,
+                drift: self.drift(),
                 times,
             }));
             let every = self.cfg.checkpoint_every;

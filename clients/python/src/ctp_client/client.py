@@ -48,6 +48,8 @@ class Progress:
     samples_per_second: float
     momentum_syncs: int
     eta_seconds: Optional[float]
+    #: Drift between the online and momentum model at the latest check (None before it).
+    drift: Optional[float] = None
 
     @classmethod
     def from_pb(cls, p: "pb.Progress") -> "Progress":
@@ -61,6 +63,7 @@ class Progress:
             samples_per_second=p.samples_per_second,
             momentum_syncs=p.momentum_syncs,
             eta_seconds=_opt(p, "eta_seconds"),
+            drift=_opt(p, "drift"),
         )
 
 

@@ -228,7 +228,7 @@ class Task(_message.Message):
     def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., produced_version: _Optional[int] = ..., base_version: _Optional[int] = ..., n_train: _Optional[int] = ..., n_eval: _Optional[int] = ..., settings: _Optional[_Union[TrainSettings, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., seed: _Optional[int] = ..., rejection_reason: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("epoch", "total_epochs", "step", "total_steps", "percent", "eta_seconds", "losses", "samples_per_second", "momentum_syncs", "resumed_from_step")
+    __slots__ = ("epoch", "total_epochs", "step", "total_steps", "percent", "eta_seconds", "losses", "samples_per_second", "momentum_syncs", "resumed_from_step", "drift")
     class LossesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -246,6 +246,7 @@ class Progress(_message.Message):
     SAMPLES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     MOMENTUM_SYNCS_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FROM_STEP_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     total_epochs: int
     step: int
@@ -256,7 +257,8 @@ class Progress(_message.Message):
     samples_per_second: float
     momentum_syncs: int
     resumed_from_step: int
-    def __init__(self, epoch: _Optional[int] = ..., total_epochs: _Optional[int] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., percent: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., losses: _Optional[_Mapping[str, float]] = ..., samples_per_second: _Optional[float] = ..., momentum_syncs: _Optional[int] = ..., resumed_from_step: _Optional[int] = ...) -> None: ...
+    drift: float
+    def __init__(self, epoch: _Optional[int] = ..., total_epochs: _Optional[int] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., percent: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., losses: _Optional[_Mapping[str, float]] = ..., samples_per_second: _Optional[float] = ..., momentum_syncs: _Optional[int] = ..., resumed_from_step: _Optional[int] = ..., drift: _Optional[float] = ...) -> None: ...
 
 class GetTaskRequest(_message.Message):
     __slots__ = ("task_id",)
