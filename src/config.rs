@@ -87,6 +87,10 @@ pub struct TrainingDefaults {
     /// Weight of both topology-preservation terms (`tp_cross`, `tp_intra`) when a task leaves
     /// them unset. EmojiCL measured 10 (docs/decisions.md); the paper's code uses 1.
     pub tp_weight: f64,
+    /// The same for a task that replays earlier tasks: replay already holds the old tasks, and
+    /// EmojiCL measured that weight 10 then mostly stops the new task from being learned
+    /// (docs/decisions.md), so the default is the paper's 1.
+    pub tp_weight_replay: f64,
     /// Mid-task resume checkpoint cadence (steps).
     pub checkpoint_every: i64,
 }
@@ -177,6 +181,7 @@ impl Default for TrainingDefaults {
             drift_check_every: 1,
             queue_size: None,
             tp_weight: 10.0,
+            tp_weight_replay: 1.0,
             checkpoint_every: 20,
         }
     }
@@ -261,11 +266,15 @@ impl Settings {
                 "training.queue_size must be in 1..={max_queue} (got {q})"
             ));
         }
-        let w = self.training.tp_weight;
-        if !(0.0..=MAX_LOSS_WEIGHT).contains(&w) {
-            return Err(format!(
-                "training.tp_weight must be in [0, {MAX_LOSS_WEIGHT}] (got {w})"
-            ));
+        for (key, w) in [
+            ("tp_weight", self.training.tp_weight),
+            ("tp_weight_replay", self.training.tp_weight_replay),
+        ] {
+            if !(0.0..=MAX_LOSS_WEIGHT).contains(&w) {
+                return Err(format!(
+                    "training.{key} must be in [0, {MAX_LOSS_WEIGHT}] (got {w})"
+                ));
+            }
         }
         self.listen
             .parse::<SocketAddr>()
@@ -436,6 +445,11 @@ mod tests {
                 "TP_WEIGHT",
                 "nan",
                 "training.tp_weight must be in [0, 10000]",
+            ),
+            (
+                "TP_WEIGHT_REPLAY",
+                "-0.5",
+                "training.tp_weight_replay must be in [0, 10000]",
             ),
         ];
         for (key, value, message) in bad {

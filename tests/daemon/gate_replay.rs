@@ -194,11 +194,16 @@ async fn replay_setting_trains_and_is_validated() {
         .await
         .unwrap()
         .into_inner();
-    let replay = b.settings.unwrap().replay.unwrap();
+    let settings = b.settings.unwrap();
+    let replay = settings.replay.unwrap();
     assert_eq!(
         (replay.samples_per_task, replay.batch_fraction),
         (Some(2), None)
     );
+    // A replaying task's topology-preservation default is training.tp_weight_replay (1), not
+    // the plain default (10).
+    let w = settings.loss_weights.unwrap();
+    assert_eq!((w.tp_cross, w.tp_intra), (Some(1.0), Some(1.0)));
     app.stop().await;
 }
 

@@ -157,8 +157,8 @@ pub struct SubmitArgs {
     /// newest rows.
     #[arg(long)]
     pub queue_size: Option<u32>,
-    /// Weight of both topology-preservation loss terms (server default 10, measured on
-    /// EmojiCL; the paper's code uses 1).
+    /// Weight of both topology-preservation loss terms (server default 10, or 1 for a task
+    /// with replay, both measured on EmojiCL; the paper's code uses 1).
     #[arg(long)]
     pub tp_weight: Option<f64>,
     /// Replay this many training samples of each earlier lineage task in every batch.

@@ -100,11 +100,19 @@ impl TaskSettings {
                 ))
             }
         };
+        let batch_size = s.batch_size.unwrap_or(d.batch_size);
+        let replay = ReplaySettings::from_pb(s.replay, batch_size)?;
         let w = s.loss_weights.unwrap_or_default();
-        // The paper's weights, except topology preservation: the server's measured default.
+        // The paper's weights, except topology preservation: the server's measured default,
+        // which depends on whether the task replays earlier tasks.
+        let tp = if replay.is_enabled() {
+            d.tp_weight_replay
+        } else {
+            d.tp_weight
+        };
         let d1 = LossWeights {
-            tp_cross: d.tp_weight,
-            tp_intra: d.tp_weight,
+            tp_cross: tp,
+            tp_intra: tp,
             ..LossWeights::default()
         };
         let weights = LossWeights {
@@ -132,8 +140,6 @@ impl TaskSettings {
                 bounds::MAX_LOSS_WEIGHT
             )));
         }
-        let batch_size = s.batch_size.unwrap_or(d.batch_size);
-        let replay = ReplaySettings::from_pb(s.replay, batch_size)?;
         let t = TaskSettings {
             replay,
             weights,
@@ -262,6 +268,34 @@ mod tests {
             (d.tp_weight, d.tp_weight, LossWeights::default().ita_queue)
         );
         assert_eq!(t.queue_size, 8 * i64::from(d.batch_size), "8 batches");
+        // A task that replays gets the replay default; its own weights still win.
+        let replaying = |w: Option<pb::LossWeights>| pb::TrainSettings {
+            replay: Some(pb::Replay {
+                batch_fraction: Some(0.25),
+                ..Default::default()
+            }),
+            loss_weights: w,
+            ..Default::default()
+        };
+        let c = TaskSettings::from_pb(Some(replaying(None)), Preset::Tiny, 3, &d)
+            .unwrap()
+            .train_config();
+        assert_eq!(
+            (c.weights.tp_cross, c.weights.tp_intra),
+            (d.tp_weight_replay, d.tp_weight_replay)
+        );
+        assert_ne!(d.tp_weight_replay, d.tp_weight, "the test tells them apart");
+        let own = pb::LossWeights {
+            tp_intra: Some(7.0),
+            ..Default::default()
+        };
+        let c = TaskSettings::from_pb(Some(replaying(Some(own))), Preset::Tiny, 3, &d)
+            .unwrap()
+            .train_config();
+        assert_eq!(
+            (c.weights.tp_cross, c.weights.tp_intra),
+            (d.tp_weight_replay, 7.0)
+        );
         let paper = TrainingDefaults {
             queue_size: Some(1024),
             tp_weight: 1.0,
