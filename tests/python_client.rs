@@ -1,7 +1,8 @@
 //! The Python client package (`clients/python`, grpcio + committed stubs) against a live
-//! daemon: installed with `pip --no-index` (the offline install the package promises), its
-//! unit tests and live tests run, then the `examples/python` script, built on it, submits and
-//! watches tasks: the API works from another language without the server's dependencies.
+//! daemon: installed offline with `pip --no-index --no-build-isolation` (built by the
+//! hatchling that scripts/setup-torch.sh pins into the venv), its unit tests and live tests
+//! run, then the `examples/python` script, built on it, submits and watches tasks: the API
+//! works from another language without the server's dependencies.
 #[path = "daemon/helpers.rs"]
 mod helpers;
 
@@ -9,8 +10,10 @@ use std::path::Path;
 
 use helpers::*;
 
-/// `pip install --no-index --no-deps --target DIR ./clients/python`: builds the wheel with the
-/// package's in-tree backend, with nothing from an index. Returns DIR (for PYTHONPATH).
+/// `pip install --no-index --no-build-isolation --no-deps --target DIR ./clients/python`:
+/// builds the wheel with the interpreter's own hatchling, with nothing from an index, into
+/// DIR (not the shared venv). Checks that the wheel carried the committed stubs and the
+/// `py.typed` marker. Returns DIR (for PYTHONPATH).
 fn install_package(python: &Path, dir: &Path) -> std::path::PathBuf {
     let package = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/python");
     let site = dir.join("site");
@@ -20,6 +23,7 @@ fn install_package(python: &Path, dir: &Path) -> std::path::PathBuf {
             "pip",
             "install",
             "--no-index",
+            "--no-build-isolation",
             "--no-deps",
             "--no-cache-dir",
             "--quiet",
@@ -31,10 +35,23 @@ fn install_package(python: &Path, dir: &Path) -> std::path::PathBuf {
         .unwrap();
     assert!(
         out.status.success(),
-        "pip install --no-index ./clients/python failed:\n{}{}",
+        "pip install --no-index --no-build-isolation ./clients/python failed:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    for file in [
+        "ctp_client/__init__.py",
+        "ctp_client/py.typed",
+        "ctp_client/_pb/__init__.py",
+        "ctp_client/_pb/ctp_pb2.py",
+        "ctp_client/_pb/ctp_pb2.pyi",
+        "ctp_client/_pb/ctp_pb2_grpc.py",
+    ] {
+        assert!(
+            site.join(file).is_file(),
+            "the installed package lacks {file}"
+        );
+    }
     // Its dependencies resolve offline against what the interpreter already has.
     let out = std::process::Command::new(python)
         .args([
@@ -42,6 +59,7 @@ fn install_package(python: &Path, dir: &Path) -> std::path::PathBuf {
             "pip",
             "install",
             "--no-index",
+            "--no-build-isolation",
             "--dry-run",
             "--quiet",
             package,
@@ -61,13 +79,13 @@ async fn python_package_and_example_against_a_live_daemon() {
     let app = spawn_app(Db::Sqlite).await;
     let python = assets::python();
     let has_grpc = std::process::Command::new(&python)
-        .args(["-c", "import grpc, grpc_tools, numpy"])
+        .args(["-c", "import grpc, grpc_tools, numpy, hatchling.build"])
         .status()
         .unwrap()
         .success();
     assert!(
         has_grpc,
-        "{} lacks grpcio/grpcio-tools/numpy: run scripts/setup-torch.sh",
+        "{} lacks grpcio/grpcio-tools/numpy/hatchling: run scripts/setup-torch.sh",
         python.display()
     );
     let tmp = tempfile::tempdir().unwrap();
@@ -115,7 +133,7 @@ async fn python_package_and_example_against_a_live_daemon() {
     // The daemon agrees: one succeeded task and a version for model "py".
     let mut c = app.client.clone();
     let tasks = c
-        .list_tasks(ctp::api::pb::ListTasksRequest {
+        .list_tasks(ctp_api::pb::ListTasksRequest {
             model: Some("py".into()),
             ..Default::default()
         })
@@ -124,9 +142,9 @@ async fn python_package_and_example_against_a_live_daemon() {
         .into_inner()
         .tasks;
     assert_eq!(tasks.len(), 1);
-    assert_eq!(tasks[0].state, ctp::api::pb::TaskState::Succeeded as i32);
+    assert_eq!(tasks[0].state, ctp_api::pb::TaskState::Succeeded as i32);
     let v = c
-        .get_version(ctp::api::pb::GetVersionRequest {
+        .get_version(ctp_api::pb::GetVersionRequest {
             model: "py".into(),
             version: None,
         })
@@ -153,17 +171,17 @@ async fn python_package_and_example_against_a_live_daemon() {
     assert_eq!(out.status.code(), Some(5), "{stderr}");
     assert!(stderr.contains("version 2 was rejected"), "{stderr}");
     let v2 = c
-        .get_version(ctp::api::pb::GetVersionRequest {
+        .get_version(ctp_api::pb::GetVersionRequest {
             model: "py".into(),
             version: Some(2),
         })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(v2.state, ctp::api::pb::VersionState::Rejected as i32);
+    assert_eq!(v2.state, ctp_api::pb::VersionState::Rejected as i32);
     assert!(!v2.is_head);
     let t2 = c
-        .get_task(ctp::api::pb::GetTaskRequest {
+        .get_task(ctp_api::pb::GetTaskRequest {
             task_id: v2.task_id.clone(),
         })
         .await
