@@ -1,7 +1,7 @@
 //! Caption templates and the seeded random numbers that pick them.
 //!
 //! All words come from the packages (CLDR labels and keywords, Unicode names, emojilib);
-//! only the few templates are synthetic (data-sources.md §1.4). Varying the template keeps
+//! only the few templates are synthetic (docs/data.md, "Captions"). Varying the template keeps
 //! the text encoder from learning one fixed phrasing, while most templates still contain
 //! the CLDR label, which is what evaluation captions are.
 

@@ -4,7 +4,7 @@
 //!
 //! The packages disagree on variation selectors (emojibase writes `❤️`, emoji.json's
 //! `unified` is `2764-FE0F`, emojilib sometimes omits U+FE0F), so every join key is the emoji
-//! string with U+FE0F removed, as data-sources.md §1.4 prescribes.
+//! string with U+FE0F removed (docs/data.md, "Captions").
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 

@@ -1,4 +1,4 @@
-//! EmojiCL: the 9-domain continual vision-language benchmark of data-sources.md §6.
+//! EmojiCL: the 9-domain continual vision-language benchmark (docs/data.md, "EmojiCL").
 //!
 //! One task per CLDR category, in CLDR order (Component, the skin-tone swatches, is
 //! dropped). A task trains on the Google/Noto art and evaluates on the Twitter/Twemoji art

@@ -23,7 +23,7 @@ fn assets() -> PathBuf {
 #[test]
 fn builds_nine_tasks_matching_the_documented_sizes() {
     let tasks = build(&assets(), &Options::default()).unwrap();
-    // data-sources.md §1.3: base emoji per category, and People & Body with skin variants.
+    // docs/data.md, "EmojiCL": base emoji per category, and People & Body with skin variants.
     let base = [169, 386, 159, 131, 218, 85, 264, 224, 270];
     let train = [169, 2261, 159, 131, 218, 85, 264, 224, 270];
     assert_eq!(tasks.len(), 9);
