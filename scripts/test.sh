@@ -5,6 +5,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/env.sh"
 "$here/setup-data.sh" >/dev/null   # also runs setup-torch.sh
+"$here/setup-moto.sh"                # the S3 test server (moto) for ctp-storage
 cd "$here/.."
 # The dashboard's browser tests drive headless Chromium through chromedriver; they skip (and
 # say so) where neither can be found, so install them where we can.
