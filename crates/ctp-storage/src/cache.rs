@@ -169,6 +169,14 @@ impl Cache {
         for (_, sha, size) in &found {
             index.insert(sha, *size, false);
         }
+        // Staging files of a previous run were never consumed: no put is in flight at open.
+        let staging = dir.with_file_name("staging");
+        for entry in std::fs::read_dir(&staging).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if crate::key::is_temp_name(&name) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         let cache = Cache {
             dir,
             index: Mutex::new(index),
@@ -176,6 +184,11 @@ impl Cache {
         };
         cache.evict(None);
         Ok(cache)
+    }
+
+    /// `<cache_dir>/staging`: where [`crate::Storage::staging_path`] puts files bound for S3.
+    pub fn staging_dir(&self) -> PathBuf {
+        self.dir.with_file_name("staging")
     }
 
     pub fn path(&self, sha: &str) -> PathBuf {

@@ -16,6 +16,34 @@
 //!
 //! S3 goes through the `object_store` crate; this crate adds the keys, the create-only
 //! protocol, the cache and the error classes. It does not use libtorch or a database.
+//!
+//! # Create-only writes
+//!
+//! - `file://`: the bytes go to a hidden temp file beside the target (`.<name>.<id>.tmp`,
+//!   the pattern ctpd's startup cleanup removes), are synced, then hard-linked to the key's
+//!   path; `link(2)` fails if the path exists, so nothing is replaced and no reader sees a
+//!   partial file.
+//! - S3, files up to `multipart_threshold_bytes` (64 MiB): one PUT with `If-None-Match: *`
+//!   (`object_store`'s `PutMode::Create`, enabled by `S3ConditionalPut::ETagMatch`), carrying
+//!   the sha256 as user metadata.
+//! - S3, larger files (up to [`MAX_OBJECT_BYTES`], 5 GiB): `object_store` cannot complete a
+//!   multipart upload create-only, so the file is streamed as a multipart upload to a unique
+//!   staging key (`<prefix>/.staging/<id>`), published by a create-only server-side copy
+//!   (`S3CopyIfNotExists::Multipart`: UploadPartCopy, then CompleteMultipartUpload with
+//!   `If-None-Match: *`), and the staging object is deleted. Staging objects of a crash are
+//!   removed by [`Storage::remove_stale_staging`].
+//!
+//! A write refused because the key exists reads the stored sha256 (metadata, else by
+//! streaming and hashing the object) and succeeds only if it matches.
+//!
+//! # The cache (S3)
+//!
+//! `<cache_dir>/objects/<sha256>`: filled by streaming to a temp file while hashing, renamed
+//! into place only when size and hash match (a bad download is deleted and fetched once
+//! more, then [`StorageError::Corrupt`]). One download per hash at a time; least recently
+//! used files are deleted beyond `cache_max_bytes` (never the one just fetched, nor one being
+//! fetched). A restart rescans the folder, ordering by mtime (each hit refreshes it), and
+//! re-hashes each file once before its first use.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -28,12 +56,13 @@ mod fetch_url;
 mod hash;
 mod key;
 mod local;
+mod maintenance;
 mod s3;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 pub use allow::AllowList;
 pub use braces::{expand_braces, MAX_EXPANSION};
@@ -189,7 +218,7 @@ impl Storage {
         validate_key(key)?;
         let beside = match (&self.inner.backend, &self.inner.cache) {
             (Backend::Local(l), _) => l.path(key),
-            (Backend::S3(_), Some(c)) => c.path("staging").join(key.replace('/', "_")),
+            (Backend::S3(_), Some(c)) => c.staging_dir().join(key.replace('/', "_")),
             (Backend::S3(_), None) => unreachable!("S3 storage always has a cache"),
         };
         let p = key::temp_sibling(&beside);
@@ -206,8 +235,8 @@ impl Storage {
     /// The file is hashed while it is read, and must match `sha256` (else `Invalid`).
     /// `local_path` is left alone unless it came from [`staging_path`](Self::staging_path),
     /// which is consumed on success. On S3, files above `multipart_threshold_bytes` are
-    /// streamed as a multipart upload (see the `s3` module docs for how that stays
-    /// create-only); at most [`MAX_OBJECT_BYTES`].
+    /// streamed as a multipart upload (see "Create-only writes" in the crate docs for how
+    /// that stays create-only); at most [`MAX_OBJECT_BYTES`].
     ///
     /// # Errors
     /// `Conflict`, `Invalid` (key, hash), `Unavailable`, `Denied`, `TooLarge`, `Io`.
@@ -243,7 +272,7 @@ impl Storage {
         match (&self.inner.backend, &self.inner.cache) {
             (Backend::Local(l), _) => l.is_own_temp(key, path),
             (Backend::S3(_), Some(c)) => {
-                path.parent() == Some(&c.path("staging"))
+                path.parent() == Some(c.staging_dir().as_path())
                     && path
                         .file_name()
                         .and_then(|n| n.to_str())
@@ -302,7 +331,8 @@ impl Storage {
     }
 
     /// Every object under `prefix` (`""` for all, `tasks` or `tasks/` for `tasks/…`), sorted
-    /// by key. Temp files and staging objects are not listed.
+    /// by key. Temp files and staging objects are not listed. On `file://` with the data dir,
+    /// `""` also lists the daemon's other files (its database): pass a prefix.
     ///
     /// # Errors
     /// `Invalid` (prefix), `Unavailable`, `Denied`, `Io`.
@@ -320,73 +350,5 @@ impl Storage {
             }
             Backend::S3(b) => b.list(&prefix).await,
         }
-    }
-
-    /// Moves the object of `key` to `quarantine/<key>` (or `quarantine/<key>.<n>` if that is
-    /// taken) instead of deleting it, and returns the new key. On S3: a create-only copy,
-    /// then a delete.
-    ///
-    /// # Errors
-    /// `NotFound`, `Invalid`, `Unavailable`, `Denied`, `Io`.
-    pub async fn quarantine(&self, key: &str) -> Result<String> {
-        validate_key(key)?;
-        for n in 0..100 {
-            let to = if n == 0 {
-                format!("quarantine/{key}")
-            } else {
-                format!("quarantine/{key}.{n}")
-            };
-            if validate_key(&to).is_err() {
-                return Err(StorageError::Invalid(format!(
-                    "quarantine {key}: the key is too long to quarantine"
-                )));
-            }
-            let moved = match &self.inner.backend {
-                Backend::Local(l) => l.rename_no_replace(key, &to)?,
-                Backend::S3(b) => b.rename_no_replace(key, &to).await?,
-            };
-            if moved {
-                tracing::info!(key, to = %to, "quarantined");
-                return Ok(to);
-            }
-        }
-        Err(StorageError::Invalid(format!(
-            "quarantine {key}: 100 quarantined copies exist already"
-        )))
-    }
-
-    /// A cheap health check: one request without retries (S3), or a look at the folder.
-    /// `Err` means NOT_SERVING until it passes again.
-    ///
-    /// # Errors
-    /// `Unavailable` (or `Denied`, `Io`) while the store cannot serve.
-    pub async fn probe(&self) -> Result<()> {
-        match &self.inner.backend {
-            Backend::Local(l) => l.probe(),
-            Backend::S3(b) => b.probe().await,
-        }
-    }
-
-    /// Deletes the staging objects of interrupted large uploads older than `min_age` (take
-    /// the same grace period as for orphans: a peer may still be uploading). Returns how
-    /// many. Nothing to do on `file://` (ctpd's startup cleanup removes temp files there).
-    ///
-    /// # Errors
-    /// `Unavailable`, `Denied`.
-    pub async fn remove_stale_staging(&self, min_age: Duration) -> Result<usize> {
-        match &self.inner.backend {
-            Backend::Local(_) => Ok(0),
-            Backend::S3(b) => b.remove_stale_staging(min_age).await,
-        }
-    }
-
-    /// The URLs task data may come from: `storage.allow_urls` plus the configured bucket.
-    pub fn allow_list(&self) -> &AllowList {
-        &self.inner.allow
-    }
-
-    /// How full the local cache is (`None` on `file://`, which has none).
-    pub fn cache_usage(&self) -> Option<CacheUsage> {
-        self.inner.cache.as_ref().map(Cache::usage)
     }
 }

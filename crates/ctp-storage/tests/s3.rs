@@ -95,6 +95,11 @@ async fn large_files_go_multipart_and_stay_create_only() {
     let data = bytes(2, 9 << 20); // two parts of 8 MiB and 1 MiB
     let key = "resume/t.1.40.safetensors";
     let staged = st.staging_path(key).unwrap();
+    assert!(
+        staged.starts_with(d.cache().join("staging")),
+        "{}",
+        staged.display()
+    );
     std::fs::write(&staged, &data).unwrap();
     assert_eq!(
         st.put_file_create_only(key, &staged, &sha(&data))

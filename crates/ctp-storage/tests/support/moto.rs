@@ -7,6 +7,13 @@
 //! [`Moto::bucket`]. moto keeps everything in memory; to simulate an outage, put the proxy of
 //! `support/proxy.rs` in between and cut it, rather than killing moto.
 //!
+//! moto decides `If-None-Match: *` by a check and then a store without a lock, so on its
+//! threaded server two racing create-only writes can both pass (seen with multipart
+//! completions), which S3 never allows. The server therefore runs moto_server's own `main()`
+//! through `moto_serial.py`, with the Python of `moto_server`'s venv, taking PUT, POST and
+//! DELETE under one lock (reads stay concurrent): the races the tests run are then decided
+//! atomically, as on S3.
+//!
 //! If `moto_server` is not found, the test fails (it is never skipped): run
 //! `scripts/setup-moto.sh`.
 #![allow(dead_code)]
@@ -26,6 +33,7 @@ pub struct Moto {
     /// Where it listens.
     pub addr: SocketAddr,
     log: PathBuf,
+    shim: PathBuf,
 }
 
 static SHARED: Mutex<Weak<Moto>> = Mutex::new(Weak::new());
@@ -59,6 +67,16 @@ pub fn moto_binary() -> Option<PathBuf> {
     })
 }
 
+/// The Python that runs `moto_server` (its `#!` line), as a command and its arguments.
+fn interpreter(bin: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(bin).unwrap_or_default();
+    let shebang = text.lines().next().and_then(|l| l.strip_prefix("#!"));
+    match shebang.map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>()) {
+        Some(cmd) if !cmd.is_empty() => cmd,
+        _ => vec![bin.with_file_name("python3").to_string_lossy().into_owned()],
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -78,8 +96,14 @@ impl Moto {
         });
         let port = free_port();
         let log = std::env::temp_dir().join(format!("ctp-moto-{}-{port}.log", std::process::id()));
+        let shim =
+            std::env::temp_dir().join(format!("ctp-moto-serial-{}-{port}.py", std::process::id()));
+        std::fs::write(&shim, include_str!("moto_serial.py")).unwrap();
+        let python = interpreter(&bin);
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(&bin)
+        let child = Command::new(&python[0])
+            .args(&python[1..])
+            .arg(&shim)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -104,6 +128,7 @@ impl Moto {
             watcher,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             log,
+            shim,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -171,5 +196,6 @@ impl Drop for Moto {
             let _ = w.wait();
         }
         let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_file(&self.shim);
     }
 }
