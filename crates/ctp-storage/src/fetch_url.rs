@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
-use sha2::{Digest, Sha256};
 
 use crate::allow::{AllowList, Target};
 use crate::error::{Result, StorageError};
@@ -57,7 +56,7 @@ pub(crate) fn http_client(
 /// The local name of a fetched URL: a hash of the URL (unique per URL in one folder), then
 /// its last segment made safe.
 fn local_name(t: &Target) -> String {
-    let id = hex::encode(Sha256::digest(t.url.as_str().as_bytes()));
+    let id = crate::hash::hash_bytes(t.url.as_str().as_bytes());
     let last: String = t
         .segments
         .last()

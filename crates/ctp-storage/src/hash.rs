@@ -12,6 +12,11 @@ use crate::error::{Result, StorageError};
 
 const BUF: usize = 1 << 20;
 
+/// The sha256 (lower-case hex) of `data`.
+pub(crate) fn hash_bytes(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
 /// The sha256 (lower-case hex) and size of a local file.
 pub(crate) fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
     let mut f = File::open(path)?;

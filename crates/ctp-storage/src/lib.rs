@@ -17,6 +17,25 @@
 //! S3 goes through the `object_store` crate; this crate adds the keys, the create-only
 //! protocol, the cache and the error classes. It does not use libtorch or a database.
 //!
+//! ```no_run
+//! # async fn demo(sha256: &str) -> ctp_storage::Result<()> {
+//! use ctp_storage::{Storage, StorageConfig, StorageError};
+//! use std::path::Path;
+//!
+//! let cfg = StorageConfig::default(); // [storage] of ctpd's config: the data dir itself
+//! let storage = Storage::open(&cfg, Path::new("/srv/ctp"), Path::new("/srv/ctp/cache"))?;
+//! let key = "versions/t1.3.safetensors";
+//! let tmp = storage.staging_path(key)?; // libtorch saves the checkpoint here
+//! match storage.put_file_create_only(key, &tmp, sha256).await {
+//!     Ok(_) => {}                                   // Created or AlreadyPresent
+//!     Err(StorageError::Conflict { .. }) => {}      // another worker stored other bytes
+//!     Err(e) if e.is_unavailable() => {}            // hold, retry after probe() passes
+//!     Err(e) => return Err(e),
+//! }
+//! let path = storage.fetch(key, sha256).await?; // a verified local file for libtorch
+//! # let _ = path; Ok(()) }
+//! ```
+//!
 //! # Create-only writes
 //!
 //! - `file://`: the bytes go to a hidden temp file beside the target (`.<name>.<id>.tmp`,

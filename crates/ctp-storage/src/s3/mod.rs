@@ -132,7 +132,7 @@ impl S3Backend {
         let data = tokio::fs::read(src)
             .await
             .map_err(|e| StorageError::io(src, e))?;
-        let got = hex::encode(Sha256::digest(&data));
+        let got = crate::hash::hash_bytes(&data);
         if got != sha {
             return Err(claimed_mismatch(key, src, sha, &got));
         }
