@@ -20,7 +20,7 @@ else
   cargo build --bins -q
   bin="$CARGO_TARGET_DIR/debug"
 fi
-work="${CTP_DEMO_DIR:-$PWD/ctp-demo}"
+work="${CTP_DEMO_DIR:-$PWD/out/ctp-demo}"
 rm -rf "$work"
 mkdir -p "$work"
 port="${CTP_DEMO_PORT:-50551}"

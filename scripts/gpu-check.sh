@@ -20,7 +20,7 @@
 # CTP_CHECK_BIG the batch of the profiled/gated rows and of the comparison, and
 # CTP_CHECK_THREADS the CPU threads of `--device cpu` (default 1: robust on a shared machine).
 set -euo pipefail
-kit=gpu-kit
+kit=out/gpu-kit
 device=auto
 out=bench/results
 while [ $# -gt 0 ]; do

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs what scripts/gpu-check.sh needs on a GPU machine that has torch but no network and no
 # Rust: stripped release binaries, the MiniLM tokenizer and two small EmojiCL tasks (WebDataset
-# shards), in one folder (default gpu-kit/, git-ignored, a few tens of MiB).
+# shards), in one folder (default out/gpu-kit/, git-ignored, a few tens of MiB).
 #
 #   bash scripts/gpu-pack.sh [KIT_DIR]
 #
@@ -11,7 +11,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/env.sh"
 "$here/setup-data.sh" >/dev/null
 cd "$here/.."
-kit="${1:-gpu-kit}"
+kit="${1:-out/gpu-kit}"
 echo "== building release binaries" >&2
 cargo build --release --bins -q
 rm -rf "$kit"

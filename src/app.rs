@@ -10,10 +10,12 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::api::auth::Auth;
-use crate::api::pb::continual_trainer_server::ContinualTrainerServer;
-use crate::api::{pb, service::Service};
+use ctp_api::pb::continual_trainer_server::ContinualTrainerServer;
+use crate::api::service::Service;
+use ctp_api::pb;
 use crate::config::Settings;
-use crate::datadir::DataDir;
+use crate::datadir::{DataDir, DataDirLock, Ownership};
+use crate::objects::Objects;
 use crate::state::AppState;
 use crate::store::{Backend, Store};
 use crate::telemetry::Metrics;
@@ -26,6 +28,8 @@ pub struct Application {
     metrics_listener: Option<TcpListener>,
     /// The dashboard's listener; also serves /metrics when both addresses are the same.
     http_listener: Option<TcpListener>,
+    /// This daemon's hold on its data dir, released when the daemon has stopped.
+    lock: DataDirLock,
 }
 
 impl Application {
@@ -34,6 +38,13 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let data = DataDir::open(&settings.data_dir)
             .with_context(|| format!("opening data dir {}", settings.data_dir.display()))?;
+        // Before anything reads or sweeps the data dir: one owner, or peers on one Postgres.
+        let ownership = match settings.database_url().starts_with("postgres") {
+            true => Ownership::Shared,
+            false => Ownership::Exclusive,
+        };
+        let lock = DataDirLock::acquire(data.root(), ownership)?;
+        let objects = Objects::open(&settings.storage, &data).context("opening object storage")?;
         let store = Store::connect(&settings.database_url())
             .await
             .context("opening the database")?;
@@ -61,17 +72,18 @@ impl Application {
             ),
         };
         let worker_id = worker::identity(&settings, listener.local_addr()?);
-        tracing::info!(device = %engine.device, precision = %engine.precision, backend = ?store.backend(), data_dir = %data.root().display(), "ctpd starting");
+        tracing::info!(device = %engine.device, precision = %engine.precision, backend = ?store.backend(), data_dir = %data.root().display(), objects = %objects.describe(), "ctpd starting");
         let metrics = Metrics::default();
         metrics.set_engine(&engine.device, &engine.precision);
         let state = Arc::new(AppState::new(
-            settings, data, store, engine, metrics, worker_id,
+            settings, data, objects, store, engine, metrics, worker_id,
         ));
         Ok(Application {
             state,
             listener,
             metrics_listener,
             http_listener,
+            lock,
         })
     }
 
@@ -165,12 +177,13 @@ impl Application {
         if !requeued.is_empty() {
             tracing::info!(tasks = ?requeued, "Requeued interrupted tasks");
         }
-        let cleanup = worker::clean_orphans(&state).await?;
+        let cleanup = worker::clean_orphans(&state, worker::Sweep::Startup).await?;
         state.metrics.refresh(&state.store).await;
         state.mark_ready();
         // Health follows readiness, draining, the data dir and the database from here on.
         tokio::spawn(crate::health::watch(state.clone(), health.clone()));
         tokio::spawn(worker::reap(state.clone()));
+        tokio::spawn(worker::sweep_forever(state.clone()));
         tracing::info!(addr = %state.settings.listen, removed_tmp = cleanup.removed_tmp, quarantined = cleanup.quarantined, "ctpd serving");
 
         let worker = if state.settings.dispatch {
@@ -218,6 +231,7 @@ impl Application {
         let _ = stop_tx.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
         state.store.close().await;
+        drop(self.lock);
         tracing::info!("ctpd stopped");
         Ok(())
     }

@@ -27,6 +27,12 @@ pub struct Settings {
     pub training: TrainingDefaults,
     pub auth: Auth,
     pub tls: Option<Tls>,
+    /// Where task bundles and checkpoints live: unset `url` = the data dir itself
+    /// (`file://<data dir>`); `s3://bucket/prefix` = S3-compatible storage shared by daemons
+    /// on several hosts (`endpoint`, `region`, `path_style`, `credentials_file`,
+    /// `cache_max_bytes`, `allow_urls`; credentials also from `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`).
+    pub storage: ctp_storage::StorageConfig,
     /// Worker identity in the job table (default: host name and gRPC port). Stable across
     /// restarts, so a restarted daemon reclaims its previous jobs at once; unique per
     /// live daemon.
@@ -148,6 +154,7 @@ impl Default for Settings {
             training: TrainingDefaults::default(),
             auth: Auth::default(),
             tls: None,
+            storage: ctp_storage::StorageConfig::default(),
             worker_id: String::new(),
             lease_seconds: 60,
             reap_seconds: 0,

@@ -1,5 +1,5 @@
 //! Whether the daemon can serve: recovered, not draining, able to write its data dir and to
-//! reach its database.
+//! reach its database and (when configured) its object storage.
 //!
 //! A background loop probes the data dir (a small file written, fsynced and removed) and pings
 //! the database every two seconds, and keeps `grpc.health.v1` in step: NOT_SERVING while a
@@ -38,12 +38,8 @@ pub fn probe(data: &DataDir) -> Result<(), String> {
     result.map_err(|e| format!("data dir {} is not writable: {e}", data.root().display()))
 }
 
-pub use crate::api::status::is_out_of_space;
-
 /// Sets grpc.health.v1 for the whole server ("") and for ctp.v1.ContinualTrainer together.
 pub async fn set_serving(health: &HealthReporter, serving: bool) {
-    use crate::api::pb::continual_trainer_server::ContinualTrainerServer;
-    use crate::api::service::Service;
     let status = if serving {
         ServingStatus::Serving
     } else {
@@ -52,7 +48,7 @@ pub async fn set_serving(health: &HealthReporter, serving: bool) {
     health.set_service_status("", status).await;
     health
         .set_service_status(
-            <ContinualTrainerServer<Service> as tonic::server::NamedService>::NAME,
+            ctp_api::pb::continual_trainer_server::SERVICE_NAME,
             status,
         )
         .await;
@@ -72,13 +68,21 @@ pub async fn watch(state: Arc<AppState>, health: HealthReporter) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!(
                 "the database is unreachable: {}",
-                crate::api::status::error_chain(&e)
+                crate::errors::error_chain(&e)
             )),
             Err(_) => Err(format!(
                 "the database did not answer within {PING_TIMEOUT:?}"
             )),
         };
         state.storage.set_database(ping);
+        let objects = match tokio::time::timeout(PING_TIMEOUT, state.objects.probe()).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "object storage {} did not answer within {PING_TIMEOUT:?}",
+                state.objects.describe()
+            )),
+        };
+        state.storage.set_objects(objects);
         let problem = state.storage.problem();
         let serving = state.is_ready() && !state.is_draining() && problem.is_none();
         if last != Some(serving) {
@@ -114,15 +118,6 @@ mod tests {
         std::fs::remove_dir(gone.root()).unwrap();
         let err = probe(&gone).unwrap_err();
         assert!(err.contains(&gone.root().display().to_string()), "{err}");
-    }
-
-    #[test]
-    fn out_of_space_is_recognised_in_error_chains() {
-        assert!(is_out_of_space(
-            "writing checkpoint /d/x: No space left on device (os error 28)"
-        ));
-        assert!(is_out_of_space("database error: database or disk is full"));
-        assert!(!is_out_of_space("task data: sample 3 is corrupt"));
     }
 
     #[test]

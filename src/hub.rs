@@ -1,16 +1,15 @@
 //! Task events: persisted first (the store assigns the per-task `seq`), then fanned out live to
-//! WatchTask streams. A watcher that reconnects replays from the store, so nothing is missed.
+//! WatchTask streams (as domain events; the API edge converts them). A watcher that reconnects replays from the store, so nothing is missed.
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use tokio::sync::{broadcast, watch};
 
-use crate::api::convert::StoredEvent;
-use crate::api::pb;
 use crate::store::{Lease, Store, StoreError};
+use crate::task::{StoredEvent, TaskEvent};
 
 pub struct Hub {
-    live: Mutex<HashMap<String, broadcast::Sender<pb::TaskEvent>>>,
+    live: Mutex<HashMap<String, broadcast::Sender<TaskEvent>>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -24,7 +23,7 @@ impl Default for Hub {
 }
 
 impl Hub {
-    fn sender(&self, task_id: &str) -> broadcast::Sender<pb::TaskEvent> {
+    fn sender(&self, task_id: &str) -> broadcast::Sender<TaskEvent> {
         let mut live = self.live.lock().expect("hub lock poisoned");
         live.entry(task_id.to_string())
             .or_insert_with(|| broadcast::channel(1024).0)
@@ -32,7 +31,7 @@ impl Hub {
     }
 
     /// Subscribe before reading the backlog from the store, so no event falls in between.
-    pub fn subscribe(&self, task_id: &str) -> broadcast::Receiver<pb::TaskEvent> {
+    pub fn subscribe(&self, task_id: &str) -> broadcast::Receiver<TaskEvent> {
         self.sender(task_id).subscribe()
     }
 
@@ -65,8 +64,12 @@ impl Hub {
 
     /// Sends a stored event to live watchers.
     fn publish(&self, task_id: &str, seq: i64, ev: StoredEvent) {
-        let terminal = matches!(ev, StoredEvent::Terminal { .. });
-        let _ = self.sender(task_id).send(ev.to_pb(seq, chrono::Utc::now()));
+        let terminal = ev.is_terminal();
+        let _ = self.sender(task_id).send(TaskEvent {
+            seq,
+            at: chrono::Utc::now(),
+            event: ev,
+        });
         if terminal {
             self.live.lock().expect("hub lock poisoned").remove(task_id);
         }

@@ -7,35 +7,38 @@
 //!   (below api, worker, health and telemetry); [`worker`]: the job dispatcher;
 //!   [`hub`]: task events (persist, then fan out).
 //! - [`store`]: SQLite/Postgres persistence: tasks, queue, versions, evaluations, history.
-//! - [`taskdata`]: content-addressed task data bundles; [`datadir`]: data-dir layout, stored paths.
+//! - [`taskdata`]: content-addressed task data bundles; [`datadir`]: data-dir layout, stored
+//!   paths, the data-dir lock; [`objects`]: bundles and checkpoints on the data dir or in
+//!   S3-compatible storage (the `ctp-storage` crate), with a local cache.
+//! - [`backup`]: consistent snapshots of a running daemon and their offline restore.
 //! - [`config`]: layered settings; [`telemetry`]: tracing and Prometheus metrics.
 //! - [`metrics`]: pure continual-learning metrics (retrieval recall, forgetting, BWT).
 //! - [`images`]: image decoding and preprocessing (no libtorch).
-//! - [`dashboard`]: the live web dashboard (`--http-listen`); [`charts`]: the charts it
-//!   shares with `ctpctl report` (the `ctp-charts` crate).
-//! - [`datasets`]: WebDataset/JSONL readers, EmojiCL (re-exported from `ctp-datasets`).
+//! - [`task`]: the task domain (settings, replay, events) shared by api, worker and hub;
+//!   [`errors`]: generic error helpers (cause chains, out-of-space detection).
+//! - [`dashboard`]: the live web dashboard (`--http-listen`); its charts are the `ctp-charts`
+//!   crate, shared with `ctpctl report`.
 //!
-//! The gRPC code is the `ctp-api` crate (re-exported as [`api::pb`]); the CLI is `ctpctl` on
-//! `ctp-client`, neither of which links libtorch (docs/architecture.md).
+//! The gRPC code is the `ctp-api` crate, the dataset readers `ctp-datasets`; the CLI is
+//! `ctpctl` on `ctp-client`, none of which links libtorch (docs/architecture.md).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod app;
-pub use ctp_charts as charts;
+pub mod backup;
 pub mod config;
 pub mod dashboard;
 pub mod datadir;
+pub mod errors;
 pub mod health;
 pub mod hub;
 pub mod images;
 pub mod metrics;
+pub mod objects;
 pub mod state;
 pub mod store;
+pub mod task;
 pub mod taskdata;
 pub mod telemetry;
 pub mod trainer;
 pub mod worker;
-
-/// WebDataset/JSONL readers and the EmojiCL export (the `ctp-datasets` crate, shared with
-/// `ctp-client`); ctp-bench and the tests use them through this path.
-pub use ctp_datasets as datasets;

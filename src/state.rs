@@ -13,6 +13,7 @@ use crate::config::Settings;
 use crate::datadir::DataDir;
 use crate::hub::Hub;
 use crate::images::ImageLimits;
+use crate::objects::Objects;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::trainer::TrainerHandle;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub settings: Settings,
     /// The data dir (absolute); maps stored paths to files.
     pub data: DataDir,
+    /// Task bundles and checkpoints: the data dir itself, or object storage.
+    pub objects: Objects,
     pub store: Store,
     pub engine: TrainerHandle,
     pub hub: Hub,
@@ -42,6 +45,7 @@ impl AppState {
     pub fn new(
         settings: Settings,
         data: DataDir,
+        objects: Objects,
         store: Store,
         engine: TrainerHandle,
         metrics: Metrics,
@@ -50,6 +54,7 @@ impl AppState {
         AppState {
             settings,
             data,
+            objects,
             store,
             engine,
             hub: Hub::default(),
@@ -118,6 +123,8 @@ pub struct StorageHealth {
     problem: Mutex<Option<String>>,
     /// Why the database does not answer now (`None`: it does).
     database: Mutex<Option<String>>,
+    /// Why object storage does not answer now (`None`: it does, or there is none).
+    objects: Mutex<Option<String>>,
     /// Training hit "no space" and waits for a retry to get through.
     starved: AtomicBool,
 }
@@ -130,11 +137,17 @@ impl StorageHealth {
         }
         let data = self.problem.lock().expect("health lock").clone();
         data.or_else(|| self.database.lock().expect("health lock").clone())
+            .or_else(|| self.objects.lock().expect("health lock").clone())
     }
 
     /// Records the latest database ping.
     pub fn set_database(&self, result: Result<(), String>) {
         *self.database.lock().expect("health lock") = result.err();
+    }
+
+    /// Records the latest object storage probe.
+    pub fn set_objects(&self, result: Result<(), String>) {
+        *self.objects.lock().expect("health lock") = result.err();
     }
 
     /// Records the latest probe result.

@@ -11,6 +11,13 @@ use sha2::{Digest, Sha256};
 
 const MAGIC: &[u8] = b"CTPB1\n";
 
+/// The content hash a bundle's stored path names (`tasks/<sha256>.bundle`), if it does.
+pub fn bundle_sha(stored: &str) -> Option<String> {
+    let name = std::path::Path::new(stored).file_name()?.to_str()?;
+    let sha = name.strip_suffix(".bundle")?;
+    (sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit())).then(|| sha.to_owned())
+}
+
 /// One accepted sample, as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredSample {

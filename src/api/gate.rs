@@ -1,5 +1,5 @@
 //! SetPromotionGate / GetPromotionGate: the per-model forgetting policy (issue #10).
-use super::pb;
+use ctp_api::pb;
 use super::status::ApiError;
 use crate::state::AppState;
 use crate::store::GatePolicy;

@@ -8,12 +8,12 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{require, Scope};
 use super::convert;
-use super::pb::{self, continual_trainer_server::ContinualTrainer};
+use ctp_api::pb::{self, continual_trainer_server::ContinualTrainer};
 use super::status::ApiError;
 use super::{gate, submit, watch};
 use crate::state::AppState;
 use crate::store::VersionRow;
-use crate::trainer::{Control, ModelConfig, Preset};
+use crate::trainer::{Control, ModelConfig, Preset, VersionRef};
 
 pub struct Service {
     pub state: Arc<AppState>,
@@ -22,6 +22,20 @@ pub struct Service {
 type Res<T> = Result<Response<T>, Status>;
 
 impl Service {
+    /// A verified local copy of a version's checkpoint: the data dir's file, or one fetched
+    /// into this daemon's cache from object storage (a cold cache works, it is only slower).
+    async fn version_ref(&self, v: &VersionRow) -> Result<VersionRef, ApiError> {
+        let path = self
+            .state
+            .objects
+            .local(&v.checkpoint_path, &v.sha256)
+            .await?;
+        Ok(VersionRef {
+            path,
+            sha256: v.sha256.clone(),
+        })
+    }
+
     async fn model_config(&self, model: &str) -> Result<ModelConfig, ApiError> {
         let m = self.state.store.get_model(model).await?;
         let preset = Preset::parse(&m.preset).ok_or_else(|| {
@@ -109,7 +123,7 @@ impl ContinualTrainer for Service {
             .map_err(ApiError::from)?;
         if t.state.is_terminal() {
             // It was queued and is now cancelled: tell watchers.
-            let ev = convert::StoredEvent::Terminal {
+            let ev = crate::task::StoredEvent::Terminal {
                 state: t.state.as_str().into(),
                 error: format!("cancelled by {}", caller.name),
                 produced_version: None,
@@ -173,9 +187,10 @@ impl ContinualTrainer for Service {
             .map_err(ApiError::from)?;
         // Verify before moving the head: the hash matches and the weights load.
         let cfg = self.model_config(&r.model).await?;
+        let checkpoint = self.version_ref(&target).await?;
         self.state
             .engine
-            .verify(cfg, crate::worker::version_ref(&self.state, &target))
+            .verify(cfg, checkpoint)
             .await
             .map_err(|e| {
                 ApiError::FailedPrecondition(format!("version {} cannot be used: {e}", r.version))
@@ -261,12 +276,13 @@ impl ContinualTrainer for Service {
         if let Some(i) = r.texts.iter().position(|t| t.trim().is_empty()) {
             return Err(ApiError::Invalid(format!("texts[{i}] is empty")).into());
         }
+        let checkpoint = self.version_ref(&v).await?;
         let e = self
             .state
             .engine
             .embed(
                 cfg.clone(),
-                crate::worker::version_ref(&self.state, &v),
+                checkpoint,
                 images,
                 r.texts,
             )
@@ -283,5 +299,19 @@ impl ContinualTrainer for Service {
             image_embeddings: wrap(e.images),
             text_embeddings: wrap(e.texts),
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "Backup"))]
+    async fn backup(&self, req: Request<pb::BackupRequest>) -> Res<pb::BackupResponse> {
+        let caller = require(&req, Scope::Admin)?;
+        let target = std::path::PathBuf::from(req.into_inner().path);
+        let st = &self.state;
+        let remote = (!st.objects.is_local()).then(|| st.objects.describe());
+        let done = crate::backup::backup(&st.store, &st.data, remote, &target)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(path = %done.path.display(), files = done.manifest.files.len(),
+            bytes = done.manifest.total_bytes(), who = %caller.name, "Backup written");
+        Ok(Response::new(convert::backup_to_pb(&done)))
     }
 }

@@ -1,6 +1,8 @@
 //! The one place where errors become gRPC status codes.
 use tonic::{Code, Status};
 
+use crate::backup::BackupError;
+use crate::errors::{error_chain, is_out_of_space};
 use crate::store::StoreError;
 use crate::trainer::TrainerError;
 
@@ -45,6 +47,7 @@ impl From<StoreError> for ApiError {
                 ApiError::Aborted(format!("lease on task {task_id} lost"))
             }
             StoreError::Invalid(m) => ApiError::Invalid(m),
+            e @ StoreError::SchemaTooNew { .. } => ApiError::FailedPrecondition(e.to_string()),
             e @ StoreError::Db(_) if is_out_of_space(&error_chain(&e)) => {
                 ApiError::ResourceExhausted(format!(
                     "the database is out of disk space ({}); free space and retry",
@@ -60,6 +63,44 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<BackupError> for ApiError {
+    fn from(e: BackupError) -> Self {
+        match e {
+            BackupError::Store(e) => e.into(),
+            BackupError::BadTarget(_) => ApiError::Invalid(e.to_string()),
+            BackupError::Busy(_) => ApiError::Unavailable(e.to_string()),
+            BackupError::Write { .. } if is_out_of_space(&error_chain(&e)) => {
+                ApiError::ResourceExhausted(error_chain(&e))
+            }
+            BackupError::Write { .. } => ApiError::FailedPrecondition(error_chain(&e)),
+            BackupError::Read { .. } => ApiError::Internal(error_chain(&e)),
+            BackupError::TargetNotEmpty(_)
+            | BackupError::Postgres
+            | BackupError::ObjectStorage(_)
+            | BackupError::Missing { .. }
+            | BackupError::Outside(_)
+            | BackupError::Corrupt { .. } => ApiError::FailedPrecondition(e.to_string()),
+        }
+    }
+}
+
+impl From<ctp_storage::StorageError> for ApiError {
+    fn from(e: ctp_storage::StorageError) -> Self {
+        use ctp_storage::StorageError as S;
+        match e {
+            e if e.is_unavailable() => {
+                tracing::warn!(error.cause_chain = %error_chain(&e), "Object storage unavailable");
+                ApiError::Unavailable(format!("object storage is unavailable ({e}); retry later"))
+            }
+            S::NotFound { key } => ApiError::NotFound(format!("object {key} not found")),
+            S::NotAllowed { .. } | S::Invalid(_) => ApiError::Invalid(e.to_string()),
+            S::TooLarge { .. } => ApiError::ResourceExhausted(e.to_string()),
+            S::Denied { .. } => ApiError::FailedPrecondition(e.to_string()),
+            e => ApiError::Internal(error_chain(&e)),
+        }
+    }
+}
+
 impl From<TrainerError> for ApiError {
     fn from(e: TrainerError) -> Self {
         match e {
@@ -71,18 +112,6 @@ impl From<TrainerError> for ApiError {
             e => ApiError::Internal(error_chain(&e)),
         }
     }
-}
-
-/// "outer: inner: …" for logs.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 impl From<ApiError> for Status {
@@ -102,14 +131,4 @@ impl From<ApiError> for Status {
             }
         }
     }
-}
-/// True if `message` (an error chain as text) says a disk or quota is full.
-pub fn is_out_of_space(message: &str) -> bool {
-    const SIGNS: [&str; 4] = [
-        "No space left on device",
-        "os error 28",
-        "Disk quota exceeded",
-        "database or disk is full",
-    ];
-    SIGNS.iter().any(|s| message.contains(s))
 }

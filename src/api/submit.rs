@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use tonic::Streaming;
 
-use super::convert::TaskSettings;
-use super::pb;
+use super::convert::settings_from_pb;
+use crate::task::TaskSettings;
+use ctp_api::pb;
 use super::status::ApiError;
 use crate::state::AppState;
 use crate::store::{new_task_id, NewTask, StoreError, TaskRow};
@@ -100,7 +101,7 @@ fn parse_header(state: &AppState, h: pb::TaskHeader) -> Result<Header, ApiError>
         Some(pb::eval_split::Kind::PerSample(_)) => SplitMode::PerSample,
     };
     Ok(Header {
-        settings: TaskSettings::from_pb(h.settings, preset, h.seed, &state.settings.training)?,
+        settings: settings_from_pb(h.settings, preset, h.seed, &state.settings.training)?,
         model: h.model,
         preset,
         task_name: h.task_name,
@@ -311,6 +312,15 @@ async fn commit_upload(
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| disk_error(&state, "storing the upload", e))?;
     let stored_path = state.data.to_stored(&path);
+    // Durable where every daemon can read it before any row names it (object storage); on
+    // the data dir the file already is the object.
+    if let Err(e) = state.objects.publish(&path, &sha).await {
+        let referenced = state.store.referenced_files().await;
+        if referenced.is_ok_and(|refs| !refs.contains(&stored_path)) {
+            let _ = std::fs::remove_file(&path);
+        }
+        return Err(e.into());
+    }
     let new = NewTask {
         id: new_task_id(),
         model: hdr.model.clone(),
@@ -336,6 +346,9 @@ async fn commit_upload(
         });
     if !keep {
         let _ = std::fs::remove_file(&path);
+    } else if result.is_ok() {
+        // The bucket has it and a row names it: readers fetch it from there.
+        state.objects.drop_local_copy(&path);
     }
     let submitted = result?;
     if !submitted.existing {

@@ -7,10 +7,12 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
-use super::convert::{self, StoredEvent};
-use super::pb;
+use ctp_api::pb;
+
+use super::convert;
 use super::status::ApiError;
 use crate::state::AppState;
+use crate::task::{StoredEvent, TaskEvent};
 
 type Tx = mpsc::Sender<Result<pb::TaskEvent, Status>>;
 
@@ -51,7 +53,7 @@ async fn stream_events(
     state: &AppState,
     task_id: &str,
     after: i64,
-    mut live: broadcast::Receiver<pb::TaskEvent>,
+    mut live: broadcast::Receiver<TaskEvent>,
     tx: &Tx,
 ) -> Result<(), ApiError> {
     let mut last = after;
@@ -75,16 +77,17 @@ async fn stream_events(
         tokio::select! {
             ev = live.recv() => match ev {
                 Ok(ev) => {
-                    if (ev.seq as i64) <= last {
+                    if ev.seq <= last {
                         continue;
                     }
-                    if ev.seq as i64 > last + 1 && catch_up(state, task_id, &mut last, tx).await? {
+                    if ev.seq > last + 1 && catch_up(state, task_id, &mut last, tx).await? {
                         return Ok(());
                     }
-                    if (ev.seq as i64) <= last {
+                    if ev.seq <= last {
                         continue;
                     }
-                    last = ev.seq as i64;
+                    last = ev.seq;
+                    let ev = convert::event_to_pb(&ev);
                     quiet_since = tokio::time::Instant::now();
                     let terminal = is_terminal(&ev);
                     if tx.send(Ok(ev)).await.is_err() || terminal {
@@ -184,7 +187,11 @@ async fn catch_up(
         for r in rows {
             let stored: StoredEvent = serde_json::from_str(&r.payload_json)
                 .map_err(|e| ApiError::Internal(format!("stored event {}: {e}", r.seq)))?;
-            let ev = stored.to_pb(r.seq, r.at);
+            let ev = convert::event_to_pb(&TaskEvent {
+                seq: r.seq,
+                at: r.at,
+                event: stored,
+            });
             *last = r.seq;
             let terminal = is_terminal(&ev);
             if tx.send(Ok(ev)).await.is_err() || terminal {

@@ -1,7 +1,7 @@
 //! `ctpd`: the continual-training daemon.
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use ctp::app::{shutdown_signal, Application};
 use ctp::config::{Overrides, Settings};
 
@@ -35,6 +35,22 @@ struct Cli {
     /// Training precision: auto (bf16 on CUDA, fp32 on CPU), bf16, fp32 [default: auto]
     #[arg(long)]
     precision: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Offline commands (no daemon runs); without one, ctpd serves.
+#[derive(Subcommand)]
+enum Command {
+    /// Make a new data dir from a backup (`ctpctl backup`), checking every file's sha256.
+    Restore {
+        /// The backup directory (holds manifest.json).
+        #[arg(long)]
+        from: PathBuf,
+        /// The new data dir; must not exist or be empty.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 /// Startup errors print as one line (`ctpd: context: cause`) and exit with status 1.
@@ -48,6 +64,11 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Restore { from, data_dir }) = cli.command {
+        let restored = ctp::backup::restore::restore(&from, &data_dir)?;
+        println!("{}", restored.summary());
+        return Ok(());
+    }
     let flags = Overrides {
         listen: cli.listen,
         data_dir: cli.data_dir,

@@ -1,6 +1,6 @@
 //! The JSON endpoints. Each one calls the gRPC service's handler (same scope checks, same
 //! validation, same business rules) with the dashboard caller attached, and converts the
-//! reply with [`crate::api::json`]; only listings the gRPC API lacks (models, head
+//! reply with [`ctp_api::json`]; only listings the gRPC API lacks (models, head
 //! history) read the store directly.
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -11,9 +11,9 @@ use tonic::{Request, Status};
 
 use super::{Ctx, HttpError, Shared, Viewer};
 use crate::api::auth::Caller;
-use crate::api::json::{task_json, time, version_json};
-use crate::api::pb::{self, continual_trainer_server::ContinualTrainer};
-use crate::charts::data::lineage_order;
+use ctp_api::json::{task_json, time, version_json};
+use ctp_api::pb::{self, continual_trainer_server::ContinualTrainer};
+use ctp_charts::data::lineage_order;
 
 type JsonResult = Result<Json<Value>, HttpError>;
 

@@ -1,5 +1,5 @@
 //! `GET /api/models/{model}/charts`: the four charts of `ctpctl report`, drawn by the same
-//! code ([`crate::charts`]) as SVG, from the same inputs (versions and each version's task
+//! code ([`ctp_charts`]) as SVG, from the same inputs (versions and each version's task
 //! history replayed through WatchTask).
 use axum::extract::{Path, State};
 use axum::Json;
@@ -8,10 +8,10 @@ use tokio_stream::StreamExt;
 
 use super::api::{all_versions, req};
 use super::{HttpError, Shared, Viewer};
-use crate::api::pb::{self, continual_trainer_server::ContinualTrainer};
+use ctp_api::pb::{self, continual_trainer_server::ContinualTrainer};
 use crate::api::status::ApiError;
-use crate::charts::data::lineage_order;
-use crate::charts::{font, Chart, ReportData, TaskHistory};
+use ctp_charts::data::lineage_order;
+use ctp_charts::{font, Chart, ReportData, TaskHistory};
 
 pub async fn charts(
     State(ctx): State<Shared>,

@@ -14,8 +14,8 @@ use tokio_stream::{Stream, StreamExt};
 
 use super::api::req;
 use super::{HttpError, Shared, Viewer};
-use crate::api::json::event_json;
-use crate::api::pb::{self, continual_trainer_server::ContinualTrainer};
+use ctp_api::json::event_json;
+use ctp_api::pb::{self, continual_trainer_server::ContinualTrainer};
 
 #[derive(Deserialize)]
 pub struct EventsQuery {

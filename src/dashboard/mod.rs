@@ -2,7 +2,7 @@
 //!
 //! - Pages are one embedded HTML/JS/CSS bundle (no build step, no network): Models, Tasks,
 //!   Model detail, Version detail. The charts are the SVG rendering of the same drawing code
-//!   as `ctpctl report` ([`crate::charts`]).
+//!   as `ctpctl report` ([`ctp_charts`]).
 //! - `/api/...` answers JSON by calling the gRPC service's own handlers in-process, so
 //!   scopes, validation and business rules (rollback verification, cancel) are exactly the
 //!   gRPC ones; errors become HTTP statuses in one place ([`error`]).

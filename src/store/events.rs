@@ -32,6 +32,13 @@ pub(super) async fn insert_event(
     Ok(seq)
 }
 
+/// Every path the rows refer to (see [`Store::referenced_files`]); also what a backup copies.
+pub(super) const REFERENCED_FILES: &str = "SELECT checkpoint_path AS path FROM versions \
+     UNION SELECT data_dir FROM tasks \
+     UNION SELECT resume_checkpoint FROM jobs \
+           WHERE state <> 'done' AND resume_checkpoint IS NOT NULL \
+     ORDER BY 1";
+
 impl Store {
     /// Appends an event to a task's log and returns its seq (1, 2, 3, … per task); see
     /// `insert_event`. Workers use the fenced [`Store::append_job_event`].
@@ -100,17 +107,7 @@ impl Store {
     /// tasks.
     pub async fn referenced_files(&self) -> Result<Vec<String>> {
         let mut conn = self.db.acquire().await?;
-        let rows: Vec<(String,)> = conn
-            .exec()
-            .fetch_all(
-                "SELECT checkpoint_path AS path FROM versions \
-                 UNION SELECT data_dir FROM tasks \
-                 UNION SELECT resume_checkpoint FROM jobs \
-                       WHERE state <> 'done' AND resume_checkpoint IS NOT NULL \
-                 ORDER BY 1",
-                args![],
-            )
-            .await?;
+        let rows: Vec<(String,)> = conn.exec().fetch_all(REFERENCED_FILES, args![]).await?;
         Ok(rows.into_iter().map(|(path,)| path).collect())
     }
 }

@@ -11,15 +11,9 @@ use std::time::Duration;
 
 use super::db::{args, now, Backend, Exec};
 use super::events::insert_event;
-use super::queue::lease_delta;
-use super::{Lease, Result, Store, StoreError, SyncRow};
+use super::rows::{lease_delta, lease_lost, HELD};
+use super::{Lease, Result, Store, SyncRow};
 
-/// The error for a write by a worker that no longer holds the job.
-pub(super) fn lease_lost(lease: &Lease) -> StoreError {
-    StoreError::LeaseLost {
-        task_id: lease.task_id.clone(),
-    }
-}
 
 /// Succeeds if `lease` still holds its job, share-locking the job row until the end of
 /// the transaction (Postgres); `LeaseLost` otherwise.
@@ -43,10 +37,6 @@ async fn check_lease_in(ex: &mut Exec<'_>, lease: &Lease, state: &str) -> Result
         .ok_or_else(|| lease_lost(lease))
 }
 
-/// The `WHERE` condition on `jobs` that holds exactly while `$1..$3` = (task, worker,
-/// epoch) own the job; for statements that change the job row themselves.
-pub(super) const HELD: &str =
-    "task_id = $1 AND state = 'running' AND worker_id = $2 AND lease_epoch = $3";
 
 impl Store {
     /// Extends the lease to now + `lease`. Returns whether a cancel was requested for
@@ -81,13 +71,22 @@ impl Store {
     /// Records the newest verified mid-task checkpoint of the job; a later claim resumes
     /// from it. Write the file (and fsync) before calling this, and never change it
     /// afterwards: the step recorded here is the step a resume starts from.
-    pub async fn set_resume_checkpoint(&self, lease: &Lease, path: &str, step: i64) -> Result<()> {
+    pub async fn set_resume_checkpoint(
+        &self,
+        lease: &Lease,
+        path: &str,
+        step: i64,
+        sha256: &str,
+    ) -> Result<()> {
         let mut conn = self.db.acquire().await?;
         let changed = conn
             .exec()
             .execute(
-                &format!("UPDATE jobs SET resume_checkpoint = $4, resume_step = $5 WHERE {HELD}"),
-                args![&lease.task_id, &lease.worker_id, lease.epoch, path, step],
+                &format!(
+                    "UPDATE jobs SET resume_checkpoint = $4, resume_step = $5, \
+                     resume_sha256 = $6 WHERE {HELD}"
+                ),
+                args![&lease.task_id, &lease.worker_id, lease.epoch, path, step, sha256],
             )
             .await?;
         if changed == 0 {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::db::args;
-use super::tasks::load_model;
+use super::rows::load_model;
 use super::{Result, Store, StoreError};
 
 /// Bounds a new version must meet to become the head; `None` = not checked.

@@ -29,8 +29,12 @@ mod db;
 mod events;
 mod fence;
 mod gate;
+mod known;
 mod postgres;
 mod queue;
+mod rows;
+mod schema;
+mod snapshot;
 mod sqlite;
 mod tasks;
 mod types;
@@ -38,6 +42,7 @@ mod versions;
 
 pub use db::Backend;
 pub use gate::GatePolicy;
+pub use snapshot::{snapshot_refs, SnapshotRefs};
 pub use types::{
     new_task_id, ClaimedJob, EvalRow, EvalScope, EventRow, HeadChange, Lease, ModelRow, NewTask,
     NewVersion, Submitted, SyncRow, TaskRow, TaskState, UnknownValue, VersionRow,
@@ -84,6 +89,18 @@ pub enum StoreError {
     /// (`INVALID_ARGUMENT`).
     #[error("{0}")]
     Invalid(String),
+    /// The database was migrated by a newer ctpd: it has a migration applied that this
+    /// binary does not know (at connect; nothing was changed).
+    #[error(
+        "database schema version {found} is newer than this ctpd (which knows up to {known}); \
+         use a newer ctpd"
+    )]
+    SchemaTooNew {
+        /// The database's schema version (its highest applied migration).
+        found: i64,
+        /// The newest migration this binary embeds.
+        known: i64,
+    },
     /// Applying the embedded migrations failed (at connect).
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -163,8 +180,9 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Invalid`] for a scheme other than `sqlite:` / `postgres:` /
-    /// `postgresql:`; `Db` if it cannot connect; `Migrate` if the schema cannot be
-    /// brought up to date.
+    /// `postgresql:`; `Db` if it cannot connect; [`StoreError::SchemaTooNew`] (before
+    /// anything is changed) if a newer ctpd migrated the database; `Migrate` if the schema
+    /// cannot be brought up to date.
     pub async fn connect(url: &str) -> Result<Store> {
         let db = if url.starts_with("sqlite:") {
             sqlite::connect(url).await?

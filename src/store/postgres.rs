@@ -10,7 +10,7 @@ use super::db::Db;
 use super::Result;
 
 /// The PostgreSQL schema, embedded at compile time.
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+pub(super) static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Server-side limit on a transaction left open without activity. ctpd's transactions
 /// are short; one idle this long belongs to a process that was frozen (SIGSTOP, a VM
@@ -31,6 +31,8 @@ pub(super) async fn connect(url: &str) -> Result<Db> {
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await?;
+    let db = Db::Postgres(pool.clone());
+    super::schema::refuse_newer(&db, &MIGRATOR).await?;
     MIGRATOR.run(&pool).await?;
-    Ok(Db::Postgres(pool))
+    Ok(db)
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::db::{args, now, Backend};
-use super::tasks::load_task;
-use super::{ClaimedJob, Result, Store, StoreError};
+use super::rows::{lease_delta, load_task};
+use super::{ClaimedJob, Result, Store};
 
 /// The queue state of a claimed job.
 #[derive(sqlx::FromRow)]
@@ -21,13 +21,9 @@ struct JobLease {
     lease_epoch: i64,
     resume_checkpoint: Option<String>,
     resume_step: Option<i64>,
+    resume_sha256: Option<String>,
 }
 
-/// Converts a lease length for time arithmetic.
-pub(super) fn lease_delta(lease: Duration) -> Result<chrono::Duration> {
-    chrono::Duration::from_std(lease)
-        .map_err(|_| StoreError::Invalid(format!("lease {lease:?} is too long")))
-}
 
 /// True if the error is a unique-index violation (a lost race on Postgres).
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -89,7 +85,7 @@ impl Store {
         };
         let job: JobLease = ex
             .fetch_one(
-                "SELECT attempts, lease_epoch, resume_checkpoint, resume_step FROM jobs \
+                "SELECT attempts, lease_epoch, resume_checkpoint, resume_step, resume_sha256 FROM jobs \
                  WHERE task_id = $1",
                 args![&task_id],
             )
@@ -120,6 +116,7 @@ impl Store {
             attempts: job.attempts,
             resume_checkpoint: job.resume_checkpoint,
             resume_step: job.resume_step,
+            resume_sha256: job.resume_sha256,
             epoch: job.lease_epoch,
         }))
     }

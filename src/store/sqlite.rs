@@ -11,7 +11,7 @@ use super::db::Db;
 use super::Result;
 
 /// The SQLite schema, embedded at compile time.
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+pub(super) static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How long a statement waits for another connection's write lock before failing with
 /// `SQLITE_BUSY`. Write transactions are short, so this only absorbs contention.
@@ -42,6 +42,8 @@ pub(super) async fn connect(url: &str) -> Result<Db> {
             .before_acquire(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }));
     }
     let pool = pool_options.connect_with(options).await?;
+    let db = Db::Sqlite(pool.clone());
+    super::schema::refuse_newer(&db, &MIGRATOR).await?;
     MIGRATOR.run(&pool).await?;
-    Ok(Db::Sqlite(pool))
+    Ok(db)
 }

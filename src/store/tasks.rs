@@ -3,33 +3,13 @@
 use chrono::{DateTime, Utc};
 
 use super::db::{args, now, Backend, Exec};
-use super::fence::{lease_lost, HELD};
+use super::rows::{lease_lost, load_model, load_task, HELD, TASK_COLUMNS};
 use super::{
     page_limit, Lease, ModelRow, NewTask, Result, Store, StoreError, Submitted, TaskRow, TaskState,
 };
 
-/// Columns of [`TaskRow`], in one place for every task query.
-pub(super) const TASK_COLUMNS: &str = "id, model, name, state, idempotency_key, settings_json, \
-     data_dir, n_train, n_eval, base_version, produced_version, error, progress_json, \
-     cancel_requested, created_at, started_at, finished_at, rejected_reason";
 
-/// Reads one task, or `NotFound`.
-pub(super) async fn load_task(ex: &mut Exec<'_>, id: &str) -> Result<TaskRow> {
-    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
-    ex.fetch_optional(&sql, args![id])
-        .await?
-        .ok_or_else(|| StoreError::not_found(format!("task {id}")))
-}
 
-/// Reads one model, or `NotFound`.
-pub(super) async fn load_model(ex: &mut Exec<'_>, name: &str) -> Result<ModelRow> {
-    ex.fetch_optional(
-        "SELECT name, preset, head_version, created_at FROM models WHERE name = $1",
-        args![name],
-    )
-    .await?
-    .ok_or_else(|| StoreError::not_found(format!("model {name:?}")))
-}
 
 /// Reads one model and, on Postgres, row-locks it until the transaction ends. Submits to
 /// one model hold this lock while they stamp `created_at` and take their queue position,

@@ -197,6 +197,8 @@ pub struct ClaimedJob {
     pub resume_checkpoint: Option<String>,
     /// Optimizer step stored in `resume_checkpoint`.
     pub resume_step: Option<i64>,
+    /// sha256 of `resume_checkpoint` (recorded since issue #23).
+    pub resume_sha256: Option<String>,
     /// Fencing token of this claim: the job's lease epoch, bumped at every claim.
     pub epoch: i64,
 }

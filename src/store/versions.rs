@@ -1,8 +1,7 @@
 //! Versions: committing a task's result, reading versions and lineages, moving the head.
 
 use super::db::{args, now, Exec};
-use super::fence::{lease_lost, HELD};
-use super::tasks::{load_model, load_task};
+use super::rows::{lease_lost, load_model, load_task, HELD};
 use super::{
     decode_token, encode_token, page_limit, EvalRow, HeadChange, Lease, NewVersion, Result, Store,
     StoreError, TaskState, VersionRow,

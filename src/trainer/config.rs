@@ -2,7 +2,7 @@
 //! a version's checkpoint records exactly how it was trained.
 use serde::{Deserialize, Serialize};
 
-/// Model size presets (ctp-method.md §B.1).
+/// Model size presets (docs/method.md, "Model presets").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
@@ -44,7 +44,7 @@ impl Preset {
 #[serde(rename_all = "lowercase")]
 pub enum BnPolicy {
     /// Running statistics stay at their pretrained values in online, momentum and reference
-    /// models alike (affine weights still train). The pilot (§B.7) found this makes topology
+    /// models alike (affine weights still train). The pilot (docs/method.md, "BatchNorm policy") found this makes topology
     /// preservation compare like with like; it is the default.
     Frozen,
     /// The online model normalises with batch statistics and updates running statistics.
@@ -240,7 +240,7 @@ impl Default for LossWeights {
     }
 }
 
-/// Drift-gated compatible momentum (ctp-method.md §B.2).
+/// Drift-gated compatible momentum (docs/method.md, "Drift-gated momentum sync").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MomentumConfig {
     /// Task-0 momentum (paper: 0.995), target θ.

@@ -215,7 +215,7 @@ pub fn steps_per_epoch(n: i64, batch: i64) -> i64 {
     (n / batch).max(1)
 }
 
-/// BERT masking (§2.2): each token with prob `p` unless [PAD]/[CLS]; of those 80% → [MASK],
+/// BERT masking (docs/method.md, "Masked language modelling"): each token with prob `p` unless [PAD]/[CLS]; of those 80% → [MASK],
 /// 10% → random id, 10% unchanged. Returns (masked ids, flat positions of masked tokens, their
 /// labels). Uses libtorch's RNG (seeded per step by the caller).
 pub fn mask_tokens(ids: &Tensor, p: f64, vocab: i64) -> (Tensor, Tensor, Tensor) {

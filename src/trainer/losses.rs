@@ -1,4 +1,4 @@
-//! Every CTP loss term as a pure function of tensors (ctp-method.md Part A §2).
+//! Every CTP loss term as a pure function of tensors (docs/method.md, "Losses").
 //!
 //! Rows are the batch's samples; one process means the "global" batch is the local batch. τ is
 //! fixed. All functions return a scalar tensor that carries gradients to whichever inputs do.
@@ -15,14 +15,14 @@ fn ce(logits: &Tensor, target: &Tensor) -> Tensor {
     logits.cross_entropy_loss::<Tensor>(target, None, Reduction::Mean, -100, 0.0)
 }
 
-/// In-batch image–text contrastive loss (§2.1): ½[CE(v·wᵀ/τ, i) + CE(w·vᵀ/τ, i)].
+/// In-batch image–text contrastive loss (docs/method.md, "In-batch contrastive loss"): ½[CE(v·wᵀ/τ, i) + CE(w·vᵀ/τ, i)].
 pub fn itc(v: &Tensor, w: &Tensor, temp: f64) -> Tensor {
     let y = targets(v.size()[0], v);
     let s = v.matmul(&w.tr()) / temp;
     (ce(&s, &y) + ce(&s.tr(), &y)) * 0.5
 }
 
-/// Momentum-queue contrastive loss (§2.4): current queries against [momentum keys; queue] with
+/// Momentum-queue contrastive loss (docs/method.md, "Momentum queue contrastive loss"): current queries against [momentum keys; queue] with
 /// one-hot targets on the sample's own momentum key. Queues are [Q, E] (one key per row).
 pub fn queue_itc(
     v: &Tensor,
@@ -49,7 +49,7 @@ pub fn mlm(logits: &Tensor, labels: &Tensor) -> Tensor {
     ce(logits, labels)
 }
 
-/// MLM distillation (§2.3): mean over masked positions of −Σ softmax(z_m/T)·log_softmax(z/T).
+/// MLM distillation (docs/method.md, "MLM distillation"): mean over masked positions of −Σ softmax(z_m/T)·log_softmax(z/T).
 pub fn mlm_distill(z: &Tensor, z_m: &Tensor, t: f64) -> Tensor {
     if z.size()[0] == 0 {
         return z.sum(Kind::Float) * 0.0;
@@ -77,7 +77,7 @@ fn mask_self(s: &Tensor) -> Tensor {
     s.scatter_value(1, &idx, SELF_MASK)
 }
 
-/// Cross-modal topology preservation L_c (§2.6): ½[KL(i2t_ref‖i2t) + KL(t2i_ref‖t2i)], all ÷τ.
+/// Cross-modal topology preservation L_c (docs/method.md, "Topology preservation"): ½[KL(i2t_ref‖i2t) + KL(t2i_ref‖t2i)], all ÷τ.
 pub fn tp_cross(v: &Tensor, w: &Tensor, v_ref: &Tensor, w_ref: &Tensor, temp: f64) -> Tensor {
     let s = v.matmul(&w.tr());
     let r = v_ref.matmul(&w_ref.tr());
@@ -85,7 +85,7 @@ pub fn tp_cross(v: &Tensor, w: &Tensor, v_ref: &Tensor, w_ref: &Tensor, temp: f6
         * 0.5
 }
 
-/// Intra-modal topology preservation L_s (§2.6): ½[KL(i2i_ref‖i2i) + KL(t2t_ref‖t2t)], self
+/// Intra-modal topology preservation L_s (docs/method.md, "Topology preservation"): ½[KL(i2i_ref‖i2i) + KL(t2t_ref‖t2t)], self
 /// entries set to −1000 before ÷τ on both sides.
 pub fn tp_intra(v: &Tensor, w: &Tensor, v_ref: &Tensor, w_ref: &Tensor, temp: f64) -> Tensor {
     let sim = |a: &Tensor| mask_self(&a.matmul(&a.tr())) / temp;

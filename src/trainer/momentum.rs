@@ -1,4 +1,4 @@
-//! Drift-gated compatible momentum (ctp-method.md §B.2).
+//! Drift-gated compatible momentum (docs/method.md, "Drift-gated momentum sync").
 //!
 //! The paper moves the momentum model θc toward its target every step. ctp checks drift every
 //! `check_every` steps and syncs only when drift ≥ threshold, applying the decay accumulated

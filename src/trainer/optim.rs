@@ -1,5 +1,5 @@
 //! AdamW over plain tensors (state can be saved, unlike tch's optimizers) and the paper's
-//! per-step cosine schedule (ctp-method.md §3, §B.5).
+//! per-step cosine schedule (docs/method.md, "Optimisation").
 //!
 //! Parameters, moments and (after the first step) gradients live in flat buffers
 //! ([`super::flat`]), so one update is about ten kernels over all parameters.

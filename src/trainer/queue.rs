@@ -1,4 +1,4 @@
-//! The feature queue of momentum keys (§2.4, §B.3): image and text keys, one per row, a write
+//! The feature queue of momentum keys (docs/method.md, "Feature queue"): image and text keys, one per row, a write
 //! pointer that wraps for any batch size, kept across tasks and saved in every version.
 use tch::{Device, Kind, Tensor};
 

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::lease::Fence;
-use super::store_err;
-use crate::api::convert::{ProgressInfo, StoredEvent, TaskSettings};
+use super::RunError;
 use crate::state::AppState;
 use crate::store::SyncRow;
+use crate::task::{ProgressInfo, StoredEvent, TaskSettings};
 use crate::trainer::TrainEvent;
 
 /// Forwards engine events to the store and watchers until the engine's channel closes.
@@ -19,7 +19,7 @@ pub(super) async fn pump_events(
     fence: &Fence,
     settings: &TaskSettings,
     mut rx: mpsc::UnboundedReceiver<TrainEvent>,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     let mut progress = ProgressInfo {
         total_epochs: settings.epochs,
         ..Default::default()
@@ -46,11 +46,10 @@ pub(super) async fn pump_events(
                 state.metrics.observe_step(&p);
                 fence
                     .emit(StoredEvent::Progress(progress.clone()))
-                    .await
-                    .map_err(store_err)?;
+                    .await?;
                 if last_write.elapsed() > Duration::from_millis(500) || p.step == p.total_steps {
                     let json = serde_json::to_string(&progress).expect("progress serialises");
-                    fence.progress(&json).await.map_err(store_err)?;
+                    fence.progress(&json).await?;
                     last_write = Instant::now();
                 }
             }
@@ -69,8 +68,7 @@ pub(super) async fn pump_events(
                     .call("recording a sync", || {
                         st.store.record_sync(fence.lease(), &row)
                     })
-                    .await
-                    .map_err(store_err)?;
+                    .await?;
                 let ev = StoredEvent::Sync {
                     step: s.step as u64,
                     k: s.k as u64,
@@ -78,14 +76,11 @@ pub(super) async fn pump_events(
                     threshold: s.threshold,
                     duration_ms: s.duration_ms,
                 };
-                fence.emit(ev).await.map_err(store_err)?;
+                fence.emit(ev).await?;
             }
             TrainEvent::Checkpoint { step, path, sha256 } => {
                 let started = Instant::now();
-                fence
-                    .checkpoint(&path, step, &sha256)
-                    .await
-                    .map_err(store_err)?;
+                fence.checkpoint(&path, step, &sha256).await?;
                 state
                     .metrics
                     .observe_checkpoint(started.elapsed().as_secs_f64());
@@ -93,5 +88,5 @@ pub(super) async fn pump_events(
         }
     }
     let json = serde_json::to_string(&progress).expect("progress serialises");
-    fence.progress(&json).await.map_err(store_err)
+    Ok(fence.progress(&json).await?)
 }

@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::lease::Fence;
-use super::{load_split, store_err};
-use crate::api::convert::{StoredEvent, TaskSettings};
+use super::{load_split, RunError};
 use crate::metrics::{self, LineageRow};
 use crate::state::AppState;
 use crate::store::{EvalRow, EvalScope, NewVersion, TaskRow, TaskState, VersionRow};
-use crate::trainer::{EvalSet, TrainerError, VersionRef};
+use crate::task::{StoredEvent, TaskSettings};
+use crate::trainer::{EvalSet, VersionRef};
 
 fn eval_row(scope: EvalScope, task_id: &str, task_name: &str, r: &metrics::Retrieval) -> EvalRow {
     EvalRow {
@@ -39,7 +39,7 @@ pub(super) async fn finish(
     version: VersionRef,
     syncs: i64,
     momentum_steps: i64,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     let model_cfg = settings.model_config();
     let size = model_cfg.image_size as u32;
     // Tasks seen by the new version: each ancestor's task in order, then this one.
@@ -49,14 +49,13 @@ pub(super) async fn finish(
             .call("reading a lineage task", || {
                 state.store.get_task(&v.task_id)
             })
-            .await
-            .map_err(store_err)?;
+            .await?;
         seen.push((t.id, t.name, t.data_dir));
     }
     seen.push((task.id.clone(), task.name.clone(), task.data_dir.clone()));
     let mut sets = Vec::new();
     for (i, (_, _, path)) in seen.iter().enumerate() {
-        let samples = load_split(state, path, true, size).await?;
+        let samples = load_split(state, fence, path, true, size).await?;
         sets.push(EvalSet {
             task_id: i as i64,
             samples,
@@ -65,8 +64,7 @@ pub(super) async fn finish(
     let report = state
         .engine
         .evaluate(model_cfg, version.clone(), sets)
-        .await
-        .map_err(|e: TrainerError| e.to_string())?;
+        .await?;
     let mut evals: Vec<EvalRow> = report
         .per_task
         .iter()
@@ -121,9 +119,17 @@ pub(super) async fn finish(
         device: state.engine.device.clone(),
         precision: state.engine.precision.clone(),
     };
-    let policy = state.store.gate(&task.model).await.map_err(store_err)?;
+    // Where every daemon can read it (object storage) before the row names it.
+    fence
+        .objects("storing the version checkpoint", || {
+            state.objects.publish(&version.path, &new.sha256)
+        })
+        .await?;
+    let policy = state.store.gate(&task.model).await?;
     new.rejection = super::gate::check(&policy, &new, parent);
-    let v = fence.finish(new).await.map_err(store_err)?;
+    let local = version.path.clone();
+    let v = fence.finish(new).await?;
+    state.objects.drop_local_copy(&local);
     if let Some(avg) = v.average_forgetting {
         state.metrics.observe_forgetting(avg);
     }
@@ -133,7 +139,7 @@ pub(super) async fn finish(
         produced_version: Some(v.version),
         rejection: v.rejected_reason.clone(),
     };
-    fence.emit(ev).await.map_err(store_err)?;
+    fence.emit(ev).await?;
     match &v.rejected_reason {
         None => tracing::info!(task_id = %task.id, version = v.version, "Task succeeded"),
         Some(why) => tracing::warn!(

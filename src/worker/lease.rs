@@ -16,10 +16,11 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::api::convert::StoredEvent;
 use crate::config::Settings;
 use crate::state::AppState;
 use crate::store::{ClaimedJob, Lease, StoreError, TaskRow, VersionRow};
+use crate::task::StoredEvent;
+use super::RunError;
 use crate::trainer::Control;
 
 /// Longest wait between two tries of a store call while the database is unreachable.
@@ -129,7 +130,7 @@ impl Fence {
                 Err(e) if e.is_transient() => {
                     self.hold();
                     tracing::warn!(task_id = %self.lease.task_id, what,
-                        error.message = %crate::api::status::error_chain(&e), retry_in = ?delay,
+                        error.message = %crate::errors::error_chain(&e), retry_in = ?delay,
                         "Database unavailable; training holds and the call is retried");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(MAX_BACKOFF);
@@ -139,6 +140,40 @@ impl Fence {
                     return Err(e);
                 }
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Runs an object storage call of this run: retried with backoff while the store is
+    /// unreachable (training holds meanwhile, exactly as for a database outage); refused
+    /// without calling once the lease is lost.
+    pub async fn objects<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, RunError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ctp_storage::StorageError>>,
+    {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            if self.lost() {
+                return Err(RunError::LeaseLost(format!(
+                    "lease on task {} lost while {what}",
+                    self.lease.task_id
+                )));
+            }
+            match op().await {
+                Ok(v) => {
+                    self.unhold();
+                    return Ok(v);
+                }
+                Err(e) if e.is_unavailable() => {
+                    self.hold();
+                    tracing::warn!(task_id = %self.lease.task_id, what,
+                        error.message = %crate::errors::error_chain(&e), retry_in = ?delay,
+                        "Object storage unavailable; training holds and the call is retried");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -165,20 +200,31 @@ impl Fence {
     /// point. The file is pinned first under a name of its own (a hard link that nothing
     /// writes again) and checked against `sha`, so the engine's next checkpoint cannot
     /// change what was recorded. The checkpoint it supersedes is removed.
-    pub async fn checkpoint(&self, path: &Path, step: i64, sha: &str) -> Result<(), StoreError> {
+    pub async fn checkpoint(&self, path: &Path, step: i64, sha: &str) -> Result<(), RunError> {
         let Some(pinned) = pin(path, step, sha).await else {
             return Ok(());
         };
         let text = self.state.data.to_stored(&pinned);
         let st = &self.state;
+        // Where a daemon on another host can resume from it (object storage) before the row
+        // names it; its name carries the claim's epoch and step, so no other claim writes it.
+        let published = self
+            .objects("storing the resume checkpoint", || {
+                st.objects.publish(&pinned, sha)
+            })
+            .await;
+        if let Err(e) = published {
+            let _ = std::fs::remove_file(&pinned);
+            return Err(e);
+        }
         let recorded = self
             .call("recording the resume checkpoint", || {
-                st.store.set_resume_checkpoint(&self.lease, &text, step)
+                st.store.set_resume_checkpoint(&self.lease, &text, step, sha)
             })
             .await;
         if let Err(e) = recorded {
             let _ = std::fs::remove_file(&pinned);
-            return Err(e);
+            return Err(e.into());
         }
         let old = self
             .recorded
@@ -186,9 +232,22 @@ impl Fence {
             .expect("fence lock")
             .replace(pinned.clone());
         if let Some(old) = old.filter(|o| *o != pinned) {
-            let _ = std::fs::remove_file(old);
+            let _ = std::fs::remove_file(&old);
+            self.delete_object(&old);
         }
         Ok(())
+    }
+
+    /// Deletes the object of a resume point this run superseded (object storage only).
+    fn delete_object(&self, local: &Path) {
+        if self.state.objects.is_local() {
+            return;
+        }
+        let (objects, key) = (
+            self.state.objects.clone(),
+            self.state.data.to_stored(local),
+        );
+        tokio::spawn(async move { objects.delete_superseded(&key).await });
     }
 
     /// Removes the recorded resume checkpoint: call once the job is finished, never
@@ -197,8 +256,10 @@ impl Fence {
         if self.lost() {
             return;
         }
-        if let Some(old) = self.recorded.lock().expect("fence lock").take() {
-            let _ = std::fs::remove_file(old);
+        let old = self.recorded.lock().expect("fence lock").take();
+        if let Some(old) = old {
+            let _ = std::fs::remove_file(&old);
+            self.delete_object(&old);
         }
     }
 
@@ -350,7 +411,7 @@ pub fn keep_alive(fence: Arc<Fence>) -> tokio::task::JoinHandle<()> {
                         fence.hold();
                     }
                     tracing::warn!(task_id = %fence.lease.task_id,
-                        error.message = %crate::api::status::error_chain(&e), "Heartbeat failed");
+                        error.message = %crate::errors::error_chain(&e), "Heartbeat failed");
                     retry = (retry * 2).min(MAX_BACKOFF);
                     retry.min(period)
                 }
@@ -394,7 +455,7 @@ pub async fn reap(state: Arc<AppState>) {
                 }
                 state.wake.notify_one();
             }
-            Err(e) => tracing::warn!(error.message = %crate::api::status::error_chain(&e),
+            Err(e) => tracing::warn!(error.message = %crate::errors::error_chain(&e),
                 "Reaping expired leases failed"),
         }
     }

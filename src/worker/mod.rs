@@ -8,24 +8,24 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+mod error;
 mod events;
 mod finish;
 mod gate;
 mod lease;
 mod orphans;
-pub mod replay;
 
 pub use crate::state::Running;
 pub use lease::{identity, reap, Fence};
-pub use orphans::clean_orphans;
+pub use error::RunError;
+pub use orphans::{clean_orphans, sweep_forever, Sweep};
 
-use crate::api::convert::{StoredEvent, TaskSettings};
 use crate::images::ImageLimits;
 use crate::state::AppState;
-use crate::store::{ClaimedJob, StoreError, VersionRow};
+use crate::store::{ClaimedJob, VersionRow};
+use crate::task::{ReplaySettings, StoredEvent, TaskSettings};
 use crate::taskdata::{self, StoredSample};
 use crate::trainer::{Control, ReplayPool, Sample, TrainOutcome, TrainRequest, VersionRef};
-use replay::ReplaySettings;
 
 /// Loop until shutdown: claim, run, repeat.
 pub async fn run(state: Arc<AppState>) {
@@ -69,28 +69,23 @@ async fn run_until_space(
     state: &Arc<AppState>,
     mut job: ClaimedJob,
     fence: &Fence,
-) -> Result<(), String> {
+) -> Result<(), RunError> {
     let mut wait = Duration::from_secs(2);
     let mut shutdown = state.hub.shutdown_signal();
     loop {
         let result = run_job(state, job.clone(), fence).await;
         let err = match result {
-            Err(e)
-                if crate::api::status::is_out_of_space(&e)
-                    && !state.is_draining()
-                    && !fence.lost() =>
-            {
-                e
-            }
+            Err(e) if e.is_out_of_space() && !state.is_draining() && !fence.lost() => e,
             other => {
                 state.storage.set_starved(false);
                 return other;
             }
         };
         state.storage.set_starved(true);
-        tracing::error!(task_id = %job.task.id, error.message = %err, retry_in_s = wait.as_secs(), "Out of disk space; the task waits and retries");
+        tracing::error!(task_id = %job.task.id, error.message = %err.chain(), retry_in_s = wait.as_secs(), "Out of disk space; the task waits and retries");
         let msg = format!(
-            "out of disk space ({err}); retrying in {} s",
+            "out of disk space ({}); retrying in {} s",
+            err.chain(),
             wait.as_secs()
         );
         let _ = fence.emit(StoredEvent::Log { message: msg }).await;
@@ -98,13 +93,15 @@ async fn run_until_space(
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => {
                 state.storage.set_starved(false);
-                return fence.release().await.map_err(store_err);
+                return Ok(fence.release().await?);
             }
         }
         wait = (wait * 2).min(Duration::from_secs(60));
         if fence.lost() {
             state.storage.set_starved(false);
-            return Err("lease lost while waiting for disk space".into());
+            return Err(RunError::LeaseLost(
+                "lease lost while waiting for disk space".into(),
+            ));
         }
         // Resume from the newest checkpoint the failed run recorded, if any.
         if let Some(p) = fence.recorded() {
@@ -116,8 +113,9 @@ async fn run_until_space(
 
 /// Records a run's failure (task FAILED, terminal event), unless its lease was lost: then
 /// the task belongs to another worker and nothing is written.
-async fn fail(fence: &Fence, e: String) {
+async fn fail(fence: &Fence, e: RunError) {
     let id = &fence.lease().task_id;
+    let e = e.chain();
     if fence.lost() {
         tracing::warn!(task_id = %id, error.message = %e, "Run stopped after losing its lease");
         return;
@@ -139,7 +137,7 @@ fn decode(
     samples: &[StoredSample],
     size: u32,
     limits: &ImageLimits,
-) -> Result<Vec<Sample>, String> {
+) -> Result<Vec<Sample>, RunError> {
     samples
         .iter()
         .enumerate()
@@ -149,46 +147,44 @@ fn decode(
                     pixels,
                     caption: s.caption.clone(),
                 })
-                .map_err(|e| format!("sample {i} ({}): {e}", s.id))
+                .map_err(|e| RunError::Data(format!("sample {i} ({}): {e}", s.id)))
         })
         .collect()
 }
 
 /// Reads a task's bundle (`stored`: its row's path) and decodes one split (`eval` or train)
-/// at the preset's image size.
+/// at the preset's image size. From object storage it is fetched into the local cache and
+/// verified against the hash its name carries; an outage holds the run until it is back.
 pub(super) async fn load_split(
     state: &AppState,
+    fence: &Fence,
     stored: &str,
     eval: bool,
     size: u32,
-) -> Result<Vec<Sample>, String> {
-    let path = state.data.resolve(stored);
+) -> Result<Vec<Sample>, RunError> {
+    let sha = crate::taskdata::bundle_sha(stored).unwrap_or_default();
+    let path = fence
+        .objects("fetching task data", || state.objects.local(stored, &sha))
+        .await?;
     let limits = state.image_limits();
     tokio::task::spawn_blocking(move || {
-        let all = taskdata::read_bundle(&path).map_err(|e| format!("task data: {e}"))?;
+        let all = taskdata::read_bundle(&path)
+            .map_err(|e| RunError::Data(format!("task data: {e}")))?;
         let split: Vec<StoredSample> = all.into_iter().filter(|s| s.eval == eval).collect();
         decode(&split, size, &limits)
     })
     .await
-    .map_err(|e| format!("decoding task data panicked: {e}"))?
+    .map_err(|e| RunError::Panicked {
+        what: "decoding task data",
+        why: e.to_string(),
+    })?
 }
 
-pub(super) fn store_err(e: StoreError) -> String {
-    crate::api::status::error_chain(&e)
-}
-
-/// Where a version's checkpoint is, in this data dir.
-pub fn version_ref(state: &AppState, v: &VersionRow) -> VersionRef {
-    VersionRef {
-        path: state.data.resolve(&v.checkpoint_path),
-        sha256: v.sha256.clone(),
-    }
-}
-
-async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Result<(), String> {
+async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Result<(), RunError> {
     let task = job.task.clone();
     let settings: TaskSettings =
-        serde_json::from_str(&task.settings_json).map_err(|e| format!("stored settings: {e}"))?;
+        serde_json::from_str(&task.settings_json)
+        .map_err(|e| RunError::Data(format!("stored settings: {e}")))?;
     let model_cfg = settings.model_config();
     let size = model_cfg.image_size as u32;
     let parent = match task.base_version {
@@ -197,8 +193,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
                 .call("reading the parent version", || {
                     state.store.get_version(&task.model, v)
                 })
-                .await
-                .map_err(store_err)?,
+                .await?,
         ),
         None => None,
     };
@@ -207,22 +202,18 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
             .call("reading the lineage", || {
                 state.store.lineage(&task.model, p.version)
             })
-            .await
-            .map_err(store_err)?,
+            .await?,
         None => Vec::new(),
     };
-    let samples = load_split(state, &task.data_dir, false, size).await?;
-    let replay = replay_pools(state, &settings.replay, &lineage, settings.batch_size, size).await?;
+    let samples = load_split(state, fence, &task.data_dir, false, size).await?;
+    let replay = replay_pools(state, fence, &settings.replay, &lineage, settings.batch_size, size)
+        .await?;
     // Files of this claim only (its epoch in the name): a stale worker never writes a file
     // another claim uses.
     let claim = format!("{}.{}", task.id, job.epoch);
     let resume_path = state.data.resume_checkpoint(&claim);
     lease::remove_earlier_scratch(&resume_path, &task.id, job.epoch);
-    let resume = job
-        .resume_checkpoint
-        .as_deref()
-        .map(|p| state.data.resolve(p))
-        .filter(|p| p.exists());
+    let resume = resume_point(state, fence, &job).await?;
     if let Some(step) = job.resume_step.filter(|_| resume.is_some()) {
         let msg = format!(
             "resuming from the step-{step} checkpoint (attempt {})",
@@ -230,8 +221,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
         );
         fence
             .emit(StoredEvent::Log { message: msg })
-            .await
-            .map_err(store_err)?;
+            .await?;
     }
     let control = fence.control().clone();
     if task.cancel_requested {
@@ -241,7 +231,10 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
         model: model_cfg.clone(),
         train: settings.train_config(),
         task_index: lineage.len() as i64,
-        parent: parent.as_ref().map(|p| version_ref(state, p)),
+        parent: match &parent {
+            Some(p) => Some(version_ref(state, fence, p).await?),
+            None => None,
+        },
         resume,
         samples,
         replay,
@@ -259,9 +252,10 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
         // Nothing more of this run can be recorded: stop training at the next step.
         control.store(Control::CANCEL, Ordering::SeqCst);
     }
-    let outcome = train
-        .await
-        .map_err(|e| format!("engine call panicked: {e}"))?;
+    let outcome = train.await.map_err(|e| RunError::Panicked {
+        what: "the engine call",
+        why: e.to_string(),
+    })?;
     *state.running.task.lock().expect("running lock poisoned") = None;
     let _ = std::fs::remove_file(&resume_path);
     if let (Err(_), Ok(TrainOutcome::Completed { version_path, .. })) = (&pumped, &outcome) {
@@ -269,7 +263,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
         let _ = std::fs::remove_file(version_path);
     }
     pumped?;
-    match outcome.map_err(|e| e.to_string())? {
+    match outcome? {
         TrainOutcome::Completed {
             version_path,
             sha256,
@@ -303,10 +297,12 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
         }
         // Stopped because another worker holds the task now: write nothing.
         TrainOutcome::Cancelled { step } if fence.lost() => {
-            Err(format!("lease lost; stopped at step {step}"))
+            Err(RunError::LeaseLost(format!(
+                "lease lost; stopped at step {step}"
+            )))
         }
         TrainOutcome::Cancelled { step } => {
-            fence.cancelled().await.map_err(store_err)?;
+            fence.cancelled().await?;
             fence.drop_resume_point();
             let ev = StoredEvent::Terminal {
                 state: "cancelled".into(),
@@ -314,7 +310,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
                 produced_version: None,
                 rejection: None,
             };
-            fence.emit(ev).await.map_err(store_err)?;
+            fence.emit(ev).await?;
             Ok(())
         }
         TrainOutcome::Paused { step, .. } => {
@@ -323,32 +319,83 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
             let msg = format!("daemon stopping; checkpointed at step {step}, training resumes there after restart or on another daemon");
             fence
                 .emit(StoredEvent::Log { message: msg })
-                .await
-                .map_err(store_err)?;
-            fence.release().await.map_err(store_err)?;
+                .await?;
+            fence.release().await?;
             Ok(())
         }
+    }
+}
+
+/// A verified local copy of a version's checkpoint (fetched into the cache from object
+/// storage; the data dir's own file otherwise).
+pub(super) async fn version_ref(
+    state: &AppState,
+    fence: &Fence,
+    v: &VersionRow,
+) -> Result<VersionRef, RunError> {
+    let path = fence
+        .objects("fetching a version checkpoint", || {
+            state.objects.local(&v.checkpoint_path, &v.sha256)
+        })
+        .await?;
+    Ok(VersionRef {
+        path,
+        sha256: v.sha256.clone(),
+    })
+}
+
+/// The checkpoint an interrupted run recorded, as a local file: from the data dir, or (object
+/// storage, recorded with its hash) fetched and verified, so a daemon on another host resumes
+/// exactly where the dead one stopped. `None` = start from step 0 (nothing recorded, or the
+/// file is gone).
+async fn resume_point(
+    state: &AppState,
+    fence: &Fence,
+    job: &ClaimedJob,
+) -> Result<Option<std::path::PathBuf>, RunError> {
+    let Some(stored) = job.resume_checkpoint.as_deref() else {
+        return Ok(None);
+    };
+    match job.resume_sha256.as_deref() {
+        Some(sha) if !state.objects.is_local() => {
+            let fetched = fence
+                .objects("fetching the resume checkpoint", || {
+                    state.objects.local(stored, sha)
+                })
+                .await;
+            match fetched {
+                Ok(p) => Ok(Some(p)),
+                Err(RunError::Objects(ctp_storage::StorageError::NotFound { .. })) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+        _ => Ok(Some(state.data.resolve(stored)).filter(|p| p.exists())),
     }
 }
 
 /// The replay pools of a task whose parent has `lineage` (root first, parent last).
 async fn replay_pools(
     state: &AppState,
+    fence: &Fence,
     settings: &ReplaySettings,
     lineage: &[VersionRow],
     batch_size: u32,
     size: u32,
-) -> Result<Vec<ReplayPool>, String> {
+) -> Result<Vec<ReplayPool>, RunError> {
     let per_batch = settings.per_task(lineage.len(), batch_size);
     if per_batch == 0 {
         return Ok(Vec::new());
     }
     let mut out = Vec::with_capacity(lineage.len());
     for v in lineage {
-        let t = state.store.get_task(&v.task_id).await.map_err(store_err)?;
-        let samples = load_split(state, &t.data_dir, false, size)
+        let t = state.store.get_task(&v.task_id).await?;
+        let samples = load_split(state, fence, &t.data_dir, false, size)
             .await
-            .map_err(|e| format!("replay of task {} ({}): {e}", t.id, t.name))?;
+            .map_err(|e| RunError::Replay {
+                task_id: t.id.clone(),
+                name: t.name.clone(),
+                source: Box::new(e),
+            })?;
         out.push(ReplayPool { samples, per_batch });
     }
     Ok(out)

@@ -1,4 +1,4 @@
-//! Startup cleanup of files a crash left behind.
+//! Cleanup of files a crash left behind: at startup, and every [`SWEEP_EVERY`] while running.
 //!
 //! Temp files (`.name.tmp`, written before an atomic rename) are deleted. A finished file that no
 //! row references is never deleted: it is moved to `<data dir>/quarantine/<time>/…`, where an
@@ -21,27 +21,81 @@ pub struct Cleanup {
     pub quarantined: usize,
 }
 
+/// How often a running daemon sweeps temp files left by a killed writer.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(300);
+
+/// How old a file must be before a sweep that may race a live writer touches it. Writers
+/// append to a temp file continuously, so one this old has no writer left.
+fn grace(state: &AppState) -> Duration {
+    Duration::from_secs(600.max(4 * state.settings.lease_seconds))
+}
+
+/// What a sweep may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    /// Startup: temp files and unreferenced finished files.
+    Startup,
+    /// While running: only temp files, and only those older than the grace period (this
+    /// daemon's own uploads and checkpoints are in flight).
+    Periodic,
+}
+
 /// Cleans the data dir of `state` against the rows of its store.
-pub async fn clean_orphans(state: &AppState) -> Result<Cleanup, StoreError> {
+pub async fn clean_orphans(state: &AppState, sweep: Sweep) -> Result<Cleanup, StoreError> {
     let referenced = state.store.referenced_files().await?;
     let data = state.data.clone();
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-    // Daemons sharing one Postgres may share the data dir: a peer's upload in flight is
-    // young and not yet referenced, so only files older than a grace period are touched.
-    let min_age = match state.store.backend() {
-        Backend::Sqlite => Duration::ZERO,
-        Backend::Postgres => Duration::from_secs(600.max(4 * state.settings.lease_seconds)),
+    // With SQLite the data dir is this daemon's alone (its lock says so) and nothing is in
+    // flight at startup. Daemons sharing one Postgres may share the data dir: a peer's upload
+    // in flight is young and not yet referenced, so only files older than a grace period are
+    // touched; so does every periodic sweep.
+    let min_age = match (state.store.backend(), sweep) {
+        (Backend::Sqlite, Sweep::Startup) => Duration::ZERO,
+        _ => grace(state),
     };
-    Ok(
-        tokio::task::spawn_blocking(move || clean(&data, &referenced, &stamp, min_age))
-            .await
-            .unwrap_or_default(),
-    )
+    let tmp_only = sweep == Sweep::Periodic;
+    let refs = referenced.clone();
+    let mut done = tokio::task::spawn_blocking(move || {
+        clean(&data, &refs, &stamp, min_age, tmp_only)
+    })
+    .await
+    .unwrap_or_default();
+    // The bucket is shared by daemons on other hosts: always the grace period. An outage
+    // only postpones the sweep.
+    match state.objects.sweep_bucket(&referenced, grace(state)).await {
+        Ok(b) => done.quarantined += b.quarantined,
+        Err(e) => tracing::warn!(error.message = %e, "Sweeping object storage failed; it is retried later"),
+    }
+    Ok(done)
 }
 
-/// Deletes temp files and quarantines unreferenced files under `data`.
+/// Sweeps temp files every [`SWEEP_EVERY`] until shutdown.
+pub async fn sweep_forever(state: std::sync::Arc<AppState>) {
+    let mut shutdown = state.hub.shutdown_signal();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            _ = shutdown.changed() => return,
+        }
+        match clean_orphans(&state, Sweep::Periodic).await {
+            Ok(c) if c.removed_tmp > 0 => {
+                tracing::info!(removed_tmp = c.removed_tmp, "Periodic sweep")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error.message = %crate::errors::error_chain(&e), "Periodic sweep failed; retrying later"),
+        }
+    }
+}
+
+/// Deletes temp files and (unless `tmp_only`) quarantines unreferenced files under `data`.
 /// Files modified less than `min_age` ago are left alone.
-pub fn clean(data: &DataDir, referenced: &[String], stamp: &str, min_age: Duration) -> Cleanup {
+pub fn clean(
+    data: &DataDir,
+    referenced: &[String],
+    stamp: &str,
+    min_age: Duration,
+    tmp_only: bool,
+) -> Cleanup {
     let keep: HashSet<PathBuf> = referenced.iter().map(|r| data.resolve(r)).collect();
     let mut done = Cleanup::default();
     for sub in SUBDIRS {
@@ -65,6 +119,9 @@ pub fn clean(data: &DataDir, referenced: &[String], stamp: &str, min_age: Durati
                     done.removed_tmp += 1;
                     tracing::info!(path = %path.display(), "Removed temp file");
                 }
+                continue;
+            }
+            if tmp_only {
                 continue;
             }
             let rel = path.strip_prefix(data.root()).unwrap_or(&path);
@@ -131,9 +188,25 @@ mod tests {
             "/old/home/d/versions/m/t0.safetensors".to_string(),
         ];
         // A grace period protects everything young.
-        let nothing = clean(&data, &[], "T", Duration::from_secs(3600));
+        let nothing = clean(&data, &[], "T", Duration::from_secs(3600), false);
         assert_eq!(nothing, Cleanup::default());
-        let done = clean(&data, &referenced, "T", Duration::ZERO);
+        // A periodic sweep removes temp files only: the orphan waits for a startup.
+        let orphan_copy = data.bundle("cc");
+        touch(&orphan_copy);
+        let temp2 = data.root().join("resume/.t1.3.safetensors.9.tmp");
+        touch(&temp2);
+        let periodic = clean(&data, &referenced, "T", Duration::ZERO, true);
+        assert_eq!(
+            periodic,
+            Cleanup {
+                removed_tmp: 2,
+                quarantined: 0
+            }
+        );
+        assert!(orphan_copy.exists() && !temp2.exists());
+        std::fs::remove_file(&orphan_copy).unwrap();
+        touch(&temp);
+        let done = clean(&data, &referenced, "T", Duration::ZERO, false);
         assert_eq!(
             done,
             Cleanup {

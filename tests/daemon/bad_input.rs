@@ -1,6 +1,6 @@
 //! Every bad-input case gets INVALID_ARGUMENT naming the sample and reason, and a rejected
 //! upload leaves nothing behind.
-use ctp::api::pb;
+use ctp_api::pb;
 use tonic::Code;
 
 use crate::helpers::*;

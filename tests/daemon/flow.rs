@@ -1,6 +1,6 @@
 //! submit → watch → version with accuracy row and forgetting → second task → rollback → third
 //! task trains from the rolled-back version; idempotent resubmit.
-use ctp::api::pb;
+use ctp_api::pb;
 use tonic::Code;
 
 use crate::helpers::*;

@@ -1,7 +1,7 @@
 //! Issue #10 through the daemon: the promotion gate refuses a version by itself (visible in
 //! GetTask, WatchTask and ListVersions; an admin can still promote it), and replay is a task
 //! setting that trains, is reported back, and is validated.
-use ctp::api::pb;
+use ctp_api::pb;
 use tonic::Code;
 
 use crate::helpers::*;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ctp::api::pb::{self, continual_trainer_client::ContinualTrainerClient};
+use ctp_api::pb::{self, continual_trainer_client::ContinualTrainerClient};
 use ctp::app::Application;
 use ctp::config::{Overrides, Settings};
 use tonic::transport::Channel;

@@ -1,7 +1,7 @@
 //! String length limits are the same on both backends and checked before anything is
 //! stored: a too-long idempotency key, sample id or rollback reason is INVALID_ARGUMENT,
 //! and a key at the limit works everywhere.
-use ctp::api::pb;
+use ctp_api::pb;
 use tonic::Code;
 
 use crate::helpers::*;

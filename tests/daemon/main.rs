@@ -1,9 +1,19 @@
-//! Integration tests: the real daemon, driven through the generated gRPC client, on SQLite and
-//! on a real Postgres started by the test itself.
+//! Integration tests that start `ctpd`: in-process (`Application` on port 0) or as separate
+//! processes, driven through the generated gRPC client, `ctpctl`, the Python client or a
+//! browser, on SQLite and on a real Postgres started by the test itself. One test binary
+//! (each links libtorch; see docs/results.md, "Build and test time").
+mod backup;
 mod bad_input;
+mod crash;
+mod ctpctl;
+mod dashboard;
+mod disk_full;
 mod flow;
 mod gate_replay;
 mod helpers;
 mod limits;
+mod pg_daemons;
+mod python_client;
 mod reliability;
 mod service;
+mod tls;

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ctp::api::pb;
+use ctp_api::pb;
 use tonic::Code;
 
 use crate::helpers::*;

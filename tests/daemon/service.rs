@@ -1,5 +1,5 @@
 //! Health, reflection, cancellation, watch replay, auth, message limits.
-use ctp::api::pb;
+use ctp_api::pb;
 use tonic::Code;
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,

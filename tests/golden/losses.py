@@ -2,7 +2,7 @@
 
 Usage: python losses.py INPUT.safetensors OUTPUT.json
 The formulas follow the authors' code (KevinLight831/CTP, models/clip_pretrain.py) as described in
-shared/docs/ctp-method.md §2, written with torch.nn.functional and nn.KLDivLoss independently of
+docs/method.md ("Losses"), written with torch.nn.functional and nn.KLDivLoss independently of
 the Rust implementation.
 """
 import json

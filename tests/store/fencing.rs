@@ -40,7 +40,7 @@ async fn stale_worker_writes_are_refused(store: Store) {
     let task = submit(&store, "m", "t", None).await;
     let stale = claim_expired(&store, "a").await;
     store
-        .set_resume_checkpoint(&stale.lease(), "/r/t.1.3.safetensors", 3)
+        .set_resume_checkpoint(&stale.lease(), "/r/t.1.3.safetensors", 3, "ab03")
         .await
         .unwrap();
     // The reaper of another daemon requeues it; that daemon claims it.
@@ -86,7 +86,7 @@ async fn stale_worker_writes_are_refused(store: Store) {
     assert_lost("sync", store.record_sync(&old, &sync).await);
     assert_lost(
         "resume point",
-        store.set_resume_checkpoint(&old, "/r/stale", 6).await,
+        store.set_resume_checkpoint(&old, "/r/stale", 6, "ab06").await,
     );
     assert_lost("cancel ack", store.mark_cancelled(&old).await);
     assert_lost("fail", store.fail_job(&old, "stale").await);
@@ -184,7 +184,7 @@ async fn released_job_resumes_in_place(store: Store) {
     let later = submit(&store, "m", "later", None).await;
     let job = store.claim_next_job("w", LEASE).await.unwrap().unwrap();
     store
-        .set_resume_checkpoint(&job.lease(), "/r/t.1.6.safetensors", 6)
+        .set_resume_checkpoint(&job.lease(), "/r/t.1.6.safetensors", 6, "ab06")
         .await
         .unwrap();
     store.release_job(&job.lease()).await.unwrap();

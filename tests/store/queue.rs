@@ -122,7 +122,7 @@ async fn requeue_keeps_resume_checkpoint(store: Store) {
     let job = store.claim_next_job("old", LEASE).await.unwrap().unwrap();
     assert_eq!(job.resume_checkpoint, None);
     store
-        .set_resume_checkpoint(&job.lease(), "/data/resume/t-40.safetensors", 40)
+        .set_resume_checkpoint(&job.lease(), "/data/resume/t-40.safetensors", 40, "ab40")
         .await
         .unwrap();
     let started_at = store.get_task(&task.id).await.unwrap().started_at;
@@ -148,6 +148,8 @@ async fn requeue_keeps_resume_checkpoint(store: Store) {
         resumed.resume_checkpoint.as_deref(),
         Some("/data/resume/t-40.safetensors")
     );
+    // Its hash travels with it, for a daemon that fetches it from object storage.
+    assert_eq!(resumed.resume_sha256.as_deref(), Some("ab40"));
     assert_eq!(resumed.resume_step, Some(40));
     assert_eq!(resumed.task.started_at, started_at);
 
@@ -222,7 +224,7 @@ async fn fail_task_is_terminal(store: Store) {
     let err = store.fail_task(&task.id, "again").await.unwrap_err();
     assert!(matches!(err, StoreError::FailedPrecondition(_)), "{err:?}");
     let err = store
-        .set_resume_checkpoint(&job.lease(), "/x", 1)
+        .set_resume_checkpoint(&job.lease(), "/x", 1, "ab01")
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");

@@ -66,6 +66,8 @@ pub enum Command {
     Gate(GateArgs),
     /// Cancel a queued or running task.
     Cancel(TaskIdArg),
+    /// Have the daemon write a consistent backup (database + files) to a directory on its host.
+    Backup(BackupArgs),
     /// Embed images and/or texts with a version.
     Embed(EmbedArgs),
     /// Rank the images of a folder against a text query.
@@ -241,6 +243,14 @@ pub struct GateArgs {
     /// Remove the gate.
     #[arg(long, conflicts_with_all = ["max_avg_forgetting", "min_union_rm", "max_rm_drop"])]
     pub clear: bool,
+}
+
+/// `backup` arguments.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Absolute path of a new or empty directory on the DAEMON's host (needs the admin scope).
+    #[arg(long)]
+    pub to: String,
 }
 
 /// `rollback` arguments.

@@ -5,7 +5,7 @@ use serde_json::json;
 use super::args::{EmojiclExportArgs, FormatArg};
 use super::error::{CliError, CliResult};
 use super::output::print_json;
-use crate::datasets::emojicl::{self, ExportFormat, Options};
+use ctp_datasets::emojicl::{self, ExportFormat, Options};
 
 /// Turns the flags into builder options (empty `--tasks` = all nine, in order).
 pub fn options(args: &EmojiclExportArgs) -> CliResult<Options> {

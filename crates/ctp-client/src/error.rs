@@ -115,8 +115,8 @@ impl From<tonic::Status> for CliError {
     }
 }
 
-impl From<crate::datasets::DatasetError> for CliError {
-    fn from(e: crate::datasets::DatasetError) -> Self {
+impl From<ctp_datasets::DatasetError> for CliError {
+    fn from(e: ctp_datasets::DatasetError) -> Self {
         CliError::Local(e.to_string())
     }
 }

@@ -4,19 +4,16 @@
 //! - [`args`]: the command grammar (clap); [`error`]: one-line errors and exit codes.
 //! - [`conn`]: connection, TLS and the bearer-token interceptor.
 //! - [`submit`]: dataset upload; [`watch`] + [`view`]: following a task with reconnects.
-//! - [`tasks`]: tasks/versions/rollback/cancel; [`embed`]: embed/search/health.
+//! - [`tasks`]: tasks/versions/rollback/cancel; [`embed`]: embed/search/health;
+//!   [`backup`]: a snapshot written by the daemon on its host.
 //! - [`report`]: the HTML + PNG report; [`emojicl`]: benchmark export (offline).
 //!
 //! Human-readable output goes to stdout (results) and stderr (progress, notes); `--json`
 //! puts machine-readable JSON on stdout and keeps stderr for errors only.
 use std::process::ExitCode;
 
-/// The generated `ctp.v1` API (the `ctp-api` crate).
-pub use ctp_api::pb;
-/// Dataset readers and the EmojiCL export (the `ctp-datasets` crate).
-pub use ctp_datasets as datasets;
-
 pub mod args;
+pub mod backup;
 pub mod conn;
 pub mod embed;
 pub mod emojicl;
@@ -103,7 +100,7 @@ pub async fn execute(cli: &Cli) -> CliResult<u8> {
     }
     if let Command::Submit(a) = &cli.command {
         // Validate the dataset before connecting: a bad path should not need a daemon.
-        crate::datasets::detect(&a.path).map_err(CliError::from)?;
+        ctp_datasets::detect(&a.path).map_err(CliError::from)?;
     }
     let conn = Connection::open(cli).await?;
     let mut client = conn.client();
@@ -126,6 +123,7 @@ pub async fn execute(cli: &Cli) -> CliResult<u8> {
         Command::Rollback(a) => tasks::rollback(&mut client, a, json).await?,
         Command::Gate(a) => gate::gate(&mut client, a, json).await?,
         Command::Cancel(a) => tasks::cancel(&mut client, &a.task_id, json).await?,
+        Command::Backup(a) => backup::backup(&mut client, a, json).await?,
         Command::Embed(a) => embed::embed(&mut client, a, json).await?,
         Command::Search(a) => embed::search(&mut client, a, json).await?,
         Command::Health(a) => return embed::health(&conn, a, json).await,

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::args::{BnPolicyArg, MethodArg, SubmitArgs};
 use super::conn::Client;
 use super::error::{CliError, CliResult};
-use crate::datasets::{self, DatasetSample, Source, Split, Summary};
+use ctp_datasets::{self as datasets, DatasetSample, Source, Split, Summary};
 use ctp_api::pb;
 
 /// Default held-out fraction when the dataset states no splits.

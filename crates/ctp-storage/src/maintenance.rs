@@ -40,6 +40,25 @@ impl Storage {
         )))
     }
 
+    /// Deletes the object of `key`, for objects that their writer itself superseded (a
+    /// task's older resume checkpoint once a newer one is recorded). Orphans are never
+    /// deleted: see [`quarantine`](Self::quarantine). A missing object is not an error.
+    ///
+    /// # Errors
+    /// `Invalid`, `Unavailable`, `Denied`, `Io`.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        validate_key(key)?;
+        match &self.inner.backend {
+            Backend::Local(l) => match std::fs::remove_file(l.path(key)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(StorageError::io(&l.path(key), e))
+                }
+                _ => Ok(()),
+            },
+            Backend::S3(b) => b.delete(key).await,
+        }
+    }
+
     /// A cheap health check: one request without retries (S3), or a look at the folder.
     /// `Err` means NOT_SERVING until it passes again.
     ///

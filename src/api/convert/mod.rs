@@ -1,128 +1,69 @@
-//! Conversions between `pb` messages and the store's rows, plus the JSON shapes persisted in
-//! the store's opaque columns (progress, events); task settings live in `settings`.
-use std::collections::BTreeMap;
-
+//! Every conversion between `ctp.v1` messages and the daemon's own types (store rows, the task
+//! domain's settings and events); task settings are in `settings`.
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use ctp_api::pb;
 
-use super::pb;
 use super::status::ApiError;
 use crate::store::{EvalRow, HeadChange, TaskRow, TaskState, VersionRow};
+use crate::task::{ProgressInfo, StoredEvent, TaskEvent, TaskSettings};
 
 mod settings;
-pub use settings::{bounds, TaskSettings};
+pub use settings::{settings_from_pb, settings_to_pb};
 
-/// Latest progress of a task, stored as `progress_json` and sent in events.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ProgressInfo {
-    pub epoch: u32,
-    pub total_epochs: u32,
-    pub step: u64,
-    pub total_steps: u64,
-    pub eta_seconds: Option<f64>,
-    pub losses: BTreeMap<String, f64>,
-    pub samples_per_second: f64,
-    pub momentum_syncs: u64,
-    pub resumed_from_step: Option<u64>,
-    /// Drift at the latest drift check (rows written before it existed have none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drift: Option<f64>,
-}
-
-impl ProgressInfo {
-    pub fn to_pb(&self) -> pb::Progress {
-        pb::Progress {
-            epoch: self.epoch,
-            total_epochs: self.total_epochs,
-            step: self.step,
-            total_steps: self.total_steps,
-            percent: if self.total_steps == 0 {
-                0.0
-            } else {
-                100.0 * self.step as f64 / self.total_steps as f64
-            },
-            eta_seconds: self.eta_seconds,
-            losses: self.losses.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            samples_per_second: self.samples_per_second,
-            momentum_syncs: self.momentum_syncs,
-            resumed_from_step: self.resumed_from_step,
-            drift: self.drift,
-        }
+/// A task's progress as sent on the wire.
+pub fn progress_to_pb(p: &ProgressInfo) -> pb::Progress {
+    pb::Progress {
+        epoch: p.epoch,
+        total_epochs: p.total_epochs,
+        step: p.step,
+        total_steps: p.total_steps,
+        percent: p.percent(),
+        eta_seconds: p.eta_seconds,
+        losses: p.losses.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        samples_per_second: p.samples_per_second,
+        momentum_syncs: p.momentum_syncs,
+        resumed_from_step: p.resumed_from_step,
+        drift: p.drift,
     }
 }
 
-/// What a persisted task event holds (`task_events.kind` + `payload_json`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum StoredEvent {
-    Progress(ProgressInfo),
-    Sync {
-        step: u64,
-        k: u64,
-        drift: f64,
-        threshold: f64,
-        duration_ms: f64,
-    },
-    Terminal {
-        state: String,
-        error: String,
-        produced_version: Option<i64>,
-        /// Why the promotion gate refused the produced version (absent = accepted).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        rejection: Option<String>,
-    },
-    Log {
-        message: String,
-    },
-}
-
-impl StoredEvent {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            StoredEvent::Progress(_) => "progress",
-            StoredEvent::Sync { .. } => "sync",
-            StoredEvent::Terminal { .. } => "terminal",
-            StoredEvent::Log { .. } => "log",
-        }
-    }
-
-    pub fn to_pb(&self, seq: i64, at: DateTime<Utc>) -> pb::TaskEvent {
-        use pb::task_event::Event;
-        let event = match self {
-            StoredEvent::Progress(p) => Event::Progress(p.to_pb()),
-            StoredEvent::Sync {
-                step,
-                k,
-                drift,
-                threshold,
-                duration_ms,
-            } => Event::Sync(pb::MomentumSync {
-                step: *step,
-                k: *k,
-                drift: *drift,
-                threshold: *threshold,
-                duration_ms: *duration_ms,
-            }),
-            StoredEvent::Terminal {
-                state,
-                error,
-                produced_version,
-                rejection,
-            } => Event::Terminal(pb::Terminal {
-                state: state_to_pb(state.parse().unwrap_or(TaskState::Failed)) as i32,
-                error: error.clone(),
-                produced_version: *produced_version,
-                rejection_reason: rejection.clone(),
-            }),
-            StoredEvent::Log { message } => Event::Log(pb::Log {
-                message: message.clone(),
-            }),
-        };
-        pb::TaskEvent {
-            seq: seq as u64,
-            time: Some(timestamp(at)),
-            event: Some(event),
-        }
+/// A stored event (with its seq and time) as `WatchTask` sends it.
+pub fn event_to_pb(e: &TaskEvent) -> pb::TaskEvent {
+    use pb::task_event::Event;
+    let event = match &e.event {
+        StoredEvent::Progress(p) => Event::Progress(progress_to_pb(p)),
+        StoredEvent::Sync {
+            step,
+            k,
+            drift,
+            threshold,
+            duration_ms,
+        } => Event::Sync(pb::MomentumSync {
+            step: *step,
+            k: *k,
+            drift: *drift,
+            threshold: *threshold,
+            duration_ms: *duration_ms,
+        }),
+        StoredEvent::Terminal {
+            state,
+            error,
+            produced_version,
+            rejection,
+        } => Event::Terminal(pb::Terminal {
+            state: state_to_pb(state.parse().unwrap_or(TaskState::Failed)) as i32,
+            error: error.clone(),
+            produced_version: *produced_version,
+            rejection_reason: rejection.clone(),
+        }),
+        StoredEvent::Log { message } => Event::Log(pb::Log {
+            message: message.clone(),
+        }),
+    };
+    pb::TaskEvent {
+        seq: e.seq as u64,
+        time: Some(timestamp(e.at)),
+        event: Some(event),
     }
 }
 
@@ -163,7 +104,7 @@ pub fn task_to_pb(t: &TaskRow) -> pb::Task {
         model: t.model.clone(),
         name: t.name.clone(),
         state: state_to_pb(t.state) as i32,
-        progress: Some(progress.to_pb()),
+        progress: Some(progress_to_pb(&progress)),
         created_at: Some(timestamp(t.created_at)),
         started_at: t.started_at.map(timestamp),
         finished_at: t.finished_at.map(timestamp),
@@ -173,7 +114,7 @@ pub fn task_to_pb(t: &TaskRow) -> pb::Task {
         n_train: t.n_train as u64,
         n_eval: t.n_eval as u64,
         seed: settings.as_ref().map_or(0, |s| s.seed),
-        settings: settings.map(|s| s.to_pb()),
+        settings: settings.as_ref().map(settings_to_pb),
         idempotency_key: t.idempotency_key.clone(),
         cancel_requested: t.cancel_requested,
         rejection_reason: t.rejected_reason.clone(),
@@ -236,5 +177,16 @@ pub fn head_change_to_pb(h: &HeadChange) -> pb::HeadChange {
         at: Some(timestamp(h.at)),
         who: h.who.clone(),
         reason: h.reason.clone(),
+    }
+}
+
+pub fn backup_to_pb(b: &crate::backup::Backup) -> pb::BackupResponse {
+    pb::BackupResponse {
+        path: b.path.display().to_string(),
+        files: b.manifest.files.len() as u64,
+        bytes: b.manifest.total_bytes(),
+        schema_version: b.manifest.schema_version,
+        created_at: Some(timestamp(b.created_at)),
+        database_sha256: b.manifest.database.sha256.clone(),
     }
 }

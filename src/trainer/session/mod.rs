@@ -1,4 +1,4 @@
-//! One task's training run: the CTP step (ctp-method.md §2.7) in a resumable loop.
+//! One task's training run: the CTP step (docs/method.md, "One training step") in a resumable loop.
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -85,7 +85,7 @@ impl Session {
                         "parent version lacks {missing:?}"
                     )));
                 }
-                // The queue carries over (§3: never reset between tasks), resized to this
+                // The queue carries over (never reset between tasks: docs/method.md, "Feature queue"), resized to this
                 // task's queue_size by keeping its newest rows.
                 queue.carry_over(
                     ck.get("queue.image")?,

@@ -16,6 +16,7 @@ pub struct Mock {
     pub submitted: Mutex<Vec<pb::SubmitTaskRequest>>,
     pub tokens: Mutex<Vec<String>>,
     pub embeds: Mutex<Vec<pb::EmbedRequest>>,
+    pub backups: Mutex<Vec<pb::BackupRequest>>,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
@@ -188,6 +189,21 @@ impl ContinualTrainer for Served {
     }
     async fn get_server_info(&self, _: Request<pb::GetServerInfoRequest>) -> Reply<pb::ServerInfo> {
         Err(Status::unimplemented("mock"))
+    }
+    async fn backup(&self, req: Request<pb::BackupRequest>) -> Reply<pb::BackupResponse> {
+        let r = req.into_inner();
+        self.backups.lock().unwrap().push(r.clone());
+        if r.path == "/full" {
+            return Err(Status::failed_precondition("backup target /full exists and is not an empty directory; name a new or empty one"));
+        }
+        Ok(Response::new(pb::BackupResponse {
+            path: r.path,
+            files: 3,
+            bytes: 4096,
+            schema_version: 20261130003000,
+            created_at: Some(prost_types::Timestamp { seconds: 1_800_000_000, nanos: 0 }),
+            database_sha256: "ab".repeat(32),
+        }))
     }
     async fn rollback(&self, _: Request<pb::RollbackRequest>) -> Reply<pb::RollbackResponse> {
         Err(Status::aborted("head moved"))

@@ -107,18 +107,18 @@ async fn submit_streams_header_then_chunks_with_token() {
     let addr = serve(mock.clone()).await;
     let dir = tempfile::tempdir().unwrap();
     let shard = dir.path().join("data.tar");
-    let mut w = crate::datasets::webdataset::ShardWriter::create(&shard).unwrap();
+    let mut w = ctp_datasets::webdataset::ShardWriter::create(&shard).unwrap();
     for i in 0..5u8 {
         let mut image = b"\x89PNG\r\n\x1a\n".to_vec();
         image.extend(vec![i; 100]);
-        w.append(&crate::datasets::DatasetSample {
+        w.append(&ctp_datasets::DatasetSample {
             image,
             caption: format!("caption {i}"),
             id: format!("s{i}"),
             split: Some(if i == 0 {
-                crate::datasets::Split::Eval
+                ctp_datasets::Split::Eval
             } else {
-                crate::datasets::Split::Train
+                ctp_datasets::Split::Train
             }),
         })
         .unwrap();
@@ -204,6 +204,33 @@ async fn search_pins_the_query_version() {
     assert_eq!(calls.len(), 2);
     assert_eq!((calls[0].texts.len(), calls[0].version), (1, None));
     assert_eq!((calls[1].images.len(), calls[1].version), (3, Some(7)));
+}
+
+/// `backup --to` sends the path as written (it is on the daemon's host); a relative one is
+/// refused locally, a daemon refusal exits 2.
+#[tokio::test]
+async fn backup_sends_the_daemon_side_path() {
+    let mock = Arc::new(Mock::default());
+    let addr = serve(mock.clone()).await;
+    let run = |to: &str| execute_owned(cli(&addr, &["--json", "backup", "--to", to]));
+    assert_eq!(run("/srv/backups/ctp-1").await.unwrap(), error::EXIT_OK);
+    let e = run("relative/dir").await.unwrap_err();
+    assert_eq!(e.exit_code(), error::EXIT_LOCAL);
+    assert!(e.to_string().contains("not an absolute path"), "{e}");
+    let e = run("/full").await.unwrap_err();
+    assert_eq!(e.exit_code(), error::EXIT_REJECTED);
+    assert!(e.to_string().starts_with("FAILED_PRECONDITION: backup target /full"), "{e}");
+    let sent: Vec<String> = mock.backups.lock().unwrap().iter().map(|b| b.path.clone()).collect();
+    assert_eq!(sent, vec!["/srv/backups/ctp-1", "/full"]);
+    let line = backup::describe(&pb::BackupResponse {
+        path: "/b".into(),
+        files: 2,
+        bytes: 10,
+        schema_version: 5,
+        created_at: None,
+        database_sha256: String::new(),
+    });
+    assert!(line.contains("ctpd restore --from /b --data-dir NEW"), "{line}");
 }
 
 #[test]

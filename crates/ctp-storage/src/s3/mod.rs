@@ -329,6 +329,15 @@ impl S3Backend {
         Ok(out)
     }
 
+    /// Deletes `key` (a missing object is not an error).
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) => Ok(()),
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StorageError::from_store("delete", key, e)),
+        }
+    }
+
     /// Copies `key` to `to` create-only, then deletes `key`; `false` if `to` exists.
     pub async fn rename_no_replace(&self, key: &str, to: &str) -> Result<bool> {
         let (from, dst) = (self.path(key), self.path(to));
