@@ -1,4 +1,4 @@
-"""Against a live daemon at $CTP_ADDR (tests/python_client.rs starts one with the tiny
+"""Against a live daemon at $CTP_ADDR (tests/daemon/python_client.rs starts one with the tiny
 preset and runs these); skipped without it."""
 import os
 import unittest

@@ -14,8 +14,8 @@
 //! (named by the cell's knobs, device and results folder), every task is submitted with an
 //! idempotency key, and the daemon writes mid-task checkpoints. A killed run started again
 //! finds the finished tasks' versions, the interrupted task resumes from its last checkpoint
-//! (exactly: `tests/engine.rs`, `tests/crash.rs`), and only the rest trains. The folder is
-//! deleted once the cell file is written.
+//! (exactly: `tests/engine/main.rs`, `tests/daemon/crash.rs`), and only the rest trains. The
+//! folder is deleted once the cell file is written.
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
