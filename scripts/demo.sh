@@ -17,7 +17,8 @@ if [ -n "${CTP_DEMO_BIN:-}" ]; then
   bin="$CTP_DEMO_BIN"
 else
   echo "== building ctpd and ctpctl" >&2
-  cargo build --bins -q
+  # The same units `cargo test` (scripts/test.sh) builds: nothing is compiled twice.
+  cargo build -q --bin ctpd --bin ctpctl
   bin="$CARGO_TARGET_DIR/debug"
 fi
 work="${CTP_DEMO_DIR:-$PWD/out/ctp-demo}"

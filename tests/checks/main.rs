@@ -1,7 +1,9 @@
 //! Checks that start no daemon and train nothing: the source files' layering (`layering`),
-//! deploy/ against the real settings and flags (`deploy`), and a bounded fuzz pass over every
-//! parser of untrusted bytes (`fuzz`). One test binary: every test binary of this package links
+//! deploy/ against the real settings and flags (`deploy`), a bounded fuzz pass over every
+//! parser of untrusted bytes (`fuzz`), and that builds without tests reuse the tests' compiled
+//! dependencies (`features`). One test binary: every test binary of this package links
 //! libtorch, so fewer binaries link faster (docs/results.md, "Build and test time").
 mod deploy;
+mod features;
 mod fuzz;
 mod layering;

@@ -1,9 +1,10 @@
 //! Binaries of other workspace packages. `CARGO_BIN_EXE_*` only names the binaries of the
-//! package under test (ctp: ctpd, ctp-bench); `ctpctl` lives in `crates/ctpctl`, so it is
-//! built here once per test process with `cargo build --bin ctpctl` (a no-op when it is up to
-//! date, and never stale after an edit of the client) and found next to this test's `deps/`.
-//! No `-p ctpctl`: building it with the whole workspace selected keeps the dependencies'
-//! features the same as `cargo test`'s, so nothing is compiled twice.
+//! package under test (ctp: ctpd); `ctpctl` lives in `crates/ctpctl`, so it is built here once
+//! per test process with `cargo build --bin ctpd --bin ctpctl` (a no-op when it is up to date,
+//! and never stale after an edit of the client) and found next to this test's `deps/`.
+//! `--bin ctpd` too: with the daemon's package in the build, cargo gives every dependency the
+//! features `cargo test` gave it, so nothing is compiled twice (`--bin ctpctl` alone resolved
+//! ~30 host-side units, prost-build and tempfile among them, with other features).
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -20,7 +21,7 @@ pub fn ctpctl() -> PathBuf {
             .expect("test executable lives in <target>/<profile>/deps");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args(["build", "--quiet", "--bin", "ctpctl"])
+        cmd.args(["build", "--quiet", "--bin", "ctpd", "--bin", "ctpctl"])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         // The environment cargo gives a test process (this package's CARGO_PKG_*, OUT_DIR, …)
         // is not a build's: passed on, it makes the nested build see changed inputs and
@@ -41,8 +42,13 @@ pub fn ctpctl() -> PathBuf {
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
-        let status = cmd.status().expect("running cargo build --bin ctpctl");
-        assert!(status.success(), "cargo build --bin ctpctl failed");
+        let status = cmd
+            .status()
+            .expect("running cargo build --bin ctpd --bin ctpctl");
+        assert!(
+            status.success(),
+            "cargo build --bin ctpd --bin ctpctl failed"
+        );
         let bin = profile_dir.join("ctpctl");
         assert!(bin.exists(), "{} was not built", bin.display());
         bin
