@@ -95,7 +95,9 @@ impl From<ctp_storage::StorageError> for ApiError {
             S::NotFound { key } => ApiError::NotFound(format!("object {key} not found")),
             S::NotAllowed { .. } | S::Invalid(_) => ApiError::Invalid(e.to_string()),
             S::TooLarge { .. } => ApiError::ResourceExhausted(e.to_string()),
-            S::Denied { .. } => ApiError::FailedPrecondition(e.to_string()),
+            S::Denied { .. } | S::Corrupt { .. } | S::Conflict { .. } => {
+                ApiError::FailedPrecondition(e.to_string())
+            }
             e => ApiError::Internal(error_chain(&e)),
         }
     }

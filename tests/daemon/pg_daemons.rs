@@ -14,25 +14,37 @@ use ctp_api::pb;
 use sqlx::{Connection, PgConnection};
 
 /// Training: 16 samples, 13 for training in batches of 5 = 3 steps an epoch.
-const EPOCHS: u32 = 30;
+pub(crate) const EPOCHS: u32 = 30;
 /// Resume checkpoints every this many steps.
 const CHECKPOINT_EVERY: i64 = 3;
 
 /// The tests run one at a time: each trains on CPU, and together they would starve each
 /// other's daemons (CI has 2 cores).
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One `ctpd` process; killed when dropped.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
-    worker: String,
-    addr: String,
+    pub(crate) worker: String,
+    pub(crate) addr: String,
 }
 
 impl Daemon {
     /// Starts `ctpd` on `url` with data in `dir` and the given lease (seconds) and worker
     /// id (`None`: the default identity, host name and port).
     fn start(dir: &Path, url: &str, port: u16, lease: u64, worker: Option<&str>) -> Daemon {
+        Daemon::start_with(dir, url, port, lease, worker, &[])
+    }
+
+    /// [`Daemon::start`] with more environment (`CTP__…` settings).
+    pub(crate) fn start_with(
+        dir: &Path,
+        url: &str,
+        port: u16,
+        lease: u64,
+        worker: Option<&str>,
+        env: &[(String, String)],
+    ) -> Daemon {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ctpd"));
         cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--device", "cpu"])
             .arg("--data-dir")
@@ -54,6 +66,7 @@ impl Daemon {
         if let Some(w) = worker {
             cmd.env("CTP__WORKER_ID", format!("{w:?}"));
         }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         Daemon {
             child: cmd.spawn().unwrap(),
             worker: worker.unwrap_or_default().to_owned(),
@@ -67,7 +80,7 @@ impl Daemon {
         rustix::process::kill_process(pid, sig).unwrap();
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
@@ -82,15 +95,15 @@ impl Drop for Daemon {
 
 /// The job row of a task, as the test reads it straight from the database.
 #[derive(Debug, Clone, sqlx::FromRow)]
-struct Job {
-    state: String,
-    worker_id: Option<String>,
-    lease_epoch: i64,
-    lease_until: Option<DateTime<Utc>>,
-    resume_step: Option<i64>,
+pub(crate) struct Job {
+    pub(crate) state: String,
+    pub(crate) worker_id: Option<String>,
+    pub(crate) lease_epoch: i64,
+    pub(crate) lease_until: Option<DateTime<Utc>>,
+    pub(crate) resume_step: Option<i64>,
 }
 
-async fn job(db: &mut PgConnection, task_id: &str) -> Job {
+pub(crate) async fn job(db: &mut PgConnection, task_id: &str) -> Job {
     sqlx::query_as(
         "SELECT state, worker_id, lease_epoch, lease_until, resume_step FROM jobs \
          WHERE task_id = $1",
@@ -102,7 +115,7 @@ async fn job(db: &mut PgConnection, task_id: &str) -> Job {
 }
 
 /// Polls the job until `ok` holds (at most two minutes).
-async fn wait_job(db: &mut PgConnection, task_id: &str, ok: impl Fn(&Job) -> bool) -> Job {
+pub(crate) async fn wait_job(db: &mut PgConnection, task_id: &str, ok: impl Fn(&Job) -> bool) -> Job {
     for _ in 0..1200 {
         let j = job(db, task_id).await;
         if ok(&j) {
@@ -175,7 +188,7 @@ async fn training_alone(dir: &Path, url: &str, port: u16) -> (Daemon, pb::Task, 
     (d, task, db, held)
 }
 
-fn index_of(daemons: &[Daemon], worker: &str) -> usize {
+pub(crate) fn index_of(daemons: &[Daemon], worker: &str) -> usize {
     daemons
         .iter()
         .position(|d| d.worker == worker)
@@ -183,7 +196,7 @@ fn index_of(daemons: &[Daemon], worker: &str) -> usize {
 }
 
 /// Watches the task to its end, which must be success; returns every event.
-async fn watch_succeeded(
+pub(crate) async fn watch_succeeded(
     c: &mut ctp_api::pb::continual_trainer_client::ContinualTrainerClient<
         tonic::transport::Channel,
     >,
@@ -195,7 +208,7 @@ async fn watch_succeeded(
     events
 }
 
-fn progress(events: &[pb::TaskEvent]) -> Vec<&pb::Progress> {
+pub(crate) fn progress(events: &[pb::TaskEvent]) -> Vec<&pb::Progress> {
     events
         .iter()
         .filter_map(|e| match &e.event {
