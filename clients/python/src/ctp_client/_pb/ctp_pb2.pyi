@@ -79,6 +79,28 @@ class ServerInfo(_message.Message):
     storage_problem: str
     def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ..., backend: _Optional[str] = ..., storage_problem: _Optional[str] = ...) -> None: ...
 
+class BackupRequest(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class BackupResponse(_message.Message):
+    __slots__ = ("path", "files", "bytes", "schema_version", "created_at", "database_sha256")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    files: int
+    bytes: int
+    schema_version: int
+    created_at: _timestamp_pb2.Timestamp
+    database_sha256: str
+    def __init__(self, path: _Optional[str] = ..., files: _Optional[int] = ..., bytes: _Optional[int] = ..., schema_version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., database_sha256: _Optional[str] = ...) -> None: ...
+
 class SubmitTaskRequest(_message.Message):
     __slots__ = ("header", "chunk")
     HEADER_FIELD_NUMBER: _ClassVar[int]

@@ -95,6 +95,11 @@ class ContinualTrainerStub:
                 request_serializer=ctp_dot_v1_dot_ctp__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=ctp_dot_v1_dot_ctp__pb2.ServerInfo.FromString,
                 _registered_method=True)
+        self.Backup = channel.unary_unary(
+                '/ctp.v1.ContinualTrainer/Backup',
+                request_serializer=ctp_dot_v1_dot_ctp__pb2.BackupRequest.SerializeToString,
+                response_deserializer=ctp_dot_v1_dot_ctp__pb2.BackupResponse.FromString,
+                _registered_method=True)
 
 
 class ContinualTrainerServicer:
@@ -198,6 +203,19 @@ class ContinualTrainerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Backup(self, request, context):
+        """Writes a consistent snapshot of the database and of every file its rows reference (task
+        bundles, version checkpoints, resume checkpoints) into a directory on the DAEMON's host,
+        with a manifest.json of sha256 sums; `ctpd restore` makes a data dir from it. Training
+        goes on meanwhile. Needs the admin scope. INVALID_ARGUMENT for a relative path or one
+        inside the data dir; FAILED_PRECONDITION if the directory exists and is not empty, if a
+        referenced file is missing or does not match its recorded sha256, or if the daemon runs
+        on Postgres (back that up with pg_dump; see docs/operations.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContinualTrainerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -260,6 +278,11 @@ def add_ContinualTrainerServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=ctp_dot_v1_dot_ctp__pb2.GetServerInfoRequest.FromString,
                     response_serializer=ctp_dot_v1_dot_ctp__pb2.ServerInfo.SerializeToString,
+            ),
+            'Backup': grpc.unary_unary_rpc_method_handler(
+                    servicer.Backup,
+                    request_deserializer=ctp_dot_v1_dot_ctp__pb2.BackupRequest.FromString,
+                    response_serializer=ctp_dot_v1_dot_ctp__pb2.BackupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -587,6 +610,33 @@ class ContinualTrainer:
             '/ctp.v1.ContinualTrainer/GetServerInfo',
             ctp_dot_v1_dot_ctp__pb2.GetServerInfoRequest.SerializeToString,
             ctp_dot_v1_dot_ctp__pb2.ServerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ctp.v1.ContinualTrainer/Backup',
+            ctp_dot_v1_dot_ctp__pb2.BackupRequest.SerializeToString,
+            ctp_dot_v1_dot_ctp__pb2.BackupResponse.FromString,
             options,
             channel_credentials,
             insecure,
