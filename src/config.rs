@@ -63,6 +63,9 @@ pub struct Limits {
     /// Most optimizer steps one task may take (epochs × batches per epoch), so that no
     /// single submission can block a model's queue for years.
     pub max_steps_per_task: u64,
+    /// Largest WebDataset shard a task submitted by reference may name (each shard is
+    /// fetched to the data dir's cache folder, stopped as soon as it crosses this).
+    pub max_shard_bytes: u64,
 }
 
 /// Most rows a momentum feature queue may have (`training.queue_size`, and each task's
@@ -174,6 +177,7 @@ impl Default for Limits {
             max_samples_per_task: 200_000,
             max_message_bytes: 32 << 20,
             max_steps_per_task: 1_000_000,
+            max_shard_bytes: 4 << 30,
         }
     }
 }

@@ -1,12 +1,16 @@
 //! SubmitTask: validate a streamed upload sample by sample, store it content-addressed, then
 //! persist the task and its job in one transaction and wake the dispatcher. The reply comes
 //! once the task is durable and queued; a rejected stream leaves nothing behind.
-use std::collections::HashMap;
+//!
+//! A header with `data_urls` names its data instead (`submit_ref`): the shards are fetched
+//! and fed through the same [`Intake`] as streamed samples, so both paths check, number and
+//! store samples identically.
 use std::sync::Arc;
 
 use tonic::Streaming;
 
 use super::convert::settings_from_pb;
+use super::intake::Intake;
 use crate::task::TaskSettings;
 use ctp_api::pb;
 use super::status::ApiError;
@@ -50,14 +54,19 @@ pub struct SampleRules {
     pub size: u32,
 }
 
-struct Header {
+pub(super) struct Header {
     model: String,
     preset: Preset,
     task_name: String,
     idempotency_key: Option<String>,
-    settings: TaskSettings,
-    split: SplitMode,
-    expected: Option<u64>,
+    pub(super) settings: TaskSettings,
+    pub(super) split: SplitMode,
+    /// Whether the header chose the split (`eval_split` set); by reference, an unset one
+    /// follows the shards' own splits (see `submit_ref`).
+    pub(super) split_given: bool,
+    pub(super) expected: Option<u64>,
+    /// Task data by reference (URLs or brace patterns), empty for a streamed upload.
+    pub(super) data_urls: Vec<String>,
 }
 
 fn parse_header(state: &AppState, h: pb::TaskHeader) -> Result<Header, ApiError> {
@@ -90,6 +99,7 @@ fn parse_header(state: &AppState, h: pb::TaskHeader) -> Result<Header, ApiError>
             super::limits::IDEMPOTENCY_KEY_BYTES,
         )?;
     }
+    let split_given = h.eval_split.is_some_and(|e| e.kind.is_some());
     let split = match h.eval_split.and_then(|e| e.kind) {
         None => SplitMode::Fraction(0.2),
         Some(pb::eval_split::Kind::EvalFraction(f)) if f > 0.0 && f < 1.0 => SplitMode::Fraction(f),
@@ -107,7 +117,9 @@ fn parse_header(state: &AppState, h: pb::TaskHeader) -> Result<Header, ApiError>
         task_name: h.task_name,
         idempotency_key: h.idempotency_key.filter(|k| !k.is_empty()),
         split,
+        split_given,
         expected: h.expected_samples,
+        data_urls: h.data_urls,
     })
 }
 
@@ -165,7 +177,7 @@ pub fn check_sample(
 
 /// An error reading the upload stream. tonic reports an over-limit message as OUT_OF_RANGE;
 /// ctp answers RESOURCE_EXHAUSTED (as gRPC C++/Java/Go do) with the limit and the remedy.
-fn stream_error(s: tonic::Status, n: usize) -> ApiError {
+pub(super) fn stream_error(s: tonic::Status, n: usize) -> ApiError {
     if s.code() == tonic::Code::OutOfRange {
         ApiError::ResourceExhausted(format!(
             "upload message after sample {n} is too large ({}); send smaller SampleChunks (server limit: limits.max_message_bytes)",
@@ -219,76 +231,44 @@ pub async fn submit(
         size: ModelConfig::preset(hdr.preset).image_size as u32,
     };
     let dir = state.data.root().to_path_buf();
-    let mut writer = tokio::task::spawn_blocking(move || BundleWriter::create(&dir))
+    let writer = tokio::task::spawn_blocking(move || BundleWriter::create(&dir))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| disk_error(state, "creating the upload file", e))?;
-    let mut ids: HashMap<String, usize> = HashMap::new();
-    let mut n = 0usize;
-    let max_samples = state.settings.limits.max_samples_per_task;
-    while let Some(msg) = stream.message().await.map_err(|s| stream_error(s, n))? {
-        let chunk = match msg.msg {
-            Some(pb::submit_task_request::Msg::Chunk(c)) => c,
-            Some(pb::submit_task_request::Msg::Header(_)) => {
-                return Err(ApiError::Invalid(format!(
-                    "a second header arrived after sample {n}; send the header once"
-                )))
+    let mut intake = Intake::new(state.clone(), rules, writer);
+    let mut sources = None;
+    if hdr.data_urls.is_empty() {
+        while let Some(msg) = stream.message().await.map_err(|s| stream_error(s, intake.n))? {
+            match msg.msg {
+                Some(pb::submit_task_request::Msg::Chunk(c)) => {
+                    for s in c.samples {
+                        intake.add(s)?;
+                    }
+                }
+                Some(pb::submit_task_request::Msg::Header(_)) => {
+                    return Err(ApiError::Invalid(format!(
+                        "a second header arrived after sample {}; send the header once",
+                        intake.n
+                    )))
+                }
+                None => {}
             }
-            None => continue,
-        };
-        for s in chunk.samples {
-            if n >= max_samples {
-                return Err(ApiError::Invalid(format!(
-                    "sample {n}: the task exceeds the limit of {max_samples} samples"
-                )));
-            }
-            let stored = check_sample(n, s, &rules)?;
-            if let Some(prev) = ids.insert(stored.id.clone(), n) {
-                return Err(ApiError::Invalid(format!(
-                    "sample {n}: id {:?} repeats sample {prev}",
-                    stored.id
-                )));
-            }
-            writer
-                .append(&stored)
-                .map_err(|e| disk_error(state, &format!("writing sample {n}"), e))?;
-            n += 1;
         }
+    } else {
+        super::submit_ref::expect_no_samples(&mut stream).await?;
+        let (done, read) = super::submit_ref::read_shards(state, &hdr, intake).await?;
+        intake = done;
+        sources = Some(read);
     }
-    if n == 0 {
-        return Err(ApiError::Invalid("the upload has zero samples".into()));
-    }
-    if let Some(want) = hdr.expected {
-        if want != n as u64 {
-            return Err(ApiError::Invalid(format!(
-                "header.expected_samples is {want} but {n} samples arrived"
-            )));
-        }
-    }
-    if writer.n_eval == 0 {
-        return Err(ApiError::Invalid(format!(
-            "no eval samples among {n}: mark some SPLIT_EVAL or raise eval_fraction"
-        )));
-    }
-    if writer.n_train == 0 {
-        return Err(ApiError::Invalid(format!(
-            "no training samples among {n}: every sample is in the eval split"
-        )));
-    }
-    let steps = hdr.settings.total_steps(writer.n_train as u64);
-    let max_steps = state.settings.limits.max_steps_per_task;
-    if steps > max_steps {
-        return Err(ApiError::Invalid(format!(
-            "settings: {} epochs over {} training samples at batch_size {} is {steps} steps; the limit is {max_steps} (limits.max_steps_per_task)",
-            hdr.settings.epochs, writer.n_train, hdr.settings.batch_size
-        )));
-    }
+    let writer = intake.finish(&hdr)?;
     // A client that cancels its call ends the request body as if it had finished (hyper reads
     // RST_STREAM(CANCEL) as end of body), and tonic then drops this future at its next await.
     // Yield once so that happens here, before anything is kept; past this point the upload was
     // complete, and committing it runs detached so that no later drop can leave half of it.
     tokio::task::yield_now().await;
-    let commit = tokio::spawn(commit_upload(state.clone(), hdr, writer));
+    let sources_json =
+        sources.map(|v| serde_json::to_string(&v).expect("the manifest serialises"));
+    let commit = tokio::spawn(commit_upload(state.clone(), hdr, writer, sources_json));
     commit
         .await
         .map_err(|e| ApiError::Internal(format!("storing the upload panicked: {e}")))?
@@ -304,6 +284,7 @@ async fn commit_upload(
     state: Arc<AppState>,
     hdr: Header,
     writer: BundleWriter,
+    sources_json: Option<String>,
 ) -> Result<(TaskRow, bool), ApiError> {
     let (n_train, n_eval) = (writer.n_train as i64, writer.n_eval as i64);
     let _serial = COMMIT.lock().await;
@@ -331,6 +312,7 @@ async fn commit_upload(
         data_dir: stored_path.clone(),
         n_train,
         n_eval,
+        sources_json,
     };
     let result = async {
         state
@@ -379,7 +361,7 @@ fn request_digest(hdr: &Header, bundle_sha: &str) -> String {
 
 /// An I/O error while writing under the data dir: a full disk or quota is
 /// `RESOURCE_EXHAUSTED` naming the data dir; anything else is internal.
-fn disk_error(state: &AppState, doing: &str, e: std::io::Error) -> ApiError {
+pub(super) fn disk_error(state: &AppState, doing: &str, e: std::io::Error) -> ApiError {
     use std::io::ErrorKind;
     match e.kind() {
         ErrorKind::StorageFull | ErrorKind::QuotaExceeded => ApiError::ResourceExhausted(format!(

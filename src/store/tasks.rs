@@ -120,8 +120,8 @@ impl Store {
         let inserted = ex
             .execute(
                 "INSERT INTO tasks (id, model, name, state, idempotency_key, settings_json, \
-                 data_dir, n_train, n_eval, created_at, request_digest) \
-                 VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10) \
+                 data_dir, n_train, n_eval, created_at, request_digest, sources_json) \
+                 VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT (model, idempotency_key) DO NOTHING",
                 args![
                     &new.id,
@@ -134,6 +134,7 @@ impl Store {
                     new.n_eval,
                     at,
                     &new.request_digest,
+                    new.sources_json.clone(),
                 ],
             )
             .await?;

@@ -122,6 +122,9 @@ pub struct NewTask {
     pub n_train: i64,
     /// Held-out evaluation samples.
     pub n_eval: i64,
+    /// For a task submitted by reference: the JSON manifest of the shards read (URL, ETag,
+    /// sha256, samples); `None` for a streamed upload.
+    pub sources_json: Option<String>,
 }
 
 /// A fresh random task id (UUID v4, hyphenated).
@@ -170,6 +173,8 @@ pub struct TaskRow {
     pub finished_at: Option<DateTime<Utc>>,
     /// Set when the task succeeded but the promotion gate refused its version.
     pub rejected_reason: Option<String>,
+    /// The manifest of shards a task submitted by reference was read from (JSON).
+    pub sources_json: Option<String>,
 }
 
 /// Result of [`Store::submit_task`](super::Store::submit_task).

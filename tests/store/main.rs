@@ -90,6 +90,7 @@ pub(crate) fn new_task(model: &str, name: &str, key: Option<&str>) -> NewTask {
         request_digest: format!("content-of-{model}"),
         n_train: 8,
         n_eval: 2,
+        sources_json: None,
     }
 }
 

@@ -128,10 +128,13 @@ pub struct SubmitArgs {
     /// Task name shown in versions and reports.
     #[arg(long)]
     pub name: String,
-    /// Dataset: a .tar shard, a folder of .tar shards, or a .jsonl manifest.
+    /// Dataset: a .tar shard, a folder of .tar shards, or a .jsonl manifest; or WebDataset
+    /// shards by URL (s3://, https://, file://), which the daemon fetches itself. A URL may
+    /// be a brace pattern, quoted so the shell leaves it alone: 's3://b/x/shard-{000..063}.tar'.
     pub path: PathBuf,
     /// Hold out this fraction for evaluation (default 0.2 when samples carry no split;
-    /// given explicitly, it overrides the splits in the dataset).
+    /// given explicitly, it overrides the splits in the dataset; for URLs, the daemon looks
+    /// at the samples' splits).
     #[arg(long)]
     pub eval_fraction: Option<f32>,
     /// Passes over the training split.

@@ -100,7 +100,10 @@ pub async fn execute(cli: &Cli) -> CliResult<u8> {
     }
     if let Command::Submit(a) = &cli.command {
         // Validate the dataset before connecting: a bad path should not need a daemon.
-        ctp_datasets::detect(&a.path).map_err(CliError::from)?;
+        // A URL is read by the daemon, not here.
+        if submit::data_url(&a.path).is_none() {
+            ctp_datasets::detect(&a.path).map_err(CliError::from)?;
+        }
     }
     let conn = Connection::open(cli).await?;
     let mut client = conn.client();

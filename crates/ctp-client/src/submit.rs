@@ -5,6 +5,10 @@
 //! the files but buys three things: a malformed shard is reported before a long upload
 //! starts, the header can say whether samples carry their own splits, and
 //! `expected_samples` lets the daemon reject an upload that ends early.
+//!
+//! A dataset given as a URL (`s3://…`, `https://…`, `file://…`, or a brace pattern of them)
+//! is not read here: the header alone goes out, with `data_urls`, and the daemon fetches,
+//! checks and copies the shards itself.
 use std::io::IsTerminal;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -117,7 +121,47 @@ pub fn header(args: &SubmitArgs, plan: &SplitPlan, samples: u64) -> pb::TaskHead
         eval_split: Some(plan.eval_split),
         seed: args.seed,
         expected_samples: Some(samples),
+        data_urls: Vec::new(),
     }
+}
+
+/// The dataset argument as a URL (`scheme://…`, the scheme letters, digits, `+`, `-`, `.`),
+/// or `None` for a local path.
+pub fn data_url(path: &Path) -> Option<&str> {
+    let s = path.to_str()?;
+    let (scheme, _) = s.split_once("://")?;
+    let mut chars = scheme.chars();
+    (chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
+    .then_some(s)
+}
+
+/// The header of a task submitted by reference: `url` as given (the daemon expands brace
+/// patterns); the split is `--eval-fraction`, else the daemon follows the shards' own
+/// splits when they state them.
+pub fn reference_header(args: &SubmitArgs, url: &str) -> CliResult<pb::TaskHeader> {
+    use pb::eval_split::Kind;
+    let eval_split = match args.eval_fraction {
+        Some(f) if !(f > 0.0 && f < 1.0) => {
+            return Err(CliError::local(format!(
+                "--eval-fraction must be in (0, 1), got {f}"
+            )))
+        }
+        Some(f) => Some(pb::EvalSplit {
+            kind: Some(Kind::EvalFraction(f)),
+        }),
+        None => None,
+    };
+    let plan = SplitPlan {
+        eval_split: pb::EvalSplit::default(),
+        per_sample: false,
+    };
+    Ok(pb::TaskHeader {
+        eval_split,
+        expected_samples: None,
+        data_urls: vec![url.to_string()],
+        ..header(args, &plan, 0)
+    })
 }
 
 /// Converts a dataset sample to the wire form.
@@ -239,6 +283,29 @@ fn produce(
 
 /// Scans, uploads and returns the stored (QUEUED) task.
 pub async fn submit(client: &mut Client, args: &SubmitArgs, json: bool) -> CliResult<pb::Task> {
+    if let Some(url) = data_url(&args.path) {
+        let header = reference_header(args, url)?;
+        if !json {
+            eprintln!("asking the daemon to read {url} ...");
+        }
+        let req = pb::SubmitTaskRequest {
+            msg: Some(pb::submit_task_request::Msg::Header(header)),
+        };
+        let task = client
+            .submit_task(tokio_stream::iter(vec![req]))
+            .await?
+            .into_inner();
+        if !json {
+            let samples: u64 = task.sources.iter().map(|s| s.samples).sum();
+            eprintln!(
+                "the daemon read {} shard(s), {samples} samples ({} train / {} eval)",
+                task.sources.len(),
+                task.n_train,
+                task.n_eval
+            );
+        }
+        return Ok(task);
+    }
     let source = datasets::detect(&args.path)?;
     if !json {
         eprintln!("checking {} ...", args.path.display());
@@ -365,6 +432,22 @@ mod tests {
         assert_eq!(s.bn_policy, Some(pb::BnPolicy::Train as i32));
         let d = header(&args(&[]), &plan, 5).settings.unwrap();
         assert_eq!((d.method, d.bn_policy, d.epochs), (0, None, None));
+    }
+
+    #[test]
+    fn urls_go_by_reference() {
+        use pb::eval_split::Kind;
+        assert_eq!(data_url(Path::new("data.tar")), None);
+        assert_eq!(data_url(Path::new("/srv/a://b")), None);
+        let url = "s3://bucket/emoji/shard-{000..008}.tar";
+        assert_eq!(data_url(Path::new(url)), Some(url));
+        let h = reference_header(&args(&["--idempotency-key", "k"]), url).unwrap();
+        assert_eq!(h.data_urls, vec![url.to_string()]);
+        assert_eq!((h.eval_split, h.expected_samples), (None, None));
+        assert_eq!(h.idempotency_key.as_deref(), Some("k"));
+        let f = reference_header(&args(&["--eval-fraction", "0.3"]), url).unwrap();
+        assert_eq!(f.eval_split.unwrap().kind, Some(Kind::EvalFraction(0.3)));
+        assert!(reference_header(&args(&["--eval-fraction", "1"]), url).is_err());
     }
 
     #[test]

@@ -118,6 +118,7 @@ pub fn task_to_pb(t: &TaskRow) -> pb::Task {
         idempotency_key: t.idempotency_key.clone(),
         cancel_requested: t.cancel_requested,
         rejection_reason: t.rejected_reason.clone(),
+        sources: super::submit_ref::sources_from_json(t.sources_json.as_deref()),
     }
 }
 

@@ -110,7 +110,7 @@ class SubmitTaskRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[TaskHeader, _Mapping]] = ..., chunk: _Optional[_Union[SampleChunk, _Mapping]] = ...) -> None: ...
 
 class TaskHeader(_message.Message):
-    __slots__ = ("model", "preset", "task_name", "idempotency_key", "settings", "eval_split", "seed", "expected_samples")
+    __slots__ = ("model", "preset", "task_name", "idempotency_key", "settings", "eval_split", "seed", "expected_samples", "data_urls")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
     TASK_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +119,7 @@ class TaskHeader(_message.Message):
     EVAL_SPLIT_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    DATA_URLS_FIELD_NUMBER: _ClassVar[int]
     model: str
     preset: str
     task_name: str
@@ -127,7 +128,8 @@ class TaskHeader(_message.Message):
     eval_split: EvalSplit
     seed: int
     expected_samples: int
-    def __init__(self, model: _Optional[str] = ..., preset: _Optional[str] = ..., task_name: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., settings: _Optional[_Union[TrainSettings, _Mapping]] = ..., eval_split: _Optional[_Union[EvalSplit, _Mapping]] = ..., seed: _Optional[int] = ..., expected_samples: _Optional[int] = ...) -> None: ...
+    data_urls: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, model: _Optional[str] = ..., preset: _Optional[str] = ..., task_name: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., settings: _Optional[_Union[TrainSettings, _Mapping]] = ..., eval_split: _Optional[_Union[EvalSplit, _Mapping]] = ..., seed: _Optional[int] = ..., expected_samples: _Optional[int] = ..., data_urls: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TrainSettings(_message.Message):
     __slots__ = ("epochs", "batch_size", "learning_rate", "drift_threshold", "drift_check_every", "method", "bn_policy", "loss_weights", "replay", "momentum_reference_steps", "queue_size")
@@ -210,7 +212,7 @@ class Sample(_message.Message):
     def __init__(self, image: _Optional[bytes] = ..., caption: _Optional[bytes] = ..., id: _Optional[str] = ..., split: _Optional[_Union[Split, str]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "model", "name", "state", "progress", "created_at", "started_at", "finished_at", "error", "produced_version", "base_version", "n_train", "n_eval", "settings", "idempotency_key", "cancel_requested", "seed", "rejection_reason")
+    __slots__ = ("id", "model", "name", "state", "progress", "created_at", "started_at", "finished_at", "error", "produced_version", "base_version", "n_train", "n_eval", "settings", "idempotency_key", "cancel_requested", "seed", "rejection_reason", "sources")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -229,6 +231,7 @@ class Task(_message.Message):
     CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     REJECTION_REASON_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     name: str
@@ -247,7 +250,22 @@ class Task(_message.Message):
     cancel_requested: bool
     seed: int
     rejection_reason: str
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., produced_version: _Optional[int] = ..., base_version: _Optional[int] = ..., n_train: _Optional[int] = ..., n_eval: _Optional[int] = ..., settings: _Optional[_Union[TrainSettings, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., seed: _Optional[int] = ..., rejection_reason: _Optional[str] = ...) -> None: ...
+    sources: _containers.RepeatedCompositeFieldContainer[DataSource]
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., produced_version: _Optional[int] = ..., base_version: _Optional[int] = ..., n_train: _Optional[int] = ..., n_eval: _Optional[int] = ..., settings: _Optional[_Union[TrainSettings, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., seed: _Optional[int] = ..., rejection_reason: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[DataSource, _Mapping]]] = ...) -> None: ...
+
+class DataSource(_message.Message):
+    __slots__ = ("url", "etag", "sha256", "samples", "bytes")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    etag: str
+    sha256: str
+    samples: int
+    bytes: int
+    def __init__(self, url: _Optional[str] = ..., etag: _Optional[str] = ..., sha256: _Optional[str] = ..., samples: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("epoch", "total_epochs", "step", "total_steps", "percent", "eta_seconds", "losses", "samples_per_second", "momentum_syncs", "resumed_from_step", "drift")
