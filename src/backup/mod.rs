@@ -8,7 +8,7 @@
 //! - every file the copy's rows reference (task bundles, version checkpoints, recorded resume
 //!   checkpoints) at its data-dir-relative path, copied (not linked: a backup shares no
 //!   blocks with the data dir), each hashed while copied and checked against the sha256 its
-//!   version row records;
+//!   row records (version and resume checkpoints);
 //! - `manifest.json` (see [`manifest::Manifest`]), written last.
 //!
 //! Version checkpoints and task bundles are never rewritten once committed. A recorded resume
@@ -66,15 +66,17 @@ pub enum BackupError {
     /// A referenced path lies outside the data dir (`FAILED_PRECONDITION`).
     #[error("{0} is referenced by the database but lies outside the data dir; not backed up")]
     Outside(String),
-    /// A version checkpoint does not match its recorded sha256 (`FAILED_PRECONDITION`).
-    #[error("{path}: sha256 is {actual}, but its version row records {expected} (the file is corrupt or was replaced)")]
+    /// A checkpoint does not match its recorded sha256 (`FAILED_PRECONDITION`).
+    #[error("{path}: sha256 is {actual}, but the database records {expected} (the file is corrupt or was replaced)")]
     Corrupt {
         path: String,
         expected: String,
         actual: String,
     },
     /// Resume checkpoints kept being replaced (`UNAVAILABLE`: retry).
-    #[error("resume checkpoints were replaced during each of {0} database copies; retry the backup")]
+    #[error(
+        "resume checkpoints were replaced during each of {0} database copies; retry the backup"
+    )]
     Busy(usize),
     /// Writing the snapshot failed (`RESOURCE_EXHAUSTED` when the disk is full, else
     /// `FAILED_PRECONDITION`: the target is the caller's).
@@ -246,7 +248,9 @@ async fn copy_database(
         let refs = snapshot_refs(db_file, |stored| relative(data, stored)).await?;
         match open_all(data, &refs)? {
             Some(open) => return Ok(Copied { refs, open, at }),
-            None => tracing::info!("A resume checkpoint was replaced during the backup; copying the database again"),
+            None => tracing::info!(
+                "A resume checkpoint was replaced during the backup; copying the database again"
+            ),
         }
     }
     Err(BackupError::Busy(ATTEMPTS))
@@ -265,7 +269,10 @@ fn relative(data: &DataDir, stored: &str) -> Option<String> {
 
 /// Opens every referenced file; `None` if a resume checkpoint is gone (replaced since the
 /// database copy).
-fn open_all(data: &DataDir, refs: &SnapshotRefs) -> Result<Option<Vec<(String, File)>>, BackupError> {
+fn open_all(
+    data: &DataDir,
+    refs: &SnapshotRefs,
+) -> Result<Option<Vec<(String, File)>>, BackupError> {
     let mut open = Vec::with_capacity(refs.files.len());
     for path in refs.files.keys() {
         if !manifest::is_plain_relative(path) {
@@ -294,7 +301,7 @@ fn open_all(data: &DataDir, refs: &SnapshotRefs) -> Result<Option<Vec<(String, F
     Ok(Some(open))
 }
 
-/// Copies each open file to its path under `target`, checking version checkpoints.
+/// Copies each open file to its path under `target`, checking recorded sha256s.
 fn copy_files(
     data: &DataDir,
     target: &Path,
@@ -345,3 +352,6 @@ fn write_manifest(target: &Path, m: &Manifest) -> Result<(), BackupError> {
     std::fs::rename(&tmp, &path).map_err(write_err(&path))?;
     manifest::sync_dir(target).map_err(write_err(target))
 }
+
+#[cfg(test)]
+mod tests;

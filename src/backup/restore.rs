@@ -19,13 +19,17 @@ pub enum RestoreError {
     #[error("{snapshot} is not a finished ctpd backup: {why}")]
     NotABackup { snapshot: String, why: String },
     /// Written by a ctpd with a manifest format this one does not read.
-    #[error("{snapshot} has manifest format {found}; this ctpd reads format {FORMAT}; use a newer ctpd")]
+    #[error(
+        "{snapshot} has manifest format {found}; this ctpd reads format {FORMAT}; use a newer ctpd"
+    )]
     Format { snapshot: String, found: u32 },
     /// The backup's database is newer than this binary.
     #[error("the backup's database schema version {found} is newer than this ctpd (which knows up to {known}); use a newer ctpd")]
     SchemaTooNew { found: i64, known: i64 },
     /// The target exists and is not an empty directory.
-    #[error("restore target {0} exists and is not an empty directory; restore into a new or empty one")]
+    #[error(
+        "restore target {0} exists and is not an empty directory; restore into a new or empty one"
+    )]
     TargetNotEmpty(String),
     /// A file of the backup differs from its manifest entry.
     #[error("{path}: sha256 {actual} ({actual_bytes} bytes), but the manifest records {expected} ({expected_bytes} bytes); the backup is damaged, nothing was restored")]
@@ -90,7 +94,8 @@ pub fn read_manifest(snapshot: &Path) -> Result<Manifest, RestoreError> {
         why,
     };
     let path = snapshot.join(MANIFEST);
-    let text = std::fs::read_to_string(&path).map_err(|e| not(format!("{}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| not(format!("{}: {e}", path.display())))?;
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| not(format!("{}: {e}", path.display())))?;
     let found = value.get("format").and_then(|f| f.as_u64()).unwrap_or(0);
@@ -103,7 +108,10 @@ pub fn read_manifest(snapshot: &Path) -> Result<Manifest, RestoreError> {
     let m: Manifest =
         serde_json::from_value(value).map_err(|e| not(format!("{}: {e}", path.display())))?;
     if m.backend != "sqlite" {
-        return Err(not(format!("its backend is {:?}, not \"sqlite\"", m.backend)));
+        return Err(not(format!(
+            "its backend is {:?}, not \"sqlite\"",
+            m.backend
+        )));
     }
     let known = Store::known_schema_version(Backend::Sqlite);
     if m.schema_version > known {

@@ -19,7 +19,9 @@
 //! Operations live next to their tables: `tasks` (models, submit, list, cancel, fail),
 //! `queue` (claim, requeue: the reaper), `fence` (the writes of a worker holding a
 //! lease: heartbeat, progress, events, syncs, resume points), `versions` (finish,
-//! versions, lineage, rollback) and `events` (task events, file references).
+//! versions, lineage, rollback) and `events` (task events, file references). `schema` knows
+//! the schema version and refuses a database a newer ctpd migrated (before migrating);
+//! `snapshot` makes a backup's consistent copy (`VACUUM INTO`) and reads what it references.
 //!
 //! Fencing: every claim bumps the job's `lease_epoch`; a worker's writes carry its
 //! [`Lease`] (task, worker, epoch) and are refused with [`StoreError::LeaseLost`] unless

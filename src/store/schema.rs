@@ -67,7 +67,10 @@ mod tests {
     #[tokio::test]
     async fn a_database_from_a_newer_ctpd_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("ctp.sqlite").display());
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("ctp.sqlite").display()
+        );
         let store = Store::connect(&url).await.unwrap();
         let known = Store::known_schema_version(Backend::Sqlite);
         assert_eq!(store.schema_version().await.unwrap(), known);

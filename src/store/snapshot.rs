@@ -15,8 +15,9 @@ use super::{Result, Store, StoreError};
 pub struct SnapshotRefs {
     /// The copy's schema version (its highest applied migration).
     pub schema_version: i64,
-    /// Every referenced path as the rows store it, sorted, with the sha256 a version row
-    /// records for it (`None` for task bundles and resume checkpoints).
+    /// Every referenced path as the rows store it, sorted, with the sha256 its row records
+    /// (version checkpoints, and resume checkpoints recorded with one; `None` for task
+    /// bundles, whose name is their sha256).
     pub files: BTreeMap<String, Option<String>>,
 }
 
@@ -89,7 +90,14 @@ async fn read_refs(
     let shas: Vec<(String, String)> = ex
         .fetch_all("SELECT checkpoint_path, sha256 FROM versions", args![])
         .await?;
-    for (path, sha) in shas {
+    let resume: Vec<(String, String)> = ex
+        .fetch_all(
+            "SELECT resume_checkpoint, resume_sha256 FROM jobs WHERE state <> 'done' \
+             AND resume_checkpoint IS NOT NULL AND resume_sha256 IS NOT NULL",
+            args![],
+        )
+        .await?;
+    for (path, sha) in shas.into_iter().chain(resume) {
         files.insert(path, Some(sha));
     }
     let schema_version = super::schema::applied_version(ex).await?.unwrap_or(0);

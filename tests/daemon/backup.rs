@@ -16,7 +16,9 @@ use crate::helpers::*;
 const CHECKPOINT_EVERY: u64 = 3;
 
 async fn train(c: &mut ContinualTrainerClient<Channel>, name: &str, t: usize) -> i64 {
-    let task = submit(c, header("m", name, 1), shape_samples(t)).await.unwrap();
+    let task = submit(c, header("m", name, 1), shape_samples(t))
+        .await
+        .unwrap();
     let end = terminal(&watch_all(c, &task.id, 0).await);
     assert_eq!(end.state, pb::TaskState::Succeeded as i32, "{end:?}");
     end.produced_version.unwrap()
@@ -123,7 +125,13 @@ fn ctpd(args: &[&std::ffi::OsStr]) -> Output {
 }
 
 fn restore(from: &Path, to: &Path) -> Output {
-    ctpd(&["restore".as_ref(), "--from".as_ref(), from.as_os_str(), "--data-dir".as_ref(), to.as_os_str()])
+    ctpd(&[
+        "restore".as_ref(),
+        "--from".as_ref(),
+        from.as_os_str(),
+        "--data-dir".as_ref(),
+        to.as_os_str(),
+    ])
 }
 
 fn stderr(o: &Output) -> String {
@@ -144,7 +152,9 @@ fn manifest(snapshot: &Path) -> ctp::backup::manifest::Manifest {
 }
 
 fn is_empty_dir(p: &Path) -> bool {
-    std::fs::read_dir(p).map(|mut d| d.next().is_none()).unwrap_or(true)
+    std::fs::read_dir(p)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,9 +182,11 @@ async fn a_backup_taken_while_a_task_trains_restores_every_version_bit_for_bit()
     let long = submit(&mut c, header("m", "long", 5000), shape_samples(2))
         .await
         .unwrap();
-    wait_event(&mut c, &long.id, |e| {
-        matches!(e, pb::task_event::Event::Progress(p) if p.step > CHECKPOINT_EVERY)
-    })
+    wait_event(
+        &mut c,
+        &long.id,
+        |e| matches!(e, pb::task_event::Event::Progress(p) if p.step > CHECKPOINT_EVERY),
+    )
     .await;
     let before = versions(&mut c).await;
     let tasks_before = tasks(&mut c).await;
@@ -199,7 +211,10 @@ async fn a_backup_taken_while_a_task_trains_restores_every_version_bit_for_bit()
     assert_eq!(versions(&mut c).await, before);
 
     let m = manifest(&snap);
-    assert_eq!(reply.path, std::fs::canonicalize(&snap).unwrap().display().to_string());
+    assert_eq!(
+        reply.path,
+        std::fs::canonicalize(&snap).unwrap().display().to_string()
+    );
     assert_eq!(reply.files, m.files.len() as u64);
     assert_eq!(reply.bytes, m.total_bytes());
     assert_eq!(reply.database_sha256, m.database.sha256);
@@ -207,15 +222,26 @@ async fn a_backup_taken_while_a_task_trains_restores_every_version_bit_for_bit()
     assert_eq!(m.ctpd_version, env!("CARGO_PKG_VERSION"));
     for v in &before {
         assert!(
-            m.files.iter().any(|f| f.sha256 == v.checkpoint_sha256 && f.path.starts_with("versions/")),
+            m.files
+                .iter()
+                .any(|f| f.sha256 == v.checkpoint_sha256 && f.path.starts_with("versions/")),
             "version {} ({}) is not in the manifest {m:?}",
             v.version,
             v.checkpoint_sha256
         );
     }
-    assert_eq!(m.files.iter().filter(|f| f.path.starts_with("tasks/")).count(), 3);
     assert_eq!(
-        m.files.iter().filter(|f| f.path.starts_with("resume/")).count(),
+        m.files
+            .iter()
+            .filter(|f| f.path.starts_with("tasks/"))
+            .count(),
+        3
+    );
+    assert_eq!(
+        m.files
+            .iter()
+            .filter(|f| f.path.starts_with("resume/"))
+            .count(),
         1,
         "the long task's recorded resume checkpoint: {m:?}"
     );
@@ -228,13 +254,27 @@ async fn a_backup_taken_while_a_task_trains_restores_every_version_bit_for_bit()
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(err.message().contains("exists and is not an empty directory"), "{}", err.message());
+    assert!(
+        err.message()
+            .contains("exists and is not an empty directory"),
+        "{}",
+        err.message()
+    );
     assert_eq!(manifest(&snap), m);
-    for bad in ["relative/dir".to_string(), app.data_dir.join("inside").display().to_string()] {
-        let err = c.backup(pb::BackupRequest { path: bad.clone() }).await.unwrap_err();
+    for bad in [
+        "relative/dir".to_string(),
+        app.data_dir.join("inside").display().to_string(),
+    ] {
+        let err = c
+            .backup(pb::BackupRequest { path: bad.clone() })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{bad}: {err:?}");
     }
-    assert!(!app.data_dir.join("inside").exists(), "a refused target is not created");
+    assert!(
+        !app.data_dir.join("inside").exists(),
+        "a refused target is not created"
+    );
 
     // The engine serves Embed between runs, not during one.
     cancel_and_wait(&mut c, &long.id).await;
@@ -249,7 +289,11 @@ async fn a_backup_taken_while_a_task_trains_restores_every_version_bit_for_bit()
     std::fs::write(busy.join("x"), "keep").unwrap();
     let out = restore(&snap, &busy);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("not an empty directory"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not an empty directory"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(std::fs::read_to_string(busy.join("x")).unwrap(), "keep");
 
     let damaged = root.path().join("backups/damaged");
@@ -260,7 +304,11 @@ async fn a_backup_taken_while_a_task_trains_restores_every_version_bit_for_bit()
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(snap.join(f), to).unwrap();
     }
-    let victim = m.files.iter().find(|f| f.path.starts_with("versions/")).unwrap();
+    let victim = m
+        .files
+        .iter()
+        .find(|f| f.path.starts_with("versions/"))
+        .unwrap();
     let mut bytes = std::fs::read(damaged.join(&victim.path)).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;
@@ -270,7 +318,10 @@ async fn a_backup_taken_while_a_task_trains_restores_every_version_bit_for_bit()
     assert!(!out.status.success());
     let msg = stderr(&out);
     assert_eq!(msg.lines().count(), 1, "{msg}");
-    assert!(msg.contains(&victim.path) && msg.contains("nothing was restored"), "{msg}");
+    assert!(
+        msg.contains(&victim.path) && msg.contains("nothing was restored"),
+        "{msg}"
+    );
     assert!(is_empty_dir(&target), "a failed restore leaves nothing");
 
     let b = root.path().join("b");
@@ -289,10 +340,45 @@ async fn a_backup_taken_while_a_task_trains_restores_every_version_bit_for_bit()
     assert_eq!(versions(&mut c).await, before);
     let restored_tasks = tasks(&mut c).await;
     assert_eq!(restored_tasks.len(), tasks_before.len());
-    for (r, a) in restored_tasks.iter().zip(&tasks_before).filter(|(r, _)| r.0 != long.id) {
+    for (r, a) in restored_tasks
+        .iter()
+        .zip(&tasks_before)
+        .filter(|(r, _)| r.0 != long.id)
+    {
         assert_eq!(r, a);
     }
-    assert_eq!([embed_bits(&mut c, 1).await, embed_bits(&mut c, 2).await], embeddings_a);
+    assert_eq!(
+        [embed_bits(&mut c, 1).await, embed_bits(&mut c, 2).await],
+        embeddings_a
+    );
+
+    // A checkpoint that no longer matches its row is not backed up, and nothing is left.
+    let v2 = before.iter().find(|v| v.version == 2).unwrap();
+    let v2_file = m
+        .files
+        .iter()
+        .find(|f| f.sha256 == v2.checkpoint_sha256)
+        .map(|f| b.join(&f.path))
+        .unwrap();
+    let mut bytes = std::fs::read(&v2_file).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&v2_file, bytes).unwrap();
+    let second = root.path().join("backups/two");
+    let err = c
+        .backup(pb::BackupRequest {
+            path: second.display().to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains(&v2_file.display().to_string())
+            && err.message().contains(&v2.checkpoint_sha256),
+        "{}",
+        err.message()
+    );
+    assert!(is_empty_dir(&second), "a failed backup leaves nothing");
     app.stop().await;
     assert_eq!(head_history(&b).await, history_a);
 }
@@ -312,7 +398,11 @@ async fn backup_on_postgres_names_the_tools_instead() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(err.message().contains("pg_dump") && err.message().contains("bucket"), "{}", err.message());
+    assert!(
+        err.message().contains("pg_dump") && err.message().contains("bucket"),
+        "{}",
+        err.message()
+    );
     assert!(!dir.path().join("b").exists(), "nothing written");
     app.stop().await;
 }

@@ -65,7 +65,9 @@ fn same_opt(want: &Value, got: Option<f64>) -> bool {
 }
 
 fn eval_matches(want: &Value, got: &pb::TaskEval) -> bool {
-    let values = [got.tr1, got.tr5, got.tr10, got.ir1, got.ir5, got.ir10, got.rm];
+    let values = [
+        got.tr1, got.tr5, got.tr10, got.ir1, got.ir5, got.ir10, got.rm,
+    ];
     want["task_id"] == got.task_id.as_str()
         && ["tr1", "tr5", "tr10", "ir1", "ir5", "ir10", "rm"]
             .iter()
@@ -79,7 +81,11 @@ fn assert_version(want: &Value, got: &pb::Version, fixture: &str) {
     let n = got.version;
     let ctx = format!("{fixture}: version {n}");
     assert_eq!(want["version"], n, "{ctx}");
-    assert_eq!(want["checkpoint_sha256"], got.checkpoint_sha256.as_str(), "{ctx}");
+    assert_eq!(
+        want["checkpoint_sha256"],
+        got.checkpoint_sha256.as_str(),
+        "{ctx}"
+    );
     assert_eq!(want["task_id"], got.task_id.as_str(), "{ctx}");
     assert_eq!(want["task_name"], got.task_name.as_str(), "{ctx}");
     assert_eq!(want["parent"].as_i64(), got.parent, "{ctx}");
@@ -87,7 +93,10 @@ fn assert_version(want: &Value, got: &pb::Version, fixture: &str) {
     assert_eq!(want["created_at"], time(&got.created_at).as_str(), "{ctx}");
     assert_eq!(want["momentum_syncs"], got.momentum_syncs, "{ctx}");
     assert_eq!(want["momentum_steps"], got.momentum_steps, "{ctx}");
-    assert!(same_opt(&want["average_forgetting"], got.average_forgetting), "{ctx}: {got:?}");
+    assert!(
+        same_opt(&want["average_forgetting"], got.average_forgetting),
+        "{ctx}: {got:?}"
+    );
     assert!(same_opt(&want["bwt"], got.bwt), "{ctx}: {got:?}");
     let evals = want["evals"].as_array().unwrap();
     assert_eq!(evals.len(), got.evals.len(), "{ctx}: accuracy-matrix row");
@@ -97,7 +106,10 @@ fn assert_version(want: &Value, got: &pb::Version, fixture: &str) {
     let union = got.union_eval.as_ref().unwrap();
     let mut want_union = want["union_eval"].clone();
     want_union["task_id"] = union.task_id.clone().into();
-    assert!(eval_matches(&want_union, union), "{ctx}: union eval {want_union} vs {union:?}");
+    assert!(
+        eval_matches(&want_union, union),
+        "{ctx}: union eval {want_union} vs {union:?}"
+    );
     let forgetting: BTreeMap<&str, f64> = got
         .forgetting
         .iter()
@@ -106,7 +118,10 @@ fn assert_version(want: &Value, got: &pb::Version, fixture: &str) {
     let want_forgetting = want["forgetting"].as_object().unwrap();
     assert_eq!(want_forgetting.len(), forgetting.len(), "{ctx}: forgetting");
     for (task, w) in want_forgetting {
-        assert!(same(w, forgetting[task.as_str()]), "{ctx}: forgetting of {task}");
+        assert!(
+            same(w, forgetting[task.as_str()]),
+            "{ctx}: forgetting of {task}"
+        );
     }
 }
 
@@ -163,7 +178,12 @@ async fn assert_embeddings(
             .map(|x| (x.as_f64().unwrap() as f32).to_bits())
             .collect();
         let g: Vec<u32> = g.values.iter().map(|x| x.to_bits()).collect();
-        assert_eq!(w, g, "{}: embedding of version {version}", fixture.display());
+        assert_eq!(
+            w,
+            g,
+            "{}: embedding of version {version}",
+            fixture.display()
+        );
     }
 }
 
@@ -197,7 +217,11 @@ async fn check_fixture(fixture: &Path) {
         assert_eq!(w["produced_version"].as_i64(), g.produced_version, "{name}");
         assert_eq!(w["n_train"], g.n_train, "{name}");
         assert_eq!(w["n_eval"], g.n_eval, "{name}");
-        assert_eq!(w["idempotency_key"].as_str(), g.idempotency_key.as_deref(), "{name}");
+        assert_eq!(
+            w["idempotency_key"].as_str(),
+            g.idempotency_key.as_deref(),
+            "{name}"
+        );
     }
 
     // Versions, the head, evaluations, and embeddings of every version.
@@ -234,7 +258,11 @@ async fn check_fixture(fixture: &Path) {
         .await
         .unwrap();
     let end = terminal(&watch_all(&mut c, &task.id, 0).await);
-    assert_eq!(end.state, pb::TaskState::Succeeded as i32, "{name}: {end:?}");
+    assert_eq!(
+        end.state,
+        pb::TaskState::Succeeded as i32,
+        "{name}: {end:?}"
+    );
     let v = c
         .get_version(pb::GetVersionRequest {
             model: "m".into(),
@@ -244,10 +272,7 @@ async fn check_fixture(fixture: &Path) {
         .unwrap()
         .into_inner();
     assert_eq!(v.parent, Some(head), "{name}: trained from the old head");
-    let lineage_before = want_versions
-        .iter()
-        .find(|w| w["version"] == head)
-        .unwrap()["evals"]
+    let lineage_before = want_versions.iter().find(|w| w["version"] == head).unwrap()["evals"]
         .as_array()
         .unwrap()
         .len();
@@ -269,11 +294,21 @@ async fn check_fixture(fixture: &Path) {
     let store = ctp::store::Store::connect(&url).await.unwrap();
     let history = store.head_history("m").await.unwrap();
     store.close().await;
-    let moves: Vec<(Option<i64>, i64)> = history.iter().map(|h| (h.from_version, h.to_version)).collect();
+    let moves: Vec<(Option<i64>, i64)> = history
+        .iter()
+        .map(|h| (h.from_version, h.to_version))
+        .collect();
     let v3 = v.version;
     assert_eq!(
         moves,
-        vec![(None, 1), (Some(1), 2), (Some(2), 1), (Some(1), 2), (Some(2), 1), (Some(1), v3)],
+        vec![
+            (None, 1),
+            (Some(1), 2),
+            (Some(2), 1),
+            (Some(1), 2),
+            (Some(2), 1),
+            (Some(1), v3)
+        ],
         "{name}: head history"
     );
 }

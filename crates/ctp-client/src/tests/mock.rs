@@ -194,14 +194,19 @@ impl ContinualTrainer for Served {
         let r = req.into_inner();
         self.backups.lock().unwrap().push(r.clone());
         if r.path == "/full" {
-            return Err(Status::failed_precondition("backup target /full exists and is not an empty directory; name a new or empty one"));
+            return Err(Status::failed_precondition(
+                "backup target /full exists and is not an empty directory; name a new or empty one",
+            ));
         }
         Ok(Response::new(pb::BackupResponse {
             path: r.path,
             files: 3,
             bytes: 4096,
             schema_version: 20261130003000,
-            created_at: Some(prost_types::Timestamp { seconds: 1_800_000_000, nanos: 0 }),
+            created_at: Some(prost_types::Timestamp {
+                seconds: 1_800_000_000,
+                nanos: 0,
+            }),
             database_sha256: "ab".repeat(32),
         }))
     }

@@ -219,8 +219,18 @@ async fn backup_sends_the_daemon_side_path() {
     assert!(e.to_string().contains("not an absolute path"), "{e}");
     let e = run("/full").await.unwrap_err();
     assert_eq!(e.exit_code(), error::EXIT_REJECTED);
-    assert!(e.to_string().starts_with("FAILED_PRECONDITION: backup target /full"), "{e}");
-    let sent: Vec<String> = mock.backups.lock().unwrap().iter().map(|b| b.path.clone()).collect();
+    assert!(
+        e.to_string()
+            .starts_with("FAILED_PRECONDITION: backup target /full"),
+        "{e}"
+    );
+    let sent: Vec<String> = mock
+        .backups
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| b.path.clone())
+        .collect();
     assert_eq!(sent, vec!["/srv/backups/ctp-1", "/full"]);
     let line = backup::describe(&pb::BackupResponse {
         path: "/b".into(),
@@ -230,7 +240,10 @@ async fn backup_sends_the_daemon_side_path() {
         created_at: None,
         database_sha256: String::new(),
     });
-    assert!(line.contains("ctpd restore --from /b --data-dir NEW"), "{line}");
+    assert!(
+        line.contains("ctpd restore --from /b --data-dir NEW"),
+        "{line}"
+    );
 }
 
 #[test]
