@@ -13,16 +13,21 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(deploy().join(rel)).unwrap()
 }
 
-const FILES: [&str; 4] = [
+const FILES: [&str; 5] = [
     "Dockerfile",
     "compose.yaml",
     "k8s/ctpd.yaml",
+    "k8s/object-storage/ctpd.yaml",
     "ctpd.service",
 ];
 
 #[test]
 fn config_files_load_with_the_real_schema() {
-    for f in ["config/ctpd.example.toml", "config/ctpd.production.toml"] {
+    for f in [
+        "config/ctpd.example.toml",
+        "config/ctpd.production.toml",
+        "config/ctpd-object-storage.toml",
+    ] {
         Settings::load(Some(&deploy().join(f)), vec![], &Overrides::default())
             .unwrap_or_else(|e| panic!("{f}: {e}"));
     }
