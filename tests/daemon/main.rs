@@ -11,6 +11,7 @@ mod disk_full;
 mod flow;
 mod gate_replay;
 mod helpers;
+mod k8s_manifest;
 mod limits;
 mod objects;
 mod pg_daemons;
