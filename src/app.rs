@@ -39,11 +39,7 @@ impl Application {
         let data = DataDir::open(&settings.data_dir)
             .with_context(|| format!("opening data dir {}", settings.data_dir.display()))?;
         // Before anything reads or sweeps the data dir: one owner, or peers on one Postgres.
-        let ownership = match settings.database_url().starts_with("postgres") {
-            true => Ownership::Shared,
-            false => Ownership::Exclusive,
-        };
-        let lock = DataDirLock::acquire(data.root(), ownership)?;
+        let lock = DataDirLock::acquire(data.root(), ownership(&settings))?;
         let objects = Objects::open(&settings.storage, &data).context("opening object storage")?;
         let store = Store::connect(&settings.database_url())
             .await
@@ -235,6 +231,46 @@ impl Application {
         tracing::info!("ctpd stopped");
         Ok(())
     }
+}
+
+/// How a daemon with `settings` owns its data dir: alone (SQLite), or shared with the peers
+/// of its Postgres database.
+fn ownership(settings: &Settings) -> Ownership {
+    match settings.database_url().starts_with("postgres") {
+        true => Ownership::Shared,
+        false => Ownership::Exclusive,
+    }
+}
+
+/// `ctpd verify`: checks a data dir whose daemon is stopped (its lock is taken as a daemon
+/// would take it, so a running owner makes this refuse), and with `repair` quarantines what
+/// no row references. The database is migrated first, as a starting daemon would.
+///
+/// # Errors
+/// The data dir is in use, or the database or storage cannot be opened.
+pub async fn verify_offline(
+    settings: Settings,
+    repair: bool,
+) -> anyhow::Result<crate::verify::Report> {
+    let data = DataDir::open(&settings.data_dir)
+        .with_context(|| format!("opening data dir {}", settings.data_dir.display()))?;
+    let _lock = DataDirLock::acquire(data.root(), ownership(&settings))?;
+    let objects = Objects::open(&settings.storage, &data).context("opening object storage")?;
+    let store = Store::connect(&settings.database_url())
+        .await
+        .context("opening the database")?;
+    let engine = TrainerHandle::start(settings.engine.clone())
+        .context("starting the engine (to load each version)")?;
+    let report = crate::verify::Verifier {
+        store: &store,
+        objects: &objects,
+        data: &data,
+        engine: Some(&engine),
+    }
+    .run(repair)
+    .await?;
+    store.close().await;
+    Ok(report)
 }
 
 /// Resolves on the first SIGINT or SIGTERM; a second one exits immediately.

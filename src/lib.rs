@@ -41,4 +41,5 @@ pub mod task;
 pub mod taskdata;
 pub mod telemetry;
 pub mod trainer;
+pub mod verify;
 pub mod worker;

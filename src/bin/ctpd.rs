@@ -42,6 +42,15 @@ struct Cli {
 /// Offline commands (no daemon runs); without one, ctpd serves.
 #[derive(Subcommand)]
 enum Command {
+    /// Check a stopped daemon's data dir and database (the same flags and config select
+    /// them): every version's file exists, matches its sha256 and loads; every bundle
+    /// decodes; chains, heads, evaluations and resume points are consistent; unreferenced
+    /// and temp files are listed. Exits 1 on any problem.
+    Verify {
+        /// Quarantine unreferenced and temp files (never deletes, never changes a row).
+        #[arg(long)]
+        repair: bool,
+    },
     /// Make a new data dir from a backup (`ctpctl backup`), checking every file's sha256.
     Restore {
         /// The backup directory (holds manifest.json).
@@ -81,6 +90,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     if let Some(p) = cli.precision {
         settings.engine.precision = p;
+    }
+    if let Some(Command::Verify { repair }) = cli.command {
+        let report = ctp::app::verify_offline(settings, repair).await?;
+        print!("{}", report.summary());
+        if !report.is_sound() {
+            std::process::exit(1);
+        }
+        return Ok(());
     }
     let app = Application::build(settings).await?;
     app.run_until_stopped(shutdown_signal()).await

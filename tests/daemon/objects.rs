@@ -280,3 +280,55 @@ async fn a_corrupt_object_is_never_used() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_orphans_are_quarantined_after_the_grace_period_and_never_referenced_ones() {
+    let moto = moto::moto();
+    let bucket = moto.bucket();
+    credentials();
+    let dir = tempfile::tempdir().unwrap();
+    let data = ctp::datadir::DataDir::open(&dir.path().join("data")).unwrap();
+    let cfg = StorageConfig {
+        url: Some(format!("s3://{bucket}/ctp")),
+        endpoint: Some(moto.endpoint()),
+        region: Some("us-east-1".into()),
+        ..StorageConfig::default()
+    };
+    let objects = ctp::objects::Objects::open(&cfg, &data).unwrap();
+    // A referenced bundle and an orphan (a peer's upload whose row never came).
+    let put = |name: &str, body: &[u8]| {
+        let p = data.root().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, body).unwrap();
+        (p.clone(), ctp::trainer::checkpoint::sha256_file(&p).unwrap())
+    };
+    let (kept, kept_sha) = put("tasks/kept.bundle", b"kept");
+    let (orphan, orphan_sha) = put("versions/orphan.1.safetensors", b"orphan");
+    objects.publish(&kept, &kept_sha).await.unwrap();
+    objects.publish(&orphan, &orphan_sha).await.unwrap();
+    let referenced = vec!["tasks/kept.bundle".to_string()];
+
+    // Young objects are a peer's work in progress: left alone.
+    let young = objects
+        .sweep_bucket(&referenced, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(young.quarantined, 0);
+    let done = objects
+        .sweep_bucket(&referenced, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(done.quarantined, 1);
+    let view = objects.storage();
+    assert!(view.head("tasks/kept.bundle").await.unwrap().is_some());
+    assert!(view
+        .head("versions/orphan.1.safetensors")
+        .await
+        .unwrap()
+        .is_none());
+    assert!(view
+        .head("quarantine/versions/orphan.1.safetensors")
+        .await
+        .unwrap()
+        .is_some());
+}
