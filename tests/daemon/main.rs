@@ -4,6 +4,7 @@
 //! (each links libtorch; see docs/results.md, "Build and test time").
 mod backup;
 mod bad_input;
+mod by_reference;
 mod crash;
 mod ctpctl;
 mod dashboard;
@@ -14,9 +15,11 @@ mod helpers;
 mod k8s_manifest;
 mod limits;
 mod objects;
+mod ownership;
 mod pg_daemons;
 mod python_client;
 mod reliability;
 mod service;
 mod tls;
+mod verify;
 mod upgrade;
