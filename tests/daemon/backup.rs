@@ -116,6 +116,23 @@ async fn cancel_and_wait(c: &mut ContinualTrainerClient<Channel>, task: &str) {
     assert_eq!(end.state, pb::TaskState::Cancelled as i32, "{end:?}");
 }
 
+/// A backup into `path` that must be refused.
+async fn refused(c: &mut ContinualTrainerClient<Channel>, path: &Path) -> tonic::Status {
+    c.backup(pb::BackupRequest {
+        path: path.display().to_string(),
+    })
+    .await
+    .unwrap_err()
+}
+
+/// Flips one bit in the middle of `file`.
+fn damage(file: &Path) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(file, bytes).unwrap();
+}
+
 fn ctpd(args: &[&std::ffi::OsStr]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ctpd"))
         .args(args)
@@ -247,12 +264,7 @@ async fn a_backup_taken_while_a_task_trains_restores_every_version_bit_for_bit()
     );
 
     // Refused targets leave what is there alone.
-    let err = c
-        .backup(pb::BackupRequest {
-            path: snap.display().to_string(),
-        })
-        .await
-        .unwrap_err();
+    let err = refused(&mut c, &snap).await;
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(
         err.message()
@@ -261,15 +273,9 @@ async fn a_backup_taken_while_a_task_trains_restores_every_version_bit_for_bit()
         err.message()
     );
     assert_eq!(manifest(&snap), m);
-    for bad in [
-        "relative/dir".to_string(),
-        app.data_dir.join("inside").display().to_string(),
-    ] {
-        let err = c
-            .backup(pb::BackupRequest { path: bad.clone() })
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument, "{bad}: {err:?}");
+    for bad in [Path::new("relative/dir"), &app.data_dir.join("inside")] {
+        let err = refused(&mut c, bad).await;
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad:?}: {err:?}");
     }
     assert!(
         !app.data_dir.join("inside").exists(),
@@ -283,19 +289,8 @@ async fn a_backup_taken_while_a_task_trains_restores_every_version_bit_for_bit()
     let history_a = head_history(&root.path().join("a")).await;
     assert_eq!(history_a.len(), 3, "{history_a:?}");
 
-    // Offline restore: refusals first.
-    let busy = root.path().join("busy");
-    std::fs::create_dir_all(&busy).unwrap();
-    std::fs::write(busy.join("x"), "keep").unwrap();
-    let out = restore(&snap, &busy);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("not an empty directory"),
-        "{}",
-        stderr(&out)
-    );
-    assert_eq!(std::fs::read_to_string(busy.join("x")).unwrap(), "keep");
-
+    // Offline restore of a damaged copy: one line naming the file, nothing restored (the
+    // other refusals: `backup::tests::restore_checks_every_file_and_leaves_nothing_on_failure`).
     let damaged = root.path().join("backups/damaged");
     let mut paths: Vec<String> = m.files.iter().map(|f| f.path.clone()).collect();
     paths.extend([m.database.path.clone(), "manifest.json".into()]);
@@ -309,10 +304,7 @@ async fn a_backup_taken_while_a_task_trains_restores_every_version_bit_for_bit()
         .iter()
         .find(|f| f.path.starts_with("versions/"))
         .unwrap();
-    let mut bytes = std::fs::read(damaged.join(&victim.path)).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x01;
-    std::fs::write(damaged.join(&victim.path), bytes).unwrap();
+    damage(&damaged.join(&victim.path));
     let target = root.path().join("from-damaged");
     let out = restore(&damaged, &target);
     assert!(!out.status.success());
@@ -360,17 +352,9 @@ async fn a_backup_taken_while_a_task_trains_restores_every_version_bit_for_bit()
         .find(|f| f.sha256 == v2.checkpoint_sha256)
         .map(|f| b.join(&f.path))
         .unwrap();
-    let mut bytes = std::fs::read(&v2_file).unwrap();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0x01;
-    std::fs::write(&v2_file, bytes).unwrap();
+    damage(&v2_file);
     let second = root.path().join("backups/two");
-    let err = c
-        .backup(pb::BackupRequest {
-            path: second.display().to_string(),
-        })
-        .await
-        .unwrap_err();
+    let err = refused(&mut c, &second).await;
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(
         err.message().contains(&v2_file.display().to_string())
