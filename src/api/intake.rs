@@ -1,15 +1,15 @@
 //! The samples of one submission, streamed (`submit`) or read from shards (`submit_ref`):
 //! numbered, checked with [`check_sample`] and written to the bundle in one place, so both
-//! paths apply exactly the same rules and messages.
+//! paths apply exactly the same rules and messages. Below both (imports neither).
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use ctp_api::pb;
 
 use super::status::ApiError;
-use super::submit::{check_sample, disk_error, Header, SampleRules};
 use crate::state::AppState;
-use crate::taskdata::BundleWriter;
+use crate::task::TaskSettings;
+use crate::taskdata::{BundleWriter, StoredSample};
 
 /// Checks and stores the samples of one submission, streamed or read from shards: the one
 /// place that numbers samples, applies `limits.max_samples_per_task` and [`check_sample`],
@@ -61,12 +61,16 @@ impl Intake {
     }
 
     /// The checks on the whole task once every sample is in; the bundle, ready to commit.
-    pub(super) fn finish(self, hdr: &Header) -> Result<BundleWriter, ApiError> {
+    pub(super) fn finish(
+        self,
+        expected: Option<u64>,
+        settings: &TaskSettings,
+    ) -> Result<BundleWriter, ApiError> {
         let (n, writer) = (self.n, self.writer);
         if n == 0 {
             return Err(ApiError::Invalid("the upload has zero samples".into()));
         }
-        if let Some(want) = hdr.expected {
+        if let Some(want) = expected {
             if want != n as u64 {
                 return Err(ApiError::Invalid(format!(
                     "header.expected_samples is {want} but {n} samples arrived"
@@ -83,14 +87,118 @@ impl Intake {
                 "no training samples among {n}: every sample is in the eval split"
             )));
         }
-        let steps = hdr.settings.total_steps(writer.n_train as u64);
+        let steps = settings.total_steps(writer.n_train as u64);
         let max_steps = self.state.settings.limits.max_steps_per_task;
         if steps > max_steps {
             return Err(ApiError::Invalid(format!(
                 "settings: {} epochs over {} training samples at batch_size {} is {steps} steps; the limit is {max_steps} (limits.max_steps_per_task)",
-                hdr.settings.epochs, writer.n_train, hdr.settings.batch_size
+                settings.epochs, writer.n_train, settings.batch_size
             )));
         }
         Ok(writer)
+    }
+}
+
+/// Deterministic eval membership for `eval_fraction` uploads: a hash of (seed, index).
+fn in_eval(seed: u64, index: u64, fraction: f32) -> bool {
+    let h = crate::trainer::data::mix(&[seed, index, 0xE7A1]);
+    (h % 1_000_000) as f64 / 1e6 < fraction as f64
+}
+
+/// How an upload marks its eval samples.
+#[derive(Clone, Copy, Debug)]
+pub enum SplitMode {
+    /// A deterministic fraction, chosen from the seed; samples leave `split` unset.
+    Fraction(f32),
+    /// Each sample says SPLIT_TRAIN or SPLIT_EVAL.
+    PerSample,
+}
+
+/// Everything [`check_sample`] checks a sample against.
+#[derive(Clone, Debug)]
+pub struct SampleRules {
+    pub split: SplitMode,
+    pub seed: u64,
+    pub max_caption_bytes: usize,
+    pub image: crate::images::ImageLimits,
+    /// The preset's image side, which every image must decode and resize to.
+    pub size: u32,
+}
+
+/// Validates sample `i` of an upload; returns it ready to store, or INVALID_ARGUMENT naming
+/// the sample and the reason.
+pub fn check_sample(
+    i: usize,
+    s: pb::Sample,
+    rules: &SampleRules,
+) -> Result<StoredSample, ApiError> {
+    let bad = |why: String| ApiError::Invalid(format!("sample {i}: {why}"));
+    let caption = String::from_utf8(s.caption).map_err(|e| {
+        bad(format!(
+            "caption is not valid UTF-8 (byte {})",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    let max = rules.max_caption_bytes;
+    if caption.trim().is_empty() {
+        return Err(bad("caption is empty".into()));
+    }
+    if caption.len() > max {
+        return Err(bad(format!(
+            "caption is {} bytes; the limit is {max}",
+            caption.len()
+        )));
+    }
+    crate::images::decode_rgb(&s.image, &rules.image, rules.size)
+        .map_err(|e| bad(e.to_string()))?;
+    let eval = match (rules.split, pb::Split::try_from(s.split)) {
+        (SplitMode::Fraction(f), Ok(pb::Split::Unspecified)) => in_eval(rules.seed, i as u64, f),
+        (SplitMode::Fraction(_), _) => {
+            return Err(bad(
+                "split must be unset when the header gives eval_fraction".into(),
+            ))
+        }
+        (SplitMode::PerSample, Ok(pb::Split::Train)) => false,
+        (SplitMode::PerSample, Ok(pb::Split::Eval)) => true,
+        (SplitMode::PerSample, _) => {
+            return Err(bad(
+                "split must be SPLIT_TRAIN or SPLIT_EVAL (per-sample eval split)".into(),
+            ))
+        }
+    };
+    super::limits::check("id", &s.id, super::limits::SAMPLE_ID_BYTES)
+        .map_err(|e| bad(e.to_string()))?;
+    let id = if s.id.is_empty() { i.to_string() } else { s.id };
+    Ok(StoredSample {
+        id,
+        caption,
+        eval,
+        image: s.image,
+    })
+}
+
+/// An error reading the upload stream. tonic reports an over-limit message as OUT_OF_RANGE;
+/// ctp answers RESOURCE_EXHAUSTED (as gRPC C++/Java/Go do) with the limit and the remedy.
+pub(super) fn stream_error(s: tonic::Status, n: usize) -> ApiError {
+    if s.code() == tonic::Code::OutOfRange {
+        ApiError::ResourceExhausted(format!(
+            "upload message after sample {n} is too large ({}); send smaller SampleChunks (server limit: limits.max_message_bytes)",
+            s.message()
+        ))
+    } else {
+        ApiError::Invalid(format!("upload stream after sample {n}: {}", s.message()))
+    }
+}
+
+/// An I/O error while writing under the data dir: a full disk or quota is
+/// `RESOURCE_EXHAUSTED` naming the data dir; anything else is internal.
+pub(super) fn disk_error(state: &AppState, doing: &str, e: std::io::Error) -> ApiError {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => ApiError::ResourceExhausted(format!(
+            "{doing}: the data dir {} is out of space ({e}); free space there and retry",
+            state.data.root().display()
+        )),
+        _ => ApiError::Internal(format!("{doing}: {e}")),
     }
 }

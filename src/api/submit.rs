@@ -10,13 +10,14 @@ use std::sync::Arc;
 use tonic::Streaming;
 
 use super::convert::settings_from_pb;
-use super::intake::Intake;
+use super::intake::{disk_error, stream_error, Intake};
+pub use super::intake::{check_sample, SampleRules, SplitMode};
 use crate::task::TaskSettings;
 use ctp_api::pb;
 use super::status::ApiError;
 use crate::state::AppState;
 use crate::store::{new_task_id, NewTask, StoreError, TaskRow};
-use crate::taskdata::{BundleWriter, StoredSample};
+use crate::taskdata::BundleWriter;
 use crate::trainer::{ModelConfig, Preset};
 
 /// Model names: `[A-Za-z0-9][A-Za-z0-9._-]{0,127}` (so never `.`, `..` or a path). Names
@@ -28,45 +29,19 @@ pub fn valid_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
-/// Deterministic eval membership for `eval_fraction` uploads: a hash of (seed, index).
-fn in_eval(seed: u64, index: u64, fraction: f32) -> bool {
-    let h = crate::trainer::data::mix(&[seed, index, 0xE7A1]);
-    (h % 1_000_000) as f64 / 1e6 < fraction as f64
-}
-
-/// How an upload marks its eval samples.
-#[derive(Clone, Copy, Debug)]
-pub enum SplitMode {
-    /// A deterministic fraction, chosen from the seed; samples leave `split` unset.
-    Fraction(f32),
-    /// Each sample says SPLIT_TRAIN or SPLIT_EVAL.
-    PerSample,
-}
-
-/// Everything [`check_sample`] checks a sample against.
-#[derive(Clone, Debug)]
-pub struct SampleRules {
-    pub split: SplitMode,
-    pub seed: u64,
-    pub max_caption_bytes: usize,
-    pub image: crate::images::ImageLimits,
-    /// The preset's image side, which every image must decode and resize to.
-    pub size: u32,
-}
-
-pub(super) struct Header {
+struct Header {
     model: String,
     preset: Preset,
     task_name: String,
     idempotency_key: Option<String>,
-    pub(super) settings: TaskSettings,
-    pub(super) split: SplitMode,
+    settings: TaskSettings,
+    split: SplitMode,
     /// Whether the header chose the split (`eval_split` set); by reference, an unset one
     /// follows the shards' own splits (see `submit_ref`).
-    pub(super) split_given: bool,
-    pub(super) expected: Option<u64>,
+    split_given: bool,
+    expected: Option<u64>,
     /// Task data by reference (URLs or brace patterns), empty for a streamed upload.
-    pub(super) data_urls: Vec<String>,
+    data_urls: Vec<String>,
 }
 
 fn parse_header(state: &AppState, h: pb::TaskHeader) -> Result<Header, ApiError> {
@@ -121,71 +96,6 @@ fn parse_header(state: &AppState, h: pb::TaskHeader) -> Result<Header, ApiError>
         expected: h.expected_samples,
         data_urls: h.data_urls,
     })
-}
-
-/// Validates sample `i` of an upload; returns it ready to store, or INVALID_ARGUMENT naming
-/// the sample and the reason.
-pub fn check_sample(
-    i: usize,
-    s: pb::Sample,
-    rules: &SampleRules,
-) -> Result<StoredSample, ApiError> {
-    let bad = |why: String| ApiError::Invalid(format!("sample {i}: {why}"));
-    let caption = String::from_utf8(s.caption).map_err(|e| {
-        bad(format!(
-            "caption is not valid UTF-8 (byte {})",
-            e.utf8_error().valid_up_to()
-        ))
-    })?;
-    let max = rules.max_caption_bytes;
-    if caption.trim().is_empty() {
-        return Err(bad("caption is empty".into()));
-    }
-    if caption.len() > max {
-        return Err(bad(format!(
-            "caption is {} bytes; the limit is {max}",
-            caption.len()
-        )));
-    }
-    crate::images::decode_rgb(&s.image, &rules.image, rules.size)
-        .map_err(|e| bad(e.to_string()))?;
-    let eval = match (rules.split, pb::Split::try_from(s.split)) {
-        (SplitMode::Fraction(f), Ok(pb::Split::Unspecified)) => in_eval(rules.seed, i as u64, f),
-        (SplitMode::Fraction(_), _) => {
-            return Err(bad(
-                "split must be unset when the header gives eval_fraction".into(),
-            ))
-        }
-        (SplitMode::PerSample, Ok(pb::Split::Train)) => false,
-        (SplitMode::PerSample, Ok(pb::Split::Eval)) => true,
-        (SplitMode::PerSample, _) => {
-            return Err(bad(
-                "split must be SPLIT_TRAIN or SPLIT_EVAL (per-sample eval split)".into(),
-            ))
-        }
-    };
-    super::limits::check("id", &s.id, super::limits::SAMPLE_ID_BYTES)
-        .map_err(|e| bad(e.to_string()))?;
-    let id = if s.id.is_empty() { i.to_string() } else { s.id };
-    Ok(StoredSample {
-        id,
-        caption,
-        eval,
-        image: s.image,
-    })
-}
-
-/// An error reading the upload stream. tonic reports an over-limit message as OUT_OF_RANGE;
-/// ctp answers RESOURCE_EXHAUSTED (as gRPC C++/Java/Go do) with the limit and the remedy.
-pub(super) fn stream_error(s: tonic::Status, n: usize) -> ApiError {
-    if s.code() == tonic::Code::OutOfRange {
-        ApiError::ResourceExhausted(format!(
-            "upload message after sample {n} is too large ({}); send smaller SampleChunks (server limit: limits.max_message_bytes)",
-            s.message()
-        ))
-    } else {
-        ApiError::Invalid(format!("upload stream after sample {n}: {}", s.message()))
-    }
 }
 
 pub async fn submit(
@@ -256,11 +166,11 @@ pub async fn submit(
         }
     } else {
         super::submit_ref::expect_no_samples(&mut stream).await?;
-        let (done, read) = super::submit_ref::read_shards(state, &hdr, intake).await?;
+        let (done, read) = super::submit_ref::read_shards(state, &hdr.data_urls, hdr.split_given, intake).await?;
         intake = done;
         sources = Some(read);
     }
-    let writer = intake.finish(&hdr)?;
+    let writer = intake.finish(hdr.expected, &hdr.settings)?;
     // A client that cancels its call ends the request body as if it had finished (hyper reads
     // RST_STREAM(CANCEL) as end of body), and tonic then drops this future at its next await.
     // Yield once so that happens here, before anything is kept; past this point the upload was
@@ -357,17 +267,4 @@ fn request_digest(hdr: &Header, bundle_sha: &str) -> String {
         h.update(part.as_bytes());
     }
     hex::encode(h.finalize())
-}
-
-/// An I/O error while writing under the data dir: a full disk or quota is
-/// `RESOURCE_EXHAUSTED` naming the data dir; anything else is internal.
-pub(super) fn disk_error(state: &AppState, doing: &str, e: std::io::Error) -> ApiError {
-    use std::io::ErrorKind;
-    match e.kind() {
-        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => ApiError::ResourceExhausted(format!(
-            "{doing}: the data dir {} is out of space ({e}); free space there and retry",
-            state.data.root().display()
-        )),
-        _ => ApiError::Internal(format!("{doing}: {e}")),
-    }
 }

@@ -24,9 +24,8 @@ use ctp_storage::{expand_braces, FetchedShard, Storage, StorageError};
 use serde::{Deserialize, Serialize};
 use tonic::Streaming;
 
-use super::intake::Intake;
+use super::intake::{disk_error, stream_error, Intake, SplitMode};
 use super::status::ApiError;
-use super::submit::{disk_error, stream_error, Header, SplitMode};
 use crate::state::AppState;
 
 /// Most shard URLs one task may name, all patterns together.
@@ -46,23 +45,6 @@ pub struct SourceRecord {
     pub samples: u64,
     /// Its size in bytes.
     pub bytes: u64,
-}
-
-/// `Task.sources` from a stored manifest (empty for a streamed upload, or one unreadable).
-pub fn sources_from_json(json: Option<&str>) -> Vec<pb::DataSource> {
-    let records: Vec<SourceRecord> = json
-        .and_then(|j| serde_json::from_str(j).ok())
-        .unwrap_or_default();
-    records
-        .into_iter()
-        .map(|r| pb::DataSource {
-            url: r.url,
-            etag: r.etag.unwrap_or_default(),
-            sha256: r.sha256,
-            samples: r.samples,
-            bytes: r.bytes,
-        })
-        .collect()
 }
 
 /// A request with `data_urls` is its header alone: reads the stream's end, refusing samples.
@@ -137,11 +119,12 @@ enum SplitChoice {
 /// with the manifest.
 pub(super) async fn read_shards(
     state: &Arc<AppState>,
-    hdr: &Header,
+    data_urls: &[String],
+    split_given: bool,
     mut intake: Intake,
 ) -> Result<(Intake, Vec<SourceRecord>), ApiError> {
     let storage = state.objects.storage().clone();
-    let urls = expand(&hdr.data_urls, &storage)?;
+    let urls = expand(data_urls, &storage)?;
     let max = state.settings.limits.max_shard_bytes;
     let parent = state.data.root().join("cache");
     let dir = std::fs::create_dir_all(&parent)
@@ -151,7 +134,7 @@ pub(super) async fn read_shards(
                 .tempdir_in(&parent)
         })
         .map_err(|e| disk_error(state, "creating the folder for fetched shards", e))?;
-    let mut choice = if hdr.split_given {
+    let mut choice = if split_given {
         SplitChoice::Given
     } else {
         SplitChoice::Undecided

@@ -73,7 +73,15 @@ fn install_package(python: &Path, dir: &Path) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_package_and_example_against_a_live_daemon() {
-    let app = spawn_app(Db::Sqlite).await;
+    // Shards the live tests write for a task submitted by reference.
+    let shards = tempfile::tempdir().unwrap();
+    let shards_dir = shards.path().canonicalize().unwrap();
+    let allow = format!("[{:?}]", format!("file://{}/", shards_dir.display()));
+    let app = spawn_app_with(
+        Db::Sqlite,
+        vec![("CTP__STORAGE__ALLOW_URLS".to_string(), allow)],
+    )
+    .await;
     let python = assets::python();
     let has_grpc = std::process::Command::new(&python)
         .args(["-c", "import grpc, grpc_tools, numpy, hatchling.build"])
@@ -97,6 +105,7 @@ async fn python_package_and_example_against_a_live_daemon() {
         .current_dir(tmp.path())
         .env("PYTHONPATH", &site)
         .env("CTP_ADDR", &addr)
+        .env("CTP_SHARDS_DIR", &shards_dir)
         .env(
             "CTP_PROTO_ROOT",
             concat!(env!("CARGO_MANIFEST_DIR"), "/proto"),

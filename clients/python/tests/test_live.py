@@ -1,6 +1,9 @@
 """Against a live daemon at $CTP_ADDR (tests/daemon/python_client.rs starts one with the tiny
 preset and runs these); skipped without it."""
+import io
+import json
 import os
+import tarfile
 import unittest
 
 import grpc
@@ -109,6 +112,31 @@ class Live(unittest.TestCase):
         self.assertEqual((change.from_version, change.to_version), (2, 1))
         self.assertEqual(change.head.version, 1)
         self.assertTrue(self.c.version(MODEL, 1).is_head)
+
+    def test_8_submit_by_reference(self):
+        """Shards the daemon reads itself ($CTP_SHARDS_DIR is in its storage.allow_urls)."""
+        shards = os.environ.get("CTP_SHARDS_DIR")
+        self.assertTrue(shards, "tests/daemon/python_client.rs sets CTP_SHARDS_DIR")
+        for i, part in enumerate((samples()[:4], samples()[4:])):
+            with tarfile.open(os.path.join(shards, f"py-{i}.tar"), "w") as tar:
+                for s in part:
+                    meta = json.dumps({"split": s.split}).encode()
+                    for ext, data in (("png", s.image), ("txt", s.caption.encode()), ("json", meta)):
+                        info = tarfile.TarInfo(f"{s.id}.{ext}")
+                        info.size = len(data)
+                        tar.addfile(info, io.BytesIO(data))
+        pattern = f"file://{shards}/py-{{0..1}}.tar"
+        task = self.c.submit_by_reference("pyref", pattern, {"epochs": 1, "batch_size": 4},
+                                          preset="tiny", name="by-reference")
+        self.assertEqual([s.samples for s in task.sources], [4, 4])
+        self.assertEqual(task.sources[1].url, f"file://{shards}/py-1.tar")
+        self.assertEqual(len(task.sources[0].sha256), 64)
+        self.assertEqual((task.n_train, task.n_eval), (6, 2))
+        self.assertEqual(self.c.wait(task.id, timeout=600).state, "SUCCEEDED")
+        # submit() takes a URL too; one outside the allow-list is refused, named.
+        with self.assertRaises(ctp_client.InvalidArgument) as cm:
+            self.c.submit("pyref", "file:///etc/ctp/x.tar", preset="tiny")
+        self.assertIn("file:///etc/ctp/x.tar", cm.exception.message)
 
 
 if __name__ == "__main__":

@@ -113,5 +113,34 @@ class Errors(unittest.TestCase):
         self.assertEqual(cm.exception.code, grpc.StatusCode.UNAVAILABLE)
 
 
+class ByReference(unittest.TestCase):
+    def test_header_alone_carries_the_urls(self):
+        sent = []
+
+        def fake_submit(requests, metadata=None, timeout=None):
+            sent.extend(requests)
+            return ctp_client.pb.Task(id="t", sources=[ctp_client.pb.DataSource(
+                url="s3://b/x/shard-0.tar", etag='"e"', sha256="ab" * 32, samples=3, bytes=99)])
+
+        with ctp_client.Client("127.0.0.1:1", timeout=2) as c:
+            c._stub = type("S", (), {"SubmitTask": staticmethod(fake_submit)})()
+            pattern = "s3://b/x/shard-{0..8}.tar"
+            task = c.submit("m", pattern, {"epochs": 1}, eval_fraction=0.25, idempotency_key="k")
+        self.assertEqual(len(sent), 1, "a header and no SampleChunk")
+        h = sent[0].header
+        self.assertEqual(list(h.data_urls), [pattern])
+        self.assertEqual(h.eval_split.eval_fraction, 0.25)
+        self.assertEqual((h.idempotency_key, h.settings.epochs), ("k", 1))
+        self.assertFalse(h.HasField("expected_samples"))
+        self.assertEqual(task.sources, [ctp_client.DataSource(
+            url="s3://b/x/shard-0.tar", etag='"e"', sha256="ab" * 32, samples=3, bytes=99)])
+
+    def test_local_paths_are_not_urls(self):
+        from ctp_client.client import _is_url
+        self.assertTrue(_is_url("file:///srv/x.tar"))
+        self.assertFalse(_is_url("data/shard-0.tar"))
+        self.assertFalse(_is_url("/srv/a://b"))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -118,8 +118,25 @@ pub fn task_to_pb(t: &TaskRow) -> pb::Task {
         idempotency_key: t.idempotency_key.clone(),
         cancel_requested: t.cancel_requested,
         rejection_reason: t.rejected_reason.clone(),
-        sources: super::submit_ref::sources_from_json(t.sources_json.as_deref()),
+        sources: sources_from_json(t.sources_json.as_deref()),
     }
+}
+
+/// `Task.sources` from a stored manifest (empty for a streamed upload, or one unreadable).
+pub fn sources_from_json(json: Option<&str>) -> Vec<pb::DataSource> {
+    let records: Vec<super::submit_ref::SourceRecord> = json
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default();
+    records
+        .into_iter()
+        .map(|r| pb::DataSource {
+            url: r.url,
+            etag: r.etag.unwrap_or_default(),
+            sha256: r.sha256,
+            samples: r.samples,
+            bytes: r.bytes,
+        })
+        .collect()
 }
 
 fn eval_to_pb(e: &EvalRow) -> pb::TaskEval {

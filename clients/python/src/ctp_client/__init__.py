@@ -16,6 +16,7 @@ from ._pb import ctp_pb2_grpc as pb_grpc
 from .client import (
     DEFAULT_EVAL_FRACTION,
     Client,
+    DataSource,
     Embeddings,
     Event,
     HeadChange,
@@ -44,9 +45,9 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "Aborted", "AlreadyExists", "Client", "CtpError", "DEFAULT_EVAL_FRACTION", "DatasetError",
-    "DeadlineExceeded", "Embeddings", "Event", "FailedPrecondition", "GateRejected", "HeadChange",
-    "InvalidArgument", "NotFound", "PermissionDenied", "Progress", "ResourceExhausted", "Sample",
-    "TaskFailed", "TaskInfo", "Unauthenticated", "Unavailable", "VersionRow", "pb", "pb_grpc",
-    "read_path", "train_settings",
+    "Aborted", "AlreadyExists", "Client", "CtpError", "DEFAULT_EVAL_FRACTION", "DataSource",
+    "DatasetError", "DeadlineExceeded", "Embeddings", "Event", "FailedPrecondition",
+    "GateRejected", "HeadChange", "InvalidArgument", "NotFound", "PermissionDenied", "Progress",
+    "ResourceExhausted", "Sample", "TaskFailed", "TaskInfo", "Unauthenticated", "Unavailable",
+    "VersionRow", "pb", "pb_grpc", "read_path", "train_settings",
 ]

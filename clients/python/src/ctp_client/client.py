@@ -68,6 +68,21 @@ class Progress:
 
 
 @dataclass
+class DataSource:
+    """One shard a task submitted by reference was read from (``TaskInfo.sources``)."""
+
+    url: str
+    etag: str
+    sha256: str
+    samples: int
+    bytes: int
+
+    @classmethod
+    def from_pb(cls, d: "pb.DataSource") -> "DataSource":
+        return cls(url=d.url, etag=d.etag, sha256=d.sha256, samples=d.samples, bytes=d.bytes)
+
+
+@dataclass
 class TaskInfo:
     """A task (``GetTask``/``ListTasks``/``SubmitTask``), with ``state`` as a name
     (``QUEUED``, ``RUNNING``, ``SUCCEEDED``, ``FAILED``, ``CANCELLED``)."""
@@ -88,6 +103,8 @@ class TaskInfo:
     created_at: Optional[datetime]
     started_at: Optional[datetime]
     finished_at: Optional[datetime]
+    #: For a task submitted by reference: the shards read at submission, in order.
+    sources: List[DataSource] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -112,6 +129,7 @@ class TaskInfo:
             created_at=_time(t.created_at) if t.HasField("created_at") else None,
             started_at=_time(t.started_at) if t.HasField("started_at") else None,
             finished_at=_time(t.finished_at) if t.HasField("finished_at") else None,
+            sources=[DataSource.from_pb(d) for d in t.sources],
         )
 
 
@@ -333,7 +351,14 @@ class Client:
         ``split`` is used when every sample states one, else the daemon holds out 20 %.
         ``progress(samples_sent, total)`` is called after each chunk.
         Follow the task with :meth:`watch` or :meth:`wait`.
+
+        A string with a scheme (``s3://…``, ``https://…``, ``file://…``) is shard URLs for
+        the daemon to read: see :meth:`submit_by_reference`.
         """
+        if isinstance(data, str) and _is_url(data):
+            return self.submit_by_reference(
+                model, [data], settings, name=name, preset=preset, eval_fraction=eval_fraction,
+                seed=seed, idempotency_key=idempotency_key, timeout=timeout)
         samples = list(samples_of(data))
         if not samples:
             raise DatasetError("no samples to submit")
@@ -388,6 +413,49 @@ class Client:
                     progress(sent + len(chunk), len(samples))
 
         return TaskInfo.from_pb(self._call(self._stub.SubmitTask, requests(), timeout))
+
+    def submit_by_reference(
+        self,
+        model: str,
+        data_urls: Union[str, Sequence[str]],
+        settings: Union[None, Mapping[str, Any], "pb.TrainSettings"] = None,
+        *,
+        name: Optional[str] = None,
+        preset: str = "",
+        eval_fraction: Optional[float] = None,
+        seed: int = 0,
+        idempotency_key: Optional[str] = None,
+        timeout: float = 600.0,
+    ) -> TaskInfo:
+        """Submits a task whose data the daemon reads itself: WebDataset ``.tar`` shard URLs
+        (``s3://bucket/key``, ``https://…``, ``file:///…``), each possibly a brace pattern
+        such as ``"s3://b/emoji/shard-{000..008}.tar"`` (expanded by the daemon).
+
+        The URLs must be allowed by the daemon's ``storage.allow_urls`` (or name its own
+        bucket). The daemon fetches and checks every sample as for an upload before it
+        accepts the task, copies them into its own store, and records what it read in
+        ``TaskInfo.sources``. Splits: ``eval_fraction``, else the shards' own splits when
+        they state them, else the daemon holds out 20 %.
+        """
+        urls = [data_urls] if isinstance(data_urls, str) else list(data_urls)
+        if not urls:
+            raise ValueError("data_urls is empty")
+        header = pb.TaskHeader(
+            model=model,
+            preset=preset,
+            task_name=name or model,
+            settings=train_settings(settings),
+            seed=seed,
+            data_urls=urls,
+        )
+        if eval_fraction is not None:
+            if not 0.0 < eval_fraction < 1.0:
+                raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+            header.eval_split.CopyFrom(pb.EvalSplit(eval_fraction=eval_fraction))
+        if idempotency_key is not None:
+            header.idempotency_key = idempotency_key
+        requests = iter([pb.SubmitTaskRequest(header=header)])
+        return TaskInfo.from_pb(self._call(self._stub.SubmitTask, requests, timeout))
 
     def task(self, task_id: str) -> TaskInfo:
         return TaskInfo.from_pb(self._call(self._stub.GetTask, pb.GetTaskRequest(task_id=task_id)))
@@ -587,3 +655,9 @@ def _pem(value: Union[bytes, str]) -> bytes:
         return value
     with open(value, "rb") as f:
         return f.read()
+
+
+def _is_url(s: str) -> bool:
+    """``scheme://…`` (letters, digits, ``+-.``), as ctpctl decides."""
+    scheme, sep, _ = s.partition("://")
+    return bool(sep) and scheme[:1].isalpha() and all(c.isalnum() or c in "+-." for c in scheme)
