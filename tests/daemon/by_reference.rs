@@ -4,7 +4,8 @@
 //!
 //! - file:// shards by a brace pattern train to SUCCEEDED; `Task.sources` lists each shard
 //!   with its sha256 and sample count; the same samples streamed with the same idempotency
-//!   key return the same task (the digest covers the data, not how it arrived).
+//!   key return the same task (the digest covers the data, not how it arrived); shards that
+//!   change or vanish after submission do not affect the task (it trains on its own copy).
 //! - A URL outside `storage.allow_urls` is INVALID_ARGUMENT naming it, before anything is
 //!   fetched; a header with data_urls plus samples is refused.
 //! - A bad sample in a shard gives exactly the message a streamed upload of the same samples
@@ -132,12 +133,13 @@ async fn file_shards_by_reference_train_and_record_their_manifest() {
     let mut h = ref_header("m", "by-reference", 2, &[pattern]);
     h.idempotency_key = Some("k1".into());
     let task = submit_ref(&mut app, h.clone()).await.unwrap();
+    let shas: Vec<String> = paths.iter().map(|p| sha256_of(p)).collect();
     assert_eq!(task.n_train + task.n_eval, samples.len() as u64);
     assert_eq!(task.n_eval, 6, "the shards' own splits are used");
     assert_eq!(task.sources.len(), 2, "{:?}", task.sources);
     for (i, (src, path)) in task.sources.iter().zip(&paths).enumerate() {
         assert_eq!(src.url, format!("file://{}/shard-{i}.tar", root.display()));
-        assert_eq!(src.sha256, sha256_of(path));
+        assert_eq!(src.sha256, shas[i]);
         assert_eq!(src.samples, 8);
         assert_eq!(src.bytes, std::fs::metadata(path).unwrap().len());
         assert_eq!(src.etag, "");
@@ -149,6 +151,9 @@ async fn file_shards_by_reference_train_and_record_their_manifest() {
     let again = submit(&mut app.client, h, samples.clone()).await.unwrap();
     assert_eq!(again.id, task.id);
 
+    // The shards change after submission: the task trains on the copy it stored.
+    std::fs::write(&paths[0], b"not a tar any more").unwrap();
+    std::fs::remove_file(&paths[1]).unwrap();
     let events = watch_all(&mut app.client, &task.id, 0).await;
     let t = terminal(&events);
     assert_eq!(t.state, pb::TaskState::Succeeded as i32, "{}", t.error);
