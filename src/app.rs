@@ -10,9 +10,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::api::auth::Auth;
-use ctp_api::pb::continual_trainer_server::ContinualTrainerServer;
 use crate::api::service::Service;
-use ctp_api::pb;
 use crate::config::Settings;
 use crate::datadir::{DataDir, DataDirLock, Ownership};
 use crate::objects::Objects;
@@ -21,6 +19,8 @@ use crate::store::{Backend, Store};
 use crate::telemetry::Metrics;
 use crate::trainer::{Control, TrainerHandle};
 use crate::worker;
+use ctp_api::pb;
+use ctp_api::pb::continual_trainer_server::ContinualTrainerServer;
 
 pub struct Application {
     state: Arc<AppState>,

@@ -47,10 +47,7 @@ pub async fn set_serving(health: &HealthReporter, serving: bool) {
     };
     health.set_service_status("", status).await;
     health
-        .set_service_status(
-            ctp_api::pb::continual_trainer_server::SERVICE_NAME,
-            status,
-        )
+        .set_service_status(ctp_api::pb::continual_trainer_server::SERVICE_NAME, status)
         .await;
 }
 

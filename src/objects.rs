@@ -148,8 +148,7 @@ impl Objects {
         if self.is_local() {
             return Ok(done);
         }
-        let keep: std::collections::HashSet<&str> =
-            referenced.iter().map(String::as_str).collect();
+        let keep: std::collections::HashSet<&str> = referenced.iter().map(String::as_str).collect();
         for prefix in crate::datadir::SUBDIRS {
             for o in self.storage.list(prefix).await? {
                 let young = o.last_modified.elapsed().map_or(true, |age| age < min_age);

@@ -124,7 +124,9 @@ impl Verifier<'_> {
             let numbers: HashSet<i64> = versions.iter().map(|v| v.version).collect();
             if let Some(h) = m.head_version {
                 match versions.iter().find(|v| v.version == h) {
-                    None => r.problems.push(format!("model {}: head {h} does not exist", m.name)),
+                    None => r
+                        .problems
+                        .push(format!("model {}: head {h} does not exist", m.name)),
                     Some(v) if v.rejected_reason.is_some() => r.problems.push(format!(
                         "model {}: head {h} is a version the gate rejected",
                         m.name
@@ -200,7 +202,8 @@ impl Verifier<'_> {
                 None => Err(format!("unknown preset {preset:?}")),
             };
             if let Err(e) = loaded {
-                r.problems.push(format!("{name}: the checkpoint does not load: {e}"));
+                r.problems
+                    .push(format!("{name}: the checkpoint does not load: {e}"));
             }
         }
         Ok(())
@@ -233,7 +236,8 @@ impl Verifier<'_> {
         let name = format!("task {} ({}/{})", t.id, t.model, t.name);
         let stored = &t.data_dir;
         if !self.objects.exists(stored).await.unwrap_or(false) {
-            r.problems.push(format!("{name}: bundle {stored} is missing"));
+            r.problems
+                .push(format!("{name}: bundle {stored} is missing"));
             return;
         }
         let sha = crate::taskdata::bundle_sha(stored).unwrap_or_default();
@@ -312,11 +316,15 @@ impl Verifier<'_> {
             let listed = match self.objects.storage().list(prefix).await {
                 Ok(l) => l,
                 Err(e) => {
-                    r.problems.push(format!("listing {prefix}/ in the bucket: {e}"));
+                    r.problems
+                        .push(format!("listing {prefix}/ in the bucket: {e}"));
                     continue;
                 }
             };
-            for o in listed.into_iter().filter(|o| !keys.contains(o.key.as_str())) {
+            for o in listed
+                .into_iter()
+                .filter(|o| !keys.contains(o.key.as_str()))
+            {
                 r.unreferenced.push(o.key.clone());
                 if repair {
                     match self.objects.storage().quarantine(&o.key).await {

@@ -1,8 +1,8 @@
 //! SetPromotionGate / GetPromotionGate: the per-model forgetting policy (issue #10).
-use ctp_api::pb;
 use super::status::ApiError;
 use crate::state::AppState;
 use crate::store::GatePolicy;
+use ctp_api::pb;
 
 /// Checks every bound: finite and within [−100, 100] Rm points (`min_union_rm` within [0, 100]).
 pub fn from_pb(g: Option<pb::PromotionGate>) -> Result<GatePolicy, ApiError> {

@@ -8,12 +8,12 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::{require, Scope};
 use super::convert;
-use ctp_api::pb::{self, continual_trainer_server::ContinualTrainer};
 use super::status::ApiError;
 use super::{gate, submit, watch};
 use crate::state::AppState;
 use crate::store::VersionRow;
 use crate::trainer::{Control, ModelConfig, Preset, VersionRef};
+use ctp_api::pb::{self, continual_trainer_server::ContinualTrainer};
 
 pub struct Service {
     pub state: Arc<AppState>,
@@ -280,12 +280,7 @@ impl ContinualTrainer for Service {
         let e = self
             .state
             .engine
-            .embed(
-                cfg.clone(),
-                checkpoint,
-                images,
-                r.texts,
-            )
+            .embed(cfg.clone(), checkpoint, images, r.texts)
             .await
             .map_err(ApiError::from)?;
         let wrap = |rows: Vec<Vec<f32>>| {

@@ -10,15 +10,15 @@ use std::sync::Arc;
 use tonic::Streaming;
 
 use super::convert::settings_from_pb;
-use super::intake::{disk_error, stream_error, Intake};
 pub use super::intake::{check_sample, SampleRules, SplitMode};
-use crate::task::TaskSettings;
-use ctp_api::pb;
+use super::intake::{disk_error, stream_error, Intake};
 use super::status::ApiError;
 use crate::state::AppState;
 use crate::store::{new_task_id, NewTask, StoreError, TaskRow};
+use crate::task::TaskSettings;
 use crate::taskdata::BundleWriter;
 use crate::trainer::{ModelConfig, Preset};
+use ctp_api::pb;
 
 /// Model names: `[A-Za-z0-9][A-Za-z0-9._-]{0,127}` (so never `.`, `..` or a path). Names
 /// are never joined into file paths; the pattern keeps them safe to show and to type.
@@ -148,7 +148,11 @@ pub async fn submit(
     let mut intake = Intake::new(state.clone(), rules, writer);
     let mut sources = None;
     if hdr.data_urls.is_empty() {
-        while let Some(msg) = stream.message().await.map_err(|s| stream_error(s, intake.n))? {
+        while let Some(msg) = stream
+            .message()
+            .await
+            .map_err(|s| stream_error(s, intake.n))?
+        {
             match msg.msg {
                 Some(pb::submit_task_request::Msg::Chunk(c)) => {
                     for s in c.samples {
@@ -166,7 +170,8 @@ pub async fn submit(
         }
     } else {
         super::submit_ref::expect_no_samples(&mut stream).await?;
-        let (done, read) = super::submit_ref::read_shards(state, &hdr.data_urls, hdr.split_given, intake).await?;
+        let (done, read) =
+            super::submit_ref::read_shards(state, &hdr.data_urls, hdr.split_given, intake).await?;
         intake = done;
         sources = Some(read);
     }
@@ -176,8 +181,7 @@ pub async fn submit(
     // Yield once so that happens here, before anything is kept; past this point the upload was
     // complete, and committing it runs detached so that no later drop can leave half of it.
     tokio::task::yield_now().await;
-    let sources_json =
-        sources.map(|v| serde_json::to_string(&v).expect("the manifest serialises"));
+    let sources_json = sources.map(|v| serde_json::to_string(&v).expect("the manifest serialises"));
     let commit = tokio::spawn(commit_upload(state.clone(), hdr, writer, sources_json));
     commit
         .await

@@ -8,8 +8,8 @@ use tokio_stream::StreamExt;
 
 use super::api::{all_versions, req};
 use super::{HttpError, Shared, Viewer};
-use ctp_api::pb::{self, continual_trainer_server::ContinualTrainer};
 use crate::api::status::ApiError;
+use ctp_api::pb::{self, continual_trainer_server::ContinualTrainer};
 use ctp_charts::data::lineage_order;
 use ctp_charts::{font, Chart, ReportData, TaskHistory};
 

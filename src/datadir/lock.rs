@@ -138,7 +138,10 @@ mod tests {
             .to_string();
         let pid = format!("pid {}", std::process::id());
         assert!(e.contains(&tmp.path().display().to_string()), "{e}");
-        assert!(e.contains(&pid) && e.contains("on host") && e.contains("since"), "{e}");
+        assert!(
+            e.contains(&pid) && e.contains("on host") && e.contains("since"),
+            "{e}"
+        );
         assert!(DataDirLock::acquire(tmp.path(), Ownership::Shared).is_err());
         drop(first);
         // Released: the next daemon takes it without anyone removing a file.

@@ -14,7 +14,6 @@ use super::events::insert_event;
 use super::rows::{lease_delta, lease_lost, HELD};
 use super::{Lease, Result, Store, SyncRow};
 
-
 /// Succeeds if `lease` still holds its job, share-locking the job row until the end of
 /// the transaction (Postgres); `LeaseLost` otherwise.
 pub(super) async fn check_lease(ex: &mut Exec<'_>, lease: &Lease) -> Result<()> {
@@ -36,7 +35,6 @@ async fn check_lease_in(ex: &mut Exec<'_>, lease: &Lease, state: &str) -> Result
         .map(|_| ())
         .ok_or_else(|| lease_lost(lease))
 }
-
 
 impl Store {
     /// Extends the lease to now + `lease`. Returns whether a cancel was requested for
@@ -86,7 +84,14 @@ impl Store {
                     "UPDATE jobs SET resume_checkpoint = $4, resume_step = $5, \
                      resume_sha256 = $6 WHERE {HELD}"
                 ),
-                args![&lease.task_id, &lease.worker_id, lease.epoch, path, step, sha256],
+                args![
+                    &lease.task_id,
+                    &lease.worker_id,
+                    lease.epoch,
+                    path,
+                    step,
+                    sha256
+                ],
             )
             .await?;
         if changed == 0 {

@@ -24,7 +24,6 @@ struct JobLease {
     resume_sha256: Option<String>,
 }
 
-
 /// True if the error is a unique-index violation (a lost race on Postgres).
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()

@@ -8,9 +8,6 @@ use super::{
     page_limit, Lease, ModelRow, NewTask, Result, Store, StoreError, Submitted, TaskRow, TaskState,
 };
 
-
-
-
 /// Reads one model and, on Postgres, row-locks it until the transaction ends. Submits to
 /// one model hold this lock while they stamp `created_at` and take their queue position,
 /// so per model, submission time order = queue order = commit order (SQLite's write

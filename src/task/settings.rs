@@ -33,7 +33,11 @@ pub mod bounds {
 const _: () = assert!(QUEUE_BATCHES * bounds::MAX_BATCH as i64 <= bounds::MAX_QUEUE_SIZE as i64);
 
 /// Checks that `value` is at most `max`, naming the field.
-fn at_most<T: PartialOrd + std::fmt::Display>(field: &str, value: T, max: T) -> Result<(), Invalid> {
+fn at_most<T: PartialOrd + std::fmt::Display>(
+    field: &str,
+    value: T,
+    max: T,
+) -> Result<(), Invalid> {
     if value > max {
         return Err(Invalid(format!(
             "settings.{field} is {value}; the maximum is {max}"
@@ -92,7 +96,14 @@ impl TaskSettings {
     /// Checks every value against its documented bound, naming the first field out of range.
     pub fn validate(&self) -> Result<(), Invalid> {
         let w = &self.weights;
-        let ws = [w.ita, w.ita_queue, w.mlm, w.mlm_distill, w.tp_cross, w.tp_intra];
+        let ws = [
+            w.ita,
+            w.ita_queue,
+            w.mlm,
+            w.mlm_distill,
+            w.tp_cross,
+            w.tp_intra,
+        ];
         if ws
             .iter()
             .any(|x| !x.is_finite() || *x < 0.0 || *x > bounds::MAX_LOSS_WEIGHT)
@@ -110,7 +121,11 @@ impl TaskSettings {
             self.drift_check_every,
             bounds::MAX_DRIFT_CHECK_EVERY,
         )?;
-        at_most("learning_rate", self.learning_rate, bounds::MAX_LEARNING_RATE)?;
+        at_most(
+            "learning_rate",
+            self.learning_rate,
+            bounds::MAX_LEARNING_RATE,
+        )?;
         at_most(
             "momentum_reference_steps",
             self.momentum_reference_steps,

@@ -44,9 +44,7 @@ pub(super) async fn pump_events(
                 progress.momentum_syncs = p.syncs as u64;
                 progress.drift = p.drift;
                 state.metrics.observe_step(&p);
-                fence
-                    .emit(StoredEvent::Progress(progress.clone()))
-                    .await?;
+                fence.emit(StoredEvent::Progress(progress.clone())).await?;
                 if last_write.elapsed() > Duration::from_millis(500) || p.step == p.total_steps {
                     let json = serde_json::to_string(&progress).expect("progress serialises");
                     fence.progress(&json).await?;

@@ -16,11 +16,11 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::RunError;
 use crate::config::Settings;
 use crate::state::AppState;
 use crate::store::{ClaimedJob, Lease, StoreError, TaskRow, VersionRow};
 use crate::task::StoredEvent;
-use super::RunError;
 use crate::trainer::Control;
 
 /// Longest wait between two tries of a store call while the database is unreachable.
@@ -219,7 +219,8 @@ impl Fence {
         }
         let recorded = self
             .call("recording the resume checkpoint", || {
-                st.store.set_resume_checkpoint(&self.lease, &text, step, sha)
+                st.store
+                    .set_resume_checkpoint(&self.lease, &text, step, sha)
             })
             .await;
         if let Err(e) = recorded {
@@ -243,10 +244,7 @@ impl Fence {
         if self.state.objects.is_local() {
             return;
         }
-        let (objects, key) = (
-            self.state.objects.clone(),
-            self.state.data.to_stored(local),
-        );
+        let (objects, key) = (self.state.objects.clone(), self.state.data.to_stored(local));
         tokio::spawn(async move { objects.delete_superseded(&key).await });
     }
 

@@ -16,8 +16,8 @@ mod lease;
 mod orphans;
 
 pub use crate::state::Running;
-pub use lease::{identity, reap, Fence};
 pub use error::RunError;
+pub use lease::{identity, reap, Fence};
 pub use orphans::{clean_orphans, sweep_forever, Sweep};
 
 use crate::images::ImageLimits;
@@ -168,8 +168,8 @@ pub(super) async fn load_split(
         .await?;
     let limits = state.image_limits();
     tokio::task::spawn_blocking(move || {
-        let all = taskdata::read_bundle(&path)
-            .map_err(|e| RunError::Data(format!("task data: {e}")))?;
+        let all =
+            taskdata::read_bundle(&path).map_err(|e| RunError::Data(format!("task data: {e}")))?;
         let split: Vec<StoredSample> = all.into_iter().filter(|s| s.eval == eval).collect();
         decode(&split, size, &limits)
     })
@@ -182,8 +182,7 @@ pub(super) async fn load_split(
 
 async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Result<(), RunError> {
     let task = job.task.clone();
-    let settings: TaskSettings =
-        serde_json::from_str(&task.settings_json)
+    let settings: TaskSettings = serde_json::from_str(&task.settings_json)
         .map_err(|e| RunError::Data(format!("stored settings: {e}")))?;
     let model_cfg = settings.model_config();
     let size = model_cfg.image_size as u32;
@@ -198,16 +197,25 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
         None => None,
     };
     let lineage = match &parent {
-        Some(p) => fence
-            .call("reading the lineage", || {
-                state.store.lineage(&task.model, p.version)
-            })
-            .await?,
+        Some(p) => {
+            fence
+                .call("reading the lineage", || {
+                    state.store.lineage(&task.model, p.version)
+                })
+                .await?
+        }
         None => Vec::new(),
     };
     let samples = load_split(state, fence, &task.data_dir, false, size).await?;
-    let replay = replay_pools(state, fence, &settings.replay, &lineage, settings.batch_size, size)
-        .await?;
+    let replay = replay_pools(
+        state,
+        fence,
+        &settings.replay,
+        &lineage,
+        settings.batch_size,
+        size,
+    )
+    .await?;
     // Files of this claim only (its epoch in the name): a stale worker never writes a file
     // another claim uses.
     let claim = format!("{}.{}", task.id, job.epoch);
@@ -219,9 +227,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
             "resuming from the step-{step} checkpoint (attempt {})",
             job.attempts
         );
-        fence
-            .emit(StoredEvent::Log { message: msg })
-            .await?;
+        fence.emit(StoredEvent::Log { message: msg }).await?;
     }
     let control = fence.control().clone();
     if task.cancel_requested {
@@ -296,11 +302,9 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
             Ok(())
         }
         // Stopped because another worker holds the task now: write nothing.
-        TrainOutcome::Cancelled { step } if fence.lost() => {
-            Err(RunError::LeaseLost(format!(
-                "lease lost; stopped at step {step}"
-            )))
-        }
+        TrainOutcome::Cancelled { step } if fence.lost() => Err(RunError::LeaseLost(format!(
+            "lease lost; stopped at step {step}"
+        ))),
         TrainOutcome::Cancelled { step } => {
             fence.cancelled().await?;
             fence.drop_resume_point();
@@ -317,9 +321,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
             // Graceful shutdown: the event pump recorded the checkpoint; the job goes back
             // to the queue, and this or another daemon resumes it there.
             let msg = format!("daemon stopping; checkpointed at step {step}, training resumes there after restart or on another daemon");
-            fence
-                .emit(StoredEvent::Log { message: msg })
-                .await?;
+            fence.emit(StoredEvent::Log { message: msg }).await?;
             fence.release().await?;
             Ok(())
         }

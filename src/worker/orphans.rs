@@ -55,16 +55,17 @@ pub async fn clean_orphans(state: &AppState, sweep: Sweep) -> Result<Cleanup, St
     };
     let tmp_only = sweep == Sweep::Periodic;
     let refs = referenced.clone();
-    let mut done = tokio::task::spawn_blocking(move || {
-        clean(&data, &refs, &stamp, min_age, tmp_only)
-    })
-    .await
-    .unwrap_or_default();
+    let mut done =
+        tokio::task::spawn_blocking(move || clean(&data, &refs, &stamp, min_age, tmp_only))
+            .await
+            .unwrap_or_default();
     // The bucket is shared by daemons on other hosts: always the grace period. An outage
     // only postpones the sweep.
     match state.objects.sweep_bucket(&referenced, grace(state)).await {
         Ok(b) => done.quarantined += b.quarantined,
-        Err(e) => tracing::warn!(error.message = %e, "Sweeping object storage failed; it is retried later"),
+        Err(e) => {
+            tracing::warn!(error.message = %e, "Sweeping object storage failed; it is retried later")
+        }
     }
     Ok(done)
 }
@@ -82,7 +83,9 @@ pub async fn sweep_forever(state: std::sync::Arc<AppState>) {
                 tracing::info!(removed_tmp = c.removed_tmp, "Periodic sweep")
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error.message = %crate::errors::error_chain(&e), "Periodic sweep failed; retrying later"),
+            Err(e) => {
+                tracing::warn!(error.message = %crate::errors::error_chain(&e), "Periodic sweep failed; retrying later")
+            }
         }
     }
 }

@@ -17,10 +17,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ctp_api::pb;
 use ctp::api::submit::{check_sample, SampleRules, SplitMode};
 use ctp::config::{Overrides, Settings};
 use ctp::images::ImageLimits;
+use ctp_api::pb;
 use prost::Message;
 
 /// xorshift64*: small, seedable, good enough to pick mutations.

@@ -208,9 +208,17 @@ fn nothing_below_the_api_edge_reaches_api() {
         .keys()
         .filter(|f| {
             let r = rel(f);
-            ["worker/", "task/", "hub.rs", "state.rs", "health.rs", "errors.rs", "datadir.rs"]
-                .iter()
-                .any(|m| r.starts_with(m))
+            [
+                "worker/",
+                "task/",
+                "hub.rs",
+                "state.rs",
+                "health.rs",
+                "errors.rs",
+                "datadir.rs",
+            ]
+            .iter()
+            .any(|m| r.starts_with(m))
         })
         .collect();
     assert!(below.len() >= 10, "{below:?}");

@@ -158,7 +158,10 @@ async fn file_shards_by_reference_train_and_record_their_manifest() {
     let t = terminal(&events);
     assert_eq!(t.state, pb::TaskState::Succeeded as i32, "{}", t.error);
     let done = get_task(&mut app, &task.id).await;
-    assert_eq!(done.sources, task.sources, "the manifest is stored with the task");
+    assert_eq!(
+        done.sources, task.sources,
+        "the manifest is stored with the task"
+    );
     assert!(leftovers(&app.data_dir)
         .iter()
         .all(|f| !f.starts_with("cache/")));
@@ -181,9 +184,21 @@ async fn urls_outside_the_allow_list_are_refused_by_name() {
     ] {
         let h = ref_header("m", "t", 1, &[good.clone(), outside.clone()]);
         let err = submit_ref(&mut app, h).await.unwrap_err();
-        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{outside}: {err:?}");
-        assert!(err.message().contains(&outside), "{outside}: {}", err.message());
-        assert!(err.message().contains("storage.allow_urls"), "{}", err.message());
+        assert_eq!(
+            err.code(),
+            tonic::Code::InvalidArgument,
+            "{outside}: {err:?}"
+        );
+        assert!(
+            err.message().contains(&outside),
+            "{outside}: {}",
+            err.message()
+        );
+        assert!(
+            err.message().contains("storage.allow_urls"),
+            "{}",
+            err.message()
+        );
     }
     // A `..` that climbs out of the allowed folder is resolved before the check.
     let climb = format!("file://{}/../shard-0.tar", root.display());
@@ -212,7 +227,11 @@ async fn urls_outside_the_allow_list_are_refused_by_name() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
-    assert!(err.message().contains("header.data_urls[0]"), "{}", err.message());
+    assert!(
+        err.message().contains("header.data_urls[0]"),
+        "{}",
+        err.message()
+    );
 
     assert_eq!(task_count(&mut app).await, 0);
     app.stop().await;
@@ -248,10 +267,18 @@ async fn a_bad_sample_in_a_shard_gives_the_streamed_upload_message() {
         assert_eq!(by_ref.code(), tonic::Code::InvalidArgument, "{by_ref:?}");
         assert_eq!(by_ref.code(), streamed.code());
         assert_eq!(by_ref.message(), streamed.message(), "{name}");
-        assert!(by_ref.message().starts_with("sample "), "{}", by_ref.message());
+        assert!(
+            by_ref.message().starts_with("sample "),
+            "{}",
+            by_ref.message()
+        );
     }
     assert_eq!(task_count(&mut app).await, 0, "nothing queued");
-    assert_eq!(leftovers(&app.data_dir), Vec::<String>::new(), "nothing kept");
+    assert_eq!(
+        leftovers(&app.data_dir),
+        Vec::<String>::new(),
+        "nothing kept"
+    );
     app.stop().await;
 }
 
@@ -327,7 +354,10 @@ async fn s3_shards_by_reference_through_the_api_and_ctpctl() {
         })
         .collect();
     assert_eq!(got, want);
-    assert!(task.sources.iter().all(|s| !s.etag.is_empty()), "S3 sends ETags");
+    assert!(
+        task.sources.iter().all(|s| !s.etag.is_empty()),
+        "S3 sends ETags"
+    );
 
     // ctpctl with the quoted pattern: the header alone goes out, the daemon expands it.
     let out = tokio::process::Command::new(bins::ctpctl())
@@ -339,7 +369,12 @@ async fn s3_shards_by_reference_through_the_api_and_ctpctl() {
         .unwrap();
     ok(&out);
     let first = terminal(&watch_all(&mut app.client, &task.id, 0).await);
-    assert_eq!(first.state, pb::TaskState::Succeeded as i32, "{}", first.error);
+    assert_eq!(
+        first.state,
+        pb::TaskState::Succeeded as i32,
+        "{}",
+        first.error
+    );
     let tasks = app
         .client
         .list_tasks(pb::ListTasksRequest::default())
@@ -348,8 +383,16 @@ async fn s3_shards_by_reference_through_the_api_and_ctpctl() {
         .into_inner()
         .tasks;
     let by_ctpctl = tasks.iter().find(|t| t.name == "ctpctl-s3").expect("task");
-    assert_eq!(by_ctpctl.state, pb::TaskState::Succeeded as i32, "{}", by_ctpctl.error);
+    assert_eq!(
+        by_ctpctl.state,
+        pb::TaskState::Succeeded as i32,
+        "{}",
+        by_ctpctl.error
+    );
     assert_eq!(by_ctpctl.sources.len(), 2);
-    assert_eq!(by_ctpctl.n_eval, task.n_eval, "the shards' splits, as by the API");
+    assert_eq!(
+        by_ctpctl.n_eval, task.n_eval,
+        "the shards' splits, as by the API"
+    );
     app.stop().await;
 }

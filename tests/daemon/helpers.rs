@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ctp_api::pb::{self, continual_trainer_client::ContinualTrainerClient};
 use ctp::app::Application;
 use ctp::config::{Overrides, Settings};
+use ctp_api::pb::{self, continual_trainer_client::ContinualTrainerClient};
 use tonic::transport::Channel;
 
 #[path = "../support/assets.rs"]

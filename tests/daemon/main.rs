@@ -21,5 +21,5 @@ mod python_client;
 mod reliability;
 mod service;
 mod tls;
-mod verify;
 mod upgrade;
+mod verify;

@@ -86,7 +86,10 @@ async fn embed(addr: &str, version: i64) -> Result<Vec<f32>, tonic::Status> {
         })
         .await?
         .into_inner();
-    Ok(r.text_embeddings.iter().flat_map(|e| e.values.clone()).collect())
+    Ok(r.text_embeddings
+        .iter()
+        .flat_map(|e| e.values.clone())
+        .collect())
 }
 
 /// Every file under `dir` whose path contains `part`.
@@ -194,7 +197,10 @@ async fn three_hosts_share_one_bucket_and_take_over_from_it() {
     assert!(!from_cold.is_empty());
     assert_eq!(
         from_cold.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
-        from_survivor.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        from_survivor
+            .iter()
+            .map(|x| x.to_bits())
+            .collect::<Vec<_>>(),
         "the same version gives the same embeddings on every host"
     );
     assert!(!files_with(dirs[cold].path(), "cache/objects").is_empty());
@@ -231,7 +237,12 @@ async fn an_object_storage_outage_holds_training_and_refuses_submissions() {
         .await
         .unwrap()
         .into_inner();
-    assert_ne!(during.state, pb::TaskState::Failed as i32, "{}", during.error);
+    assert_ne!(
+        during.state,
+        pb::TaskState::Failed as i32,
+        "{}",
+        during.error
+    );
 
     proxy.restore().await;
     wait_health(&addr, true).await;
@@ -268,7 +279,9 @@ async fn a_corrupt_object_is_never_used() {
     let garbage = view_dir.path().join("garbage");
     std::fs::write(&garbage, b"not a checkpoint").unwrap();
     let sha = ctp::trainer::checkpoint::sha256_file(&garbage).unwrap();
-    view.put_file_create_only(&key, &garbage, &sha).await.unwrap();
+    view.put_file_create_only(&key, &garbage, &sha)
+        .await
+        .unwrap();
     let _ = std::fs::remove_dir_all(dir.path().join("cache"));
 
     let app = spawn_app_in(String::new(), dir.path(), env).await;
@@ -300,7 +313,10 @@ async fn bucket_orphans_are_quarantined_after_the_grace_period_and_never_referen
         let p = data.root().join(name);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, body).unwrap();
-        (p.clone(), ctp::trainer::checkpoint::sha256_file(&p).unwrap())
+        (
+            p.clone(),
+            ctp::trainer::checkpoint::sha256_file(&p).unwrap(),
+        )
     };
     let (kept, kept_sha) = put("tasks/kept.bundle", b"kept");
     let (orphan, orphan_sha) = put("versions/orphan.1.safetensors", b"orphan");

@@ -20,7 +20,10 @@ async fn a_second_daemon_on_a_sqlite_data_dir_refuses_to_start_and_names_the_hol
     let line = format!("{err:#}");
     assert!(!line.contains('\n'), "one line: {line}");
     for part in [
-        std::fs::canonicalize(dir.path()).unwrap().display().to_string(),
+        std::fs::canonicalize(dir.path())
+            .unwrap()
+            .display()
+            .to_string(),
         format!("pid {}", std::process::id()),
         "on host".into(),
         "since".into(),
@@ -34,7 +37,10 @@ async fn a_second_daemon_on_a_sqlite_data_dir_refuses_to_start_and_names_the_hol
         .unwrap();
     first.stop().await;
     // Released when it stopped: the next daemon takes the data dir.
-    spawn_app_in(String::new(), dir.path(), vec![]).await.stop().await;
+    spawn_app_in(String::new(), dir.path(), vec![])
+        .await
+        .stop()
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +80,11 @@ async fn a_peer_starting_on_a_shared_data_dir_leaves_an_upload_in_flight_alone()
     assert_eq!(tmp_files(), 1, "the upload is being written");
     // A peer on the same Postgres and data dir starts now; its startup sweep runs.
     let second = spawn_app_in(url, dir.path(), vec![]).await;
-    assert_eq!(tmp_files(), 1, "the peer's sweep left the upload's temp file alone");
+    assert_eq!(
+        tmp_files(),
+        1,
+        "the peer's sweep left the upload's temp file alone"
+    );
     for m in msgs {
         tx.send(m).await.unwrap();
     }

@@ -115,7 +115,11 @@ pub(crate) async fn job(db: &mut PgConnection, task_id: &str) -> Job {
 }
 
 /// Polls the job until `ok` holds (at most two minutes).
-pub(crate) async fn wait_job(db: &mut PgConnection, task_id: &str, ok: impl Fn(&Job) -> bool) -> Job {
+pub(crate) async fn wait_job(
+    db: &mut PgConnection,
+    task_id: &str,
+    ok: impl Fn(&Job) -> bool,
+) -> Job {
     for _ in 0..1200 {
         let j = job(db, task_id).await;
         if ok(&j) {

@@ -64,14 +64,20 @@ async fn verify_passes_a_sound_data_dir_and_names_each_kind_of_damage() {
 
     let (code, text) = verify(&dir, &[]);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("2 versions, 2 tasks") && text.contains("sound"), "{text}");
+    assert!(
+        text.contains("2 versions, 2 tasks") && text.contains("sound"),
+        "{text}"
+    );
 
     // Strays are listed, not problems; --repair quarantines them and deletes nothing.
     std::fs::write(dir.join("versions/stray.safetensors"), b"x").unwrap();
     std::fs::write(dir.join("tasks/.upload-cut.tmp"), b"x").unwrap();
     let (code, text) = verify(&dir, &[]);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("unreferenced: versions/stray.safetensors"), "{text}");
+    assert!(
+        text.contains("unreferenced: versions/stray.safetensors"),
+        "{text}"
+    );
     assert!(text.contains("temp file: tasks/.upload-cut.tmp"), "{text}");
     let (code, text) = verify(&dir, &["--repair"]);
     assert_eq!(code, 0, "{text}");
@@ -95,7 +101,10 @@ async fn verify_passes_a_sound_data_dir_and_names_each_kind_of_damage() {
     std::fs::write(&version, &bad).unwrap();
     let (code, text) = verify(&dir, &[]);
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains("version m/") && text.contains("sha256"), "{text}");
+    assert!(
+        text.contains("version m/") && text.contains("sha256"),
+        "{text}"
+    );
     // … and gone.
     std::fs::remove_file(&version).unwrap();
     let (code, text) = verify(&dir, &[]);

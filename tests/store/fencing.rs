@@ -86,7 +86,9 @@ async fn stale_worker_writes_are_refused(store: Store) {
     assert_lost("sync", store.record_sync(&old, &sync).await);
     assert_lost(
         "resume point",
-        store.set_resume_checkpoint(&old, "/r/stale", 6, "ab06").await,
+        store
+            .set_resume_checkpoint(&old, "/r/stale", 6, "ab06")
+            .await,
     );
     assert_lost("cancel ack", store.mark_cancelled(&old).await);
     assert_lost("fail", store.fail_job(&old, "stale").await);

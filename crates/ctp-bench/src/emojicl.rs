@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
 use super::cells::{self, Cell, Knobs};
-use super::protocol::{Method, MethodResult, Protocol, PAPER_QUEUE_SIZE};
 use super::emojicl_rpc::{build_data, embed_rm, submit_and_wait, TaskData};
+use super::protocol::{Method, MethodResult, Protocol, PAPER_QUEUE_SIZE};
 
 /// Where and how the cells run (recorded, not part of a cell's identity).
 pub struct Runtime {

@@ -111,4 +111,3 @@ pub struct MethodResult {
 fn one() -> u32 {
     1
 }
-

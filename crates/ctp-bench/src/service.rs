@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use ctp_api::pb::{self, continual_trainer_client::ContinualTrainerClient};
 use ctp::app::Application;
 use ctp::config::{Overrides, Settings};
+use ctp_api::pb::{self, continual_trainer_client::ContinualTrainerClient};
 use tonic::transport::Channel;
 
 /// An in-process `ctpd` (SQLite), port 0, on a temp data dir or a kept one.

@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use super::args::{BnPolicyArg, MethodArg, SubmitArgs};
 use super::conn::Client;
 use super::error::{CliError, CliResult};
-use ctp_datasets::{self as datasets, DatasetSample, Source, Split, Summary};
 use ctp_api::pb;
+use ctp_datasets::{self as datasets, DatasetSample, Source, Split, Summary};
 
 /// Default held-out fraction when the dataset states no splits.
 pub const DEFAULT_EVAL_FRACTION: f32 = 0.2;

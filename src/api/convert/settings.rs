@@ -251,6 +251,9 @@ mod replay_tests {
         let e = settings_from_pb(Some(bad), Preset::Tiny, 0, &TrainingDefaults::default())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("settings.replay") && e.contains("not both"), "{e}");
+        assert!(
+            e.contains("settings.replay") && e.contains("not both"),
+            "{e}"
+        );
     }
 }
