@@ -309,4 +309,24 @@ impl ContinualTrainer for Service {
             bytes = done.manifest.total_bytes(), who = %caller.name, "Backup written");
         Ok(Response::new(convert::backup_to_pb(&done)))
     }
+
+    #[tracing::instrument(skip_all, fields(rpc = "Verify"))]
+    async fn verify(&self, req: Request<pb::VerifyRequest>) -> Res<pb::VerifyReport> {
+        let caller = require(&req, Scope::Admin)?;
+        let load = req.into_inner().load_weights;
+        let st = &self.state;
+        // Read-only: no repair while the daemon owns its files.
+        let report = crate::verify::Verifier {
+            store: &st.store,
+            objects: &st.objects,
+            data: &st.data,
+            engine: load.then_some(&st.engine),
+        }
+        .run(false)
+        .await
+        .map_err(ApiError::from)?;
+        tracing::info!(problems = report.problems.len(), unreferenced = report.unreferenced.len(),
+            temp_files = report.temp_files.len(), load, who = %caller.name, "Verify done");
+        Ok(Response::new(convert::verify_to_pb(&report, load)))
+    }
 }

@@ -135,3 +135,96 @@ async fn verify_passes_a_sound_data_dir_and_names_each_kind_of_damage() {
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("model m: head 99 does not exist"), "{text}");
 }
+
+/// `ctpctl verify` against the running daemon: the exit status and all it printed.
+async fn verify_online(addr: &str, extra: &[&str]) -> (i32, String) {
+    let out = tokio::process::Command::new(bins::ctpctl())
+        .args(["--addr", addr, "verify"])
+        .args(extra)
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Issue #24 §2 "the same check through a running daemon": `ctpctl verify` while a task
+/// trains (its resume point and in-flight files are no problem), with the weights loaded,
+/// and a damaged version file named with exit status 6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctpctl_verify_checks_a_running_daemon_and_names_damage() {
+    const CHECKPOINT_EVERY: u64 = 4;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let env = vec![(
+        "CTP__TRAINING__CHECKPOINT_EVERY".to_string(),
+        CHECKPOINT_EVERY.to_string(),
+    )];
+    let app = spawn_app_in(String::new(), &dir, env).await;
+    let mut c = connect(&app.addr).await;
+    let t = submit(&mut c, header("m", "a", 1), shape_samples(0))
+        .await
+        .unwrap();
+    let end = terminal(&watch_all(&mut c, &t.id, 0).await);
+    assert_eq!(end.state, pb::TaskState::Succeeded as i32, "{}", end.error);
+
+    // A long task past its first resume checkpoint (events arrive in order).
+    let long = submit(&mut c, header("m", "long", 5000), shape_samples(1))
+        .await
+        .unwrap();
+    let mut s = c
+        .watch_task(pb::WatchTaskRequest {
+            task_id: long.id.clone(),
+            after_seq: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(ev) = s.message().await.unwrap() {
+        if matches!(ev.event, Some(pb::task_event::Event::Progress(ref p)) if p.step > CHECKPOINT_EVERY)
+        {
+            break;
+        }
+    }
+    let (code, text) = verify_online(&app.addr, &[]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("1 versions, 2 tasks, 1 resume points: sound"),
+        "{text}"
+    );
+    c.cancel_task(pb::CancelTaskRequest {
+        task_id: long.id.clone(),
+    })
+    .await
+    .unwrap();
+    terminal(&watch_all(&mut c, &long.id, 0).await);
+
+    std::fs::write(dir.join("versions/stray.safetensors"), b"x").unwrap();
+    let (code, text) = verify_online(&app.addr, &["--load-weights"]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("(weights loaded): sound"), "{text}");
+    assert!(
+        text.contains("unreferenced: versions/stray.safetensors"),
+        "{text}"
+    );
+    std::fs::remove_file(dir.join("versions/stray.safetensors")).unwrap();
+
+    // One byte of the version file changed: named, exit 6, and nothing was moved.
+    let version = only_file(&dir.join("versions"));
+    let mut bad = std::fs::read(&version).unwrap();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    std::fs::write(&version, &bad).unwrap();
+    let (code, text) = verify_online(&app.addr, &[]).await;
+    assert_eq!(code, 6, "{text}");
+    assert!(
+        text.contains("problem: version m/1") && text.contains("sha256"),
+        "{text}"
+    );
+    assert!(version.is_file());
+    app.stop().await;
+}

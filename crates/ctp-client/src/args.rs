@@ -15,6 +15,7 @@ Exit codes:
   4  the watched task ended FAILED or CANCELLED
   5  the watched task SUCCEEDED but the model's promotion gate rejected its version
      (the version is kept; the head did not move)
+  6  verify found problems (each is printed)
 
 Errors from the daemon are printed as one line on stderr: `error: <CODE>: <message>`.";
 
@@ -68,6 +69,9 @@ pub enum Command {
     Cancel(TaskIdArg),
     /// Have the daemon write a consistent backup (database + files) to a directory on its host.
     Backup(BackupArgs),
+    /// Have the running daemon check its data dir, database and bucket (admin scope);
+    /// read-only (to quarantine, stop it and run `ctpd verify --repair`).
+    Verify(VerifyArgs),
     /// Embed images and/or texts with a version.
     Embed(EmbedArgs),
     /// Rank the images of a folder against a text query.
@@ -246,6 +250,14 @@ pub struct GateArgs {
     /// Remove the gate.
     #[arg(long, conflicts_with_all = ["max_avg_forgetting", "min_union_rm", "max_rm_drop"])]
     pub clear: bool,
+}
+
+/// `verify` arguments.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Also load every version's weights in the engine; waits for a running task's end.
+    #[arg(long)]
+    pub load_weights: bool,
 }
 
 /// `backup` arguments.

@@ -17,6 +17,8 @@ pub const EXIT_UNAVAILABLE: u8 = 3;
 pub const EXIT_TASK_FAILED: u8 = 4;
 /// Exit code: the task succeeded but the promotion gate rejected its version.
 pub const EXIT_GATE_REJECTED: u8 = 5;
+/// Exit code: `verify` found problems.
+pub const EXIT_UNSOUND: u8 = 6;
 
 /// A failed command.
 #[derive(Debug)]

@@ -5,7 +5,7 @@
 //! - [`conn`]: connection, TLS and the bearer-token interceptor.
 //! - [`submit`]: dataset upload; [`watch`] + [`view`]: following a task with reconnects.
 //! - [`tasks`]: tasks/versions/rollback/cancel; [`embed`]: embed/search/health;
-//!   [`backup`]: a snapshot written by the daemon on its host.
+//!   [`backup`]: a snapshot written by the daemon on its host, and the online verify.
 //! - [`report`]: the HTML + PNG report; [`emojicl`]: benchmark export (offline).
 //!
 //! Human-readable output goes to stdout (results) and stderr (progress, notes); `--json`
@@ -127,6 +127,7 @@ pub async fn execute(cli: &Cli) -> CliResult<u8> {
         Command::Gate(a) => gate::gate(&mut client, a, json).await?,
         Command::Cancel(a) => tasks::cancel(&mut client, &a.task_id, json).await?,
         Command::Backup(a) => backup::backup(&mut client, a, json).await?,
+        Command::Verify(a) => return backup::verify(&mut client, a, json).await,
         Command::Embed(a) => embed::embed(&mut client, a, json).await?,
         Command::Search(a) => embed::search(&mut client, a, json).await?,
         Command::Health(a) => return embed::health(&conn, a, json).await,

@@ -208,3 +208,17 @@ pub fn backup_to_pb(b: &crate::backup::Backup) -> pb::BackupResponse {
         database_sha256: b.manifest.database.sha256.clone(),
     }
 }
+
+pub fn verify_to_pb(r: &crate::verify::Report, loaded_weights: bool) -> pb::VerifyReport {
+    pb::VerifyReport {
+        sound: r.is_sound(),
+        models: r.models as u64,
+        versions: r.versions as u64,
+        tasks: r.tasks as u64,
+        resume_points: r.resume_points as u64,
+        problems: r.problems.clone(),
+        unreferenced: r.unreferenced.clone(),
+        temp_files: r.temp_files.clone(),
+        loaded_weights,
+    }
+}

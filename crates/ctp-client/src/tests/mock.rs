@@ -210,6 +210,25 @@ impl ContinualTrainer for Served {
             database_sha256: "ab".repeat(32),
         }))
     }
+    /// Sound without weights; with `load_weights`, one version "does not load".
+    async fn verify(&self, req: Request<pb::VerifyRequest>) -> Reply<pb::VerifyReport> {
+        let load = req.into_inner().load_weights;
+        Ok(Response::new(pb::VerifyReport {
+            sound: !load,
+            models: 1,
+            versions: 2,
+            tasks: 2,
+            resume_points: 0,
+            problems: if load {
+                vec!["version m/2: the checkpoint does not load: shapes".into()]
+            } else {
+                vec![]
+            },
+            unreferenced: vec!["versions/stray.safetensors".into()],
+            temp_files: vec![],
+            loaded_weights: load,
+        }))
+    }
     async fn rollback(&self, _: Request<pb::RollbackRequest>) -> Reply<pb::RollbackResponse> {
         Err(Status::aborted("head moved"))
     }

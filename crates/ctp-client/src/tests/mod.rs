@@ -276,3 +276,38 @@ fn command_line_parses() {
     let help = Cli::command().render_long_help().to_string();
     assert!(help.contains("Exit codes") && help.contains("4  the watched task ended FAILED"));
 }
+
+/// `verify` asks the daemon, prints its lines, and exits 6 on problems.
+#[tokio::test]
+async fn verify_exits_six_on_problems() {
+    let mock = Arc::new(Mock::default());
+    let addr = serve(mock.clone()).await;
+    assert_eq!(
+        execute_owned(cli(&addr, &["verify"])).await.unwrap(),
+        error::EXIT_OK
+    );
+    assert_eq!(
+        execute_owned(cli(&addr, &["verify", "--load-weights"]))
+            .await
+            .unwrap(),
+        error::EXIT_UNSOUND
+    );
+    let text = backup::verify_summary(&pb::VerifyReport {
+        sound: false,
+        versions: 2,
+        problems: vec!["version m/2: x".into()],
+        unreferenced: vec!["versions/s".into()],
+        loaded_weights: true,
+        ..Default::default()
+    });
+    assert!(
+        text.starts_with(
+            "checked 0 models, 2 versions, 0 tasks, 0 resume points (weights loaded): 1 problems\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("problem: version m/2: x\nunreferenced: versions/s\n"),
+        "{text}"
+    );
+}

@@ -101,6 +101,34 @@ class BackupResponse(_message.Message):
     database_sha256: str
     def __init__(self, path: _Optional[str] = ..., files: _Optional[int] = ..., bytes: _Optional[int] = ..., schema_version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., database_sha256: _Optional[str] = ...) -> None: ...
 
+class VerifyRequest(_message.Message):
+    __slots__ = ("load_weights",)
+    LOAD_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    load_weights: bool
+    def __init__(self, load_weights: _Optional[bool] = ...) -> None: ...
+
+class VerifyReport(_message.Message):
+    __slots__ = ("sound", "models", "versions", "tasks", "resume_points", "problems", "unreferenced", "temp_files", "loaded_weights")
+    SOUND_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_POINTS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    UNREFERENCED_FIELD_NUMBER: _ClassVar[int]
+    TEMP_FILES_FIELD_NUMBER: _ClassVar[int]
+    LOADED_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    sound: bool
+    models: int
+    versions: int
+    tasks: int
+    resume_points: int
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    unreferenced: _containers.RepeatedScalarFieldContainer[str]
+    temp_files: _containers.RepeatedScalarFieldContainer[str]
+    loaded_weights: bool
+    def __init__(self, sound: _Optional[bool] = ..., models: _Optional[int] = ..., versions: _Optional[int] = ..., tasks: _Optional[int] = ..., resume_points: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ..., unreferenced: _Optional[_Iterable[str]] = ..., temp_files: _Optional[_Iterable[str]] = ..., loaded_weights: _Optional[bool] = ...) -> None: ...
+
 class SubmitTaskRequest(_message.Message):
     __slots__ = ("header", "chunk")
     HEADER_FIELD_NUMBER: _ClassVar[int]

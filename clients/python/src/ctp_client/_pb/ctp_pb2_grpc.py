@@ -100,6 +100,11 @@ class ContinualTrainerStub:
                 request_serializer=ctp_dot_v1_dot_ctp__pb2.BackupRequest.SerializeToString,
                 response_deserializer=ctp_dot_v1_dot_ctp__pb2.BackupResponse.FromString,
                 _registered_method=True)
+        self.Verify = channel.unary_unary(
+                '/ctp.v1.ContinualTrainer/Verify',
+                request_serializer=ctp_dot_v1_dot_ctp__pb2.VerifyRequest.SerializeToString,
+                response_deserializer=ctp_dot_v1_dot_ctp__pb2.VerifyReport.FromString,
+                _registered_method=True)
 
 
 class ContinualTrainerServicer:
@@ -216,6 +221,19 @@ class ContinualTrainerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Verify(self, request, context):
+        """Checks this daemon's data dir, database and (with object storage) bucket while it runs,
+        as `ctpd verify` does with the daemon stopped: every version's checkpoint exists and
+        matches its sha256 (and, with load_weights, loads in the engine), every task's bundle
+        exists and decodes with the sample counts of its row, version chains, heads,
+        evaluations and resume points are consistent. Unreferenced files and objects and temp
+        files are listed (not problems). Read-only: quarantining needs the daemon stopped
+        (`ctpd verify --repair`). Needs the admin scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContinualTrainerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -283,6 +301,11 @@ def add_ContinualTrainerServicer_to_server(servicer, server):
                     servicer.Backup,
                     request_deserializer=ctp_dot_v1_dot_ctp__pb2.BackupRequest.FromString,
                     response_serializer=ctp_dot_v1_dot_ctp__pb2.BackupResponse.SerializeToString,
+            ),
+            'Verify': grpc.unary_unary_rpc_method_handler(
+                    servicer.Verify,
+                    request_deserializer=ctp_dot_v1_dot_ctp__pb2.VerifyRequest.FromString,
+                    response_serializer=ctp_dot_v1_dot_ctp__pb2.VerifyReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -637,6 +660,33 @@ class ContinualTrainer:
             '/ctp.v1.ContinualTrainer/Backup',
             ctp_dot_v1_dot_ctp__pb2.BackupRequest.SerializeToString,
             ctp_dot_v1_dot_ctp__pb2.BackupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Verify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ctp.v1.ContinualTrainer/Verify',
+            ctp_dot_v1_dot_ctp__pb2.VerifyRequest.SerializeToString,
+            ctp_dot_v1_dot_ctp__pb2.VerifyReport.FromString,
             options,
             channel_credentials,
             insecure,

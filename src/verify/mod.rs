@@ -9,19 +9,22 @@
 //!   model), evaluations (one per task of the version's lineage), resume points (exist);
 //! - files and objects that no row references, and temp files, are listed.
 //!
+//! The running daemon does the same check read-only for the `Verify` RPC (`ctpctl verify`).
 //! `--repair` only quarantines (moves unreferenced and temp files to
 //! `<data dir>/quarantine/<time>/…`, unreferenced objects to `quarantine/<key>`); it never
 //! deletes and never changes a row.
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::datadir::{DataDir, QUARANTINE, SUBDIRS};
+use crate::datadir::DataDir;
 use crate::objects::Objects;
 use crate::store::{Store, StoreError, TaskRow, VersionRow};
 use crate::task::TaskSettings;
 use crate::trainer::{ModelConfig, Preset, TrainerHandle, VersionRef};
+
+mod files;
 
 /// What to check, and with what.
 pub struct Verifier<'a> {
@@ -116,6 +119,7 @@ impl Verifier<'_> {
     /// Only if the database cannot be read; every problem of a file or row is in the report.
     pub async fn run(&self, repair: bool) -> Result<Report, StoreError> {
         let mut r = Report::default();
+        let listing = self.listing().await;
         let tasks = all_tasks(self.store).await?;
         let by_id: BTreeMap<&str, &TaskRow> = tasks.iter().map(|t| (t.id.as_str(), t)).collect();
         for m in self.store.list_models().await? {
@@ -144,7 +148,7 @@ impl Verifier<'_> {
             self.bundle(t, &mut r).await;
         }
         let referenced = self.store.referenced_files().await?;
-        self.files(&referenced, repair, &mut r).await;
+        self.files(listing, &referenced, repair, &mut r).await?;
         Ok(r)
     }
 
@@ -265,88 +269,4 @@ impl Verifier<'_> {
             }
         }
     }
-
-    /// Resume points exist; unreferenced and temp files are listed (and quarantined on
-    /// `repair`).
-    async fn files(&self, referenced: &[String], repair: bool, r: &mut Report) {
-        for stored in referenced {
-            if stored.contains("/resume/") || stored.starts_with("resume/") {
-                r.resume_points += 1;
-                if !self.objects.exists(stored).await.unwrap_or(false) {
-                    r.problems
-                        .push(format!("resume checkpoint {stored} is missing"));
-                }
-            }
-        }
-        let keep: HashSet<PathBuf> = referenced.iter().map(|s| self.data.resolve(s)).collect();
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-        for sub in SUBDIRS {
-            for path in walk(&self.data.root().join(sub)) {
-                if keep.contains(&path) {
-                    continue;
-                }
-                let rel = self.data.to_stored(&path);
-                let is_tmp = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp"));
-                if is_tmp {
-                    r.temp_files.push(rel.clone());
-                } else {
-                    r.unreferenced.push(rel.clone());
-                }
-                if repair {
-                    let to = self.data.root().join(QUARANTINE).join(&stamp).join(&rel);
-                    let moved = to
-                        .parent()
-                        .map_or(Ok(()), std::fs::create_dir_all)
-                        .and_then(|()| std::fs::rename(&path, &to));
-                    match moved {
-                        Ok(()) => r.quarantined.push(self.data.to_stored(&to)),
-                        Err(e) => r.problems.push(format!("quarantining {rel}: {e}")),
-                    }
-                }
-            }
-        }
-        if self.objects.is_local() {
-            return;
-        }
-        let keys: HashSet<&str> = referenced.iter().map(String::as_str).collect();
-        for prefix in SUBDIRS {
-            let listed = match self.objects.storage().list(prefix).await {
-                Ok(l) => l,
-                Err(e) => {
-                    r.problems
-                        .push(format!("listing {prefix}/ in the bucket: {e}"));
-                    continue;
-                }
-            };
-            for o in listed
-                .into_iter()
-                .filter(|o| !keys.contains(o.key.as_str()))
-            {
-                r.unreferenced.push(o.key.clone());
-                if repair {
-                    match self.objects.storage().quarantine(&o.key).await {
-                        Ok(to) => r.quarantined.push(to),
-                        Err(e) => r.problems.push(format!("quarantining {}: {e}", o.key)),
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn walk(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
 }
