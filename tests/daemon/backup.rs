@@ -343,6 +343,14 @@ async fn a_backup_taken_while_a_task_trains_restores_every_version_bit_for_bit()
         [embed_bits(&mut c, 1).await, embed_bits(&mut c, 2).await],
         embeddings_a
     );
+    // … and the restored data dir is sound, every version loading.
+    let report = c
+        .verify(pb::VerifyRequest { load_weights: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(report.sound && report.loaded_weights, "{report:?}");
+    assert_eq!(report.versions, before.len() as u64, "{report:?}");
 
     // A checkpoint that no longer matches its row is not backed up, and nothing is left.
     let v2 = before.iter().find(|v| v.version == 2).unwrap();
