@@ -6,6 +6,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/env.sh"
 "$here/setup-data.sh" >/dev/null   # also runs setup-torch.sh
 "$here/setup-moto.sh"                # the S3 test server (moto) for ctp-storage
+"$here/setup-export.sh"              # ONNX, onnxscript, ONNX Runtime for the exporter (daemon::export)
 "$here/setup-k8s-validate.sh"        # Kubernetes schema validation of deploy/k8s (checks::k8s)
 cd "$here/.."
 # The dashboard's browser tests drive headless Chromium through chromedriver; they skip (and
