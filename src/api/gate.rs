@@ -19,6 +19,15 @@ pub fn from_pb(g: Option<pb::PromotionGate>) -> Result<GatePolicy, ApiError> {
         max_avg_forgetting: check("max_avg_forgetting", g.max_avg_forgetting, -100.0)?,
         min_union_rm: check("min_union_rm", g.min_union_rm, 0.0)?,
         max_rm_drop: check("max_rm_drop", g.max_rm_drop, -100.0)?,
+        max_anchor_drop: check("max_anchor_drop", g.max_anchor_drop, -100.0)?,
+        anchor_resamples: match g.anchor_resamples {
+            Some(n) if !(100..=100_000).contains(&n) => {
+                return Err(ApiError::Invalid(format!(
+                    "gate.anchor_resamples: {n} is outside [100, 100000]"
+                )))
+            }
+            other => other,
+        },
     })
 }
 
@@ -27,6 +36,8 @@ pub fn to_pb(g: &GatePolicy) -> pb::PromotionGate {
         max_avg_forgetting: g.max_avg_forgetting,
         min_union_rm: g.min_union_rm,
         max_rm_drop: g.max_rm_drop,
+        max_anchor_drop: g.max_anchor_drop,
+        anchor_resamples: g.anchor_resamples,
     }
 }
 
@@ -58,6 +69,8 @@ mod tests {
             max_avg_forgetting: Some(20.0),
             min_union_rm: Some(5.0),
             max_rm_drop: None,
+            max_anchor_drop: Some(2.5),
+            anchor_resamples: Some(500),
         };
         let g = from_pb(Some(ok)).unwrap();
         assert_eq!(to_pb(&g), ok);
@@ -73,6 +86,14 @@ mod tests {
             },
             pb::PromotionGate {
                 max_rm_drop: Some(f64::NAN),
+                ..Default::default()
+            },
+            pb::PromotionGate {
+                max_anchor_drop: Some(f64::INFINITY),
+                ..Default::default()
+            },
+            pb::PromotionGate {
+                anchor_resamples: Some(10),
                 ..Default::default()
             },
         ] {

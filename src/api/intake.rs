@@ -60,6 +60,21 @@ impl Intake {
         Ok(())
     }
 
+    /// The checks on a whole anchor suite once every sample is in (at least one sample, the
+    /// expected count); the bundle, ready to commit.
+    pub(super) fn finish_suite(self, expected: Option<u64>) -> Result<BundleWriter, ApiError> {
+        let n = self.n;
+        if n == 0 {
+            return Err(ApiError::Invalid("the upload has zero samples".into()));
+        }
+        if let Some(want) = expected.filter(|&w| w != n as u64) {
+            return Err(ApiError::Invalid(format!(
+                "header.expected_samples is {want} but {n} samples arrived"
+            )));
+        }
+        Ok(self.writer)
+    }
+
     /// The checks on the whole task once every sample is in; the bundle, ready to commit.
     pub(super) fn finish(
         self,
@@ -112,6 +127,8 @@ pub enum SplitMode {
     Fraction(f32),
     /// Each sample says SPLIT_TRAIN or SPLIT_EVAL.
     PerSample,
+    /// Every sample is evaluated (an anchor suite): `split` unset or SPLIT_EVAL.
+    AllEval,
 }
 
 /// Everything [`check_sample`] checks a sample against.
@@ -163,6 +180,13 @@ pub fn check_sample(
         (SplitMode::PerSample, _) => {
             return Err(bad(
                 "split must be SPLIT_TRAIN or SPLIT_EVAL (per-sample eval split)".into(),
+            ))
+        }
+        (SplitMode::AllEval, Ok(pb::Split::Unspecified | pb::Split::Eval)) => true,
+        (SplitMode::AllEval, _) => {
+            return Err(bad(
+                "split must be unset or SPLIT_EVAL: every sample of an anchor suite is evaluated"
+                    .into(),
             ))
         }
     };

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth::{require, Scope};
 use super::convert;
 use super::status::ApiError;
-use super::{gate, submit, watch};
+use super::{anchors, gate, submit, watch};
 use crate::state::AppState;
 use crate::store::VersionRow;
 use crate::trainer::{Control, ModelConfig, Preset, VersionRef};
@@ -328,5 +328,26 @@ impl ContinualTrainer for Service {
         tracing::info!(problems = report.problems.len(), unreferenced = report.unreferenced.len(),
             temp_files = report.temp_files.len(), load, who = %caller.name, "Verify done");
         Ok(Response::new(convert::verify_to_pb(&report, load)))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "RegisterAnchorSuite"))]
+    async fn register_anchor_suite(
+        &self,
+        req: Request<Streaming<pb::RegisterAnchorSuiteRequest>>,
+    ) -> Res<pb::AnchorSuite> {
+        let caller = require(&req, Scope::Admin)?;
+        let suite = anchors::register(&self.state, caller, req.into_inner()).await?;
+        Ok(Response::new(suite))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ListAnchorSuites"))]
+    async fn list_anchor_suites(
+        &self,
+        req: Request<pb::ListAnchorSuitesRequest>,
+    ) -> Res<pb::ListAnchorSuitesResponse> {
+        require(&req, Scope::Read)?;
+        Ok(Response::new(
+            anchors::list(&self.state, req.into_inner()).await?,
+        ))
     }
 }

@@ -17,6 +17,9 @@ pub enum ApiError {
     FailedPrecondition(String),
     #[error("{0}")]
     Aborted(String),
+    /// A name already taken by something that is never replaced (an anchor suite).
+    #[error("{0}")]
+    AlreadyExists(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -60,6 +63,18 @@ impl From<StoreError> for ApiError {
             }
             e @ (StoreError::Migrate(_) | StoreError::Db(_)) => ApiError::Internal(error_chain(&e)),
         }
+    }
+}
+
+/// A store error while creating something whose name must be new (RegisterAnchorSuite): a
+/// taken name is ALREADY_EXISTS. (Through `From`, `AlreadyExists` stays FAILED_PRECONDITION:
+/// an idempotency key reused with other content is a precondition of that request.)
+pub fn creating(e: StoreError) -> ApiError {
+    match e {
+        StoreError::AlreadyExists { what } => {
+            ApiError::AlreadyExists(format!("{what} already exists"))
+        }
+        e => e.into(),
     }
 }
 
@@ -123,6 +138,7 @@ impl From<ApiError> for Status {
             ApiError::NotFound(m) => Status::new(Code::NotFound, m),
             ApiError::FailedPrecondition(m) => Status::new(Code::FailedPrecondition, m),
             ApiError::Aborted(m) => Status::new(Code::Aborted, m),
+            ApiError::AlreadyExists(m) => Status::new(Code::AlreadyExists, m),
             ApiError::Unavailable(m) => Status::new(Code::Unavailable, m),
             ApiError::Unauthenticated(m) => Status::new(Code::Unauthenticated, m),
             ApiError::PermissionDenied(m) => Status::new(Code::PermissionDenied, m),

@@ -190,7 +190,7 @@ pub async fn submit(
 
 /// Serialises the end of uploads in this daemon: a bundle shared by identical uploads is
 /// never removed while another upload is about to reference it.
-static COMMIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(super) static COMMIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Makes the bundle durable, then stores the task and its job. A duplicate (same idempotency
 /// key) or a failed commit keeps nothing new: the bundle is removed unless a row refers to it.

@@ -8,7 +8,9 @@
 //! - [`retrieval()`]: cross-modal recall@K and their mean `Rm` from a similarity matrix.
 //! - [`forgetting_max`], [`bwt_paper`], [`bwt_gem`], [`average_accuracy`]: the accuracy
 //!   matrix of a lineage of model versions, read as forgetting and backward transfer.
+//! - [`anchor`]: per-sample hits on an anchor suite and the paired bootstrap of the gate.
 
+pub mod anchor;
 mod lineage;
 mod retrieval;
 

@@ -50,6 +50,24 @@ pub struct Retrieval {
 /// [`MetricsError::NotANumber`] for the first NaN in row-major order, since a NaN has no
 /// place in a ranking. Infinities are ordinary scores.
 pub fn retrieval(sim: &[f32], n: usize) -> Result<Retrieval, MetricsError> {
+    let (row_beaten, col_beaten) = beaten(sim, n)?;
+    let (tr1, tr5, tr10) = recalls(&row_beaten);
+    let (ir1, ir5, ir10) = recalls(&col_beaten);
+    let rm = ((tr1 + tr5 + tr10) / 3.0 + (ir1 + ir5 + ir10) / 3.0) / 2.0;
+    Ok(Retrieval {
+        tr1,
+        tr5,
+        tr10,
+        ir1,
+        ir5,
+        ir10,
+        rm,
+    })
+}
+
+/// For each image (row) and each text (column), how many other candidates tie or beat its
+/// true partner (rank − 1), with the checks and errors of [`retrieval()`].
+pub(super) fn beaten(sim: &[f32], n: usize) -> Result<(Vec<usize>, Vec<usize>), MetricsError> {
     if n == 0 {
         return Err(MetricsError::Empty);
     }
@@ -83,18 +101,7 @@ pub fn retrieval(sim: &[f32], n: usize) -> Result<Retrieval, MetricsError> {
         }
     }
 
-    let (tr1, tr5, tr10) = recalls(&row_beaten);
-    let (ir1, ir5, ir10) = recalls(&col_beaten);
-    let rm = ((tr1 + tr5 + tr10) / 3.0 + (ir1 + ir5 + ir10) / 3.0) / 2.0;
-    Ok(Retrieval {
-        tr1,
-        tr5,
-        tr10,
-        ir1,
-        ir5,
-        ir10,
-        rm,
-    })
+    Ok((row_beaten, col_beaten))
 }
 
 /// Recall@1, @5 and @10 in percent, from how many candidates beat each true partner.

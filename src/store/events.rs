@@ -35,6 +35,7 @@ pub(super) async fn insert_event(
 /// Every path the rows refer to (see [`Store::referenced_files`]); also what a backup copies.
 pub(super) const REFERENCED_FILES: &str = "SELECT checkpoint_path AS path FROM versions \
      UNION SELECT data_dir FROM tasks \
+     UNION SELECT bundle_path FROM anchor_suites \
      UNION SELECT resume_checkpoint FROM jobs \
            WHERE state <> 'done' AND resume_checkpoint IS NOT NULL \
      ORDER BY 1";

@@ -15,6 +15,13 @@ pub struct GatePolicy {
     pub min_union_rm: Option<f64>,
     /// Upper bound on the mean drop, over the parent's tasks, of Rm from parent to version.
     pub max_rm_drop: Option<f64>,
+    /// Upper bound on the drop of mean Rm from the parent on each anchor suite, refused only
+    /// when significant (the paired bootstrap's 95 % lower bound exceeds it; docs/anchors.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_anchor_drop: Option<f64>,
+    /// Bootstrap resamples for `max_anchor_drop` (`None` = 1,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor_resamples: Option<u32>,
 }
 
 impl GatePolicy {

@@ -27,6 +27,7 @@
 //! [`Lease`] (task, worker, epoch) and are refused with [`StoreError::LeaseLost`] unless
 //! the job still runs under exactly that lease.
 
+mod anchors;
 mod db;
 mod events;
 mod fence;
@@ -42,6 +43,7 @@ mod tasks;
 mod types;
 mod versions;
 
+pub use anchors::{AnchorEval, AnchorSuite, NewAnchorSuite};
 pub use db::Backend;
 pub use gate::GatePolicy;
 pub use snapshot::{snapshot_refs, SnapshotRefs};

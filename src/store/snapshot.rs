@@ -22,9 +22,10 @@ pub struct SnapshotRefs {
 }
 
 /// The columns that hold file paths.
-const PATH_COLUMNS: [(&str, &str); 3] = [
+const PATH_COLUMNS: [(&str, &str); 4] = [
     ("versions", "checkpoint_path"),
     ("tasks", "data_dir"),
+    ("anchor_suites", "bundle_path"),
     ("jobs", "resume_checkpoint"),
 ];
 

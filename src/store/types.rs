@@ -399,6 +399,9 @@ pub struct VersionRow {
     /// True if this version is the model's head.
     #[sqlx(skip)]
     pub is_head: bool,
+    /// Results on the model's anchor suites, by suite name (issue #25 §2).
+    #[sqlx(skip)]
+    pub anchors: Vec<super::AnchorEval>,
 }
 
 impl VersionRow {

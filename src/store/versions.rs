@@ -31,8 +31,8 @@ struct VersionEval {
     eval: EvalRow,
 }
 
-/// Fills `evals`, `forgetting` and `is_head` of versions of one model, with two
-/// queries over the versions' range instead of two per version.
+/// Fills `evals`, `forgetting`, `anchors` and `is_head` of versions of one model, with three
+/// queries over the versions' range instead of three per version.
 async fn attach_details(ex: &mut Exec<'_>, model: &str, versions: &mut [VersionRow]) -> Result<()> {
     let (Some(lo), Some(hi)) = (
         versions.iter().map(|v| v.version).min(),
@@ -56,8 +56,14 @@ async fn attach_details(ex: &mut Exec<'_>, model: &str, versions: &mut [VersionR
             args![model, lo, hi],
         )
         .await?;
+    let anchors = super::anchors::load_range(ex, model, lo, hi).await?;
     for v in versions.iter_mut() {
         v.is_head = head == Some(v.version);
+        v.anchors = anchors
+            .iter()
+            .filter(|(version, _)| *version == v.version)
+            .map(|(_, a)| a.clone())
+            .collect();
         v.evals = evals
             .iter()
             .filter(|e| e.version == v.version)

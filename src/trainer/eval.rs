@@ -51,7 +51,7 @@ pub(crate) fn encode(m: &CtpModel, data: &TaskTensors) -> (Tensor, Tensor) {
     })
 }
 
-fn retrieval(img: &Tensor, txt: &Tensor) -> Result<metrics::Retrieval, TrainerError> {
+fn similarities(img: &Tensor, txt: &Tensor) -> Result<(Vec<f32>, usize), TrainerError> {
     let n = img.size()[0] as usize;
     let sim = img
         .matmul(&txt.tr())
@@ -59,7 +59,24 @@ fn retrieval(img: &Tensor, txt: &Tensor) -> Result<metrics::Retrieval, TrainerEr
         .contiguous()
         .view([-1]);
     let sim = Vec::<f32>::try_from(&sim).map_err(|e| TrainerError::Torch(e.to_string()))?;
+    Ok((sim, n))
+}
+
+fn retrieval(img: &Tensor, txt: &Tensor) -> Result<metrics::Retrieval, TrainerError> {
+    let (sim, n) = similarities(img, txt)?;
     metrics::retrieval(&sim, n).map_err(|e| TrainerError::Input(e.to_string()))
+}
+
+/// Retrieval and the per-sample hits of one set.
+fn retrieval_hits(
+    img: &Tensor,
+    txt: &Tensor,
+) -> Result<(metrics::Retrieval, Vec<u8>), TrainerError> {
+    let (sim, n) = similarities(img, txt)?;
+    let bad = |e: metrics::MetricsError| TrainerError::Input(e.to_string());
+    let r = metrics::retrieval(&sim, n).map_err(bad)?;
+    let hits = metrics::anchor::sample_hits(&sim, n).map_err(bad)?;
+    Ok((r, hits))
 }
 
 /// Retrieval on each task's eval split (candidates: that task's samples) and on their union.
@@ -71,9 +88,11 @@ pub(crate) fn evaluate(
     let (mut all_i, mut all_t) = (Vec::new(), Vec::new());
     for (task_id, data) in sets {
         let (i, t) = encode(m, data);
+        let (retrieval, hits) = retrieval_hits(&i, &t)?;
         per_task.push(TaskEval {
             task_id: *task_id,
-            retrieval: retrieval(&i, &t)?,
+            retrieval,
+            hits,
         });
         all_i.push(i);
         all_t.push(t);

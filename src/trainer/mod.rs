@@ -208,6 +208,10 @@ pub struct EvalSet {
 pub struct TaskEval {
     pub task_id: i64,
     pub retrieval: crate::metrics::Retrieval,
+    /// Per-sample hits (`metrics::anchor::sample_hits`), in the set's sample order: what the
+    /// anchor gate's bootstrap resamples.
+    #[serde(default)]
+    pub hits: Vec<u8>,
 }
 
 /// Retrieval per task (candidates: that task's eval samples) and on the cumulative union.

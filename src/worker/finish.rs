@@ -1,5 +1,6 @@
-//! Finishing a task: evaluate the new version on its lineage, compute forgetting and BWT,
-//! commit everything in one transaction, announce the terminal event.
+//! Finishing a task: evaluate the new version on its lineage and on the model's anchor suites,
+//! compute forgetting and BWT, commit everything in one transaction, announce the terminal
+//! event.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -63,8 +64,11 @@ pub(super) async fn finish(
     }
     let report = state
         .engine
-        .evaluate(model_cfg, version.clone(), sets)
+        .evaluate(model_cfg.clone(), version.clone(), sets)
         .await?;
+    let anchors =
+        super::anchors::for_new_version(state, fence, &task.model, &model_cfg, &version, parent)
+            .await?;
     let mut evals: Vec<EvalRow> = report
         .per_task
         .iter()
@@ -126,10 +130,20 @@ pub(super) async fn finish(
         })
         .await?;
     let policy = state.store.gate(&task.model).await?;
-    new.rejection = super::gate::check(&policy, &new, parent);
+    new.rejection = super::gate::check(&policy, &new, parent, &anchors.parent, &anchors.new);
     let local = version.path.clone();
     let v = fence.finish(new).await?;
     state.objects.drop_local_copy(&local);
+    // Idempotent and outside the commit: if this fails (or the daemon dies first), the next
+    // version evaluates this one on the suites it lacks (`anchors::for_new_version`).
+    if let Err(e) = state
+        .store
+        .record_anchor_results(&task.model, v.version, &anchors.new)
+        .await
+    {
+        tracing::warn!(task_id = %task.id, version = v.version, error.message = %e,
+            "Storing the version's anchor results failed");
+    }
     if let Some(avg) = v.average_forgetting {
         state.metrics.observe_forgetting(avg);
     }

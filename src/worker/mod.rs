@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+pub mod anchors;
 mod error;
 mod events;
 mod finish;

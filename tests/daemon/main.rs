@@ -2,6 +2,7 @@
 //! processes, driven through the generated gRPC client, `ctpctl`, the Python client or a
 //! browser, on SQLite and on a real Postgres started by the test itself. One test binary
 //! (each links libtorch; see docs/results.md, "Build and test time").
+mod anchors;
 mod backup;
 mod bad_input;
 mod by_reference;

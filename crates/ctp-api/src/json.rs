@@ -154,6 +154,11 @@ pub fn version_json(v: &pb::Version) -> Value {
         "rejection_reason": v.rejection_reason,
         "device": v.device,
         "precision": v.precision,
+        "anchors": v.anchors.iter().map(|a| json!({
+            "suite": a.suite, "samples": a.samples,
+            "tr1": a.tr1, "tr5": a.tr5, "tr10": a.tr10,
+            "ir1": a.ir1, "ir5": a.ir5, "ir10": a.ir10, "rm": a.rm,
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use super::anchors::{AnchorsAddArgs, AnchorsCommand};
+
 /// Shown under `ctpctl --help`: scripts branch on these, so they are part of the interface.
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -80,6 +82,11 @@ pub enum Command {
     Health(HealthArgs),
     /// Write an HTML report with charts of a model's continual-training history.
     Report(ReportArgs),
+    /// A model's anchor suites: held-out image-caption sets every new version is evaluated on.
+    Anchors {
+        #[command(subcommand)]
+        command: AnchorsCommand,
+    },
     /// The EmojiCL benchmark (9 emoji domains).
     Emojicl {
         #[command(subcommand)]
@@ -247,8 +254,15 @@ pub struct GateArgs {
     /// Reject versions whose mean Rm drop from the parent, on the parent's tasks, exceeds this.
     #[arg(long)]
     pub max_rm_drop: Option<f64>,
+    /// Reject versions whose mean Rm drop from the parent on an anchor suite is significantly
+    /// above this: the lower bound of a 95 % paired-bootstrap interval exceeds it.
+    #[arg(long)]
+    pub max_anchor_drop: Option<f64>,
+    /// Bootstrap resamples for --max-anchor-drop (default 1000).
+    #[arg(long, requires = "max_anchor_drop")]
+    pub anchor_resamples: Option<u32>,
     /// Remove the gate.
-    #[arg(long, conflicts_with_all = ["max_avg_forgetting", "min_union_rm", "max_rm_drop"])]
+    #[arg(long, conflicts_with_all = ["max_avg_forgetting", "min_union_rm", "max_rm_drop", "max_anchor_drop"])]
     pub clear: bool,
 }
 

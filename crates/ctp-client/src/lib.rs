@@ -6,12 +6,14 @@
 //! - [`submit`]: dataset upload; [`watch`] + [`view`]: following a task with reconnects.
 //! - [`tasks`]: tasks/versions/rollback/cancel; [`embed`]: embed/search/health;
 //!   [`backup`]: a snapshot written by the daemon on its host, and the online verify.
+//!   [`anchors`]: anchor suites.
 //! - [`report`]: the HTML + PNG report; [`emojicl`]: benchmark export (offline).
 //!
 //! Human-readable output goes to stdout (results) and stderr (progress, notes); `--json`
 //! puts machine-readable JSON on stdout and keeps stderr for errors only.
 use std::process::ExitCode;
 
+pub mod anchors;
 pub mod args;
 pub mod backup;
 pub mod conn;
@@ -132,6 +134,7 @@ pub async fn execute(cli: &Cli) -> CliResult<u8> {
         Command::Search(a) => embed::search(&mut client, a, json).await?,
         Command::Health(a) => return embed::health(&conn, a, json).await,
         Command::Report(a) => report::report(&mut client, a, json).await?,
+        Command::Anchors { command } => anchors::anchors(&mut client, command, json).await?,
         Command::Emojicl { .. } => unreachable!("handled above"),
     }
     Ok(EXIT_OK)

@@ -161,6 +161,8 @@ pub fn versions_table(versions: &[pb::Version]) -> String {
     let tasks = task_columns(versions);
     let mut header: Vec<String> = ["VERSION", "PARENT", "TASK"].map(String::from).to_vec();
     header.extend((1..=tasks.len()).map(|i| format!("Rm T{i}")));
+    let suites = super::anchors::anchor_columns(versions);
+    header.extend(suites.iter().map(|s| format!("ANCHOR {s}")));
     header.extend(["UNION Rm", "AVG FORGET", "BWT", "SYNCS/STEPS", "GATE"].map(String::from));
     let rows: Vec<Vec<String>> = versions
         .iter()
@@ -173,6 +175,9 @@ pub fn versions_table(versions: &[pb::Version]) -> String {
             for (id, _) in &tasks {
                 let rm = v.evals.iter().find(|e| e.task_id == *id).map(|e| e.rm);
                 row.push(rm.map(|x| format!("{x:.1}")).unwrap_or_default());
+            }
+            for s in &suites {
+                row.push(num(super::anchors::anchor_rm(v, s), 1));
             }
             row.push(num(v.union_eval.as_ref().map(|e| e.rm), 1));
             row.push(num(v.average_forgetting, 2));

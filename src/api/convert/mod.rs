@@ -7,7 +7,9 @@ use super::status::ApiError;
 use crate::store::{EvalRow, HeadChange, TaskRow, TaskState, VersionRow};
 use crate::task::{ProgressInfo, StoredEvent, TaskEvent, TaskSettings};
 
+mod anchors;
 mod settings;
+pub use anchors::{anchor_eval_to_pb, anchor_suite_to_pb};
 pub use settings::{settings_from_pb, settings_to_pb};
 
 /// A task's progress as sent on the wire.
@@ -185,6 +187,7 @@ pub fn version_to_pb(v: &VersionRow) -> pb::Version {
         rejection_reason: v.rejected_reason.clone().unwrap_or_default(),
         device: v.device.clone(),
         precision: v.precision.clone(),
+        anchors: v.anchors.iter().map(anchor_eval_to_pb).collect(),
     }
 }
 

@@ -79,6 +79,14 @@ window.modelPage = async function modelPage(m) {
     <td>${when(h.at)}</td><td>${esc(h.who)}</td><td>${h.from === null ? '–' : 'v' + h.from} → v${h.to}</td>
     <td class="wrap">${esc(h.reason)}</td></tr>`).join('');
   const tasks = d.tasks.slice().reverse().slice(0, 20).map(taskRow).join('');
+  // Anchor suites (docs/anchors.md): a column and a curve (Rm over versions) per suite.
+  const suites = [...new Set(d.versions.flatMap((v) => (v.anchors || []).map((a) => a.suite)))];
+  const anchorRm = (v, s) => ((v.anchors || []).find((a) => a.suite === s) || { rm: null }).rm;
+  const anchors = suites.length ? `<h2>Anchor suites (Rm)</h2>
+    <table id="anchors"><thead><tr><th>Version</th>${suites.map((s) => `<th class="num">${esc(s)}</th>`).join('')}</tr></thead><tbody>
+    <tr><td class="muted">curve</td>${suites.map((s) => `<td>${sparkline(d.versions.map((v) => ({ rm: anchorRm(v, s) })))}</td>`).join('')}</tr>
+    ${d.versions.map((v) => `<tr><td>v${v.version}</td>${suites.map((s) => `<td class="num">${fmt(anchorRm(v, s))}</td>`).join('')}</tr>`).join('')}
+    </tbody></table>` : '';
   $('#main').innerHTML = `<h1>${esc(m)}</h1>
     <div class="cards">
       <div class="card"><div class="k">Head</div><div class="v" id="head">${head === null ? '–' : 'v' + head}</div></div>
@@ -88,6 +96,7 @@ window.modelPage = async function modelPage(m) {
       <div class="card"><div class="k">Active tasks</div><div class="v">${running.length}</div></div>
     </div>
     <h2>Version tree</h2><div id="tree">${d.versions.length ? tree(m, d.versions, head) : '<p class="muted">No versions yet.</p>'}</div>
+    ${anchors}
     <h2>Charts</h2><div class="charts" id="charts"><p class="muted">Drawing…</p></div>
     <h2>Head history</h2>
     <table id="audit"><thead><tr><th>When</th><th>Who</th><th>Change</th><th>Why</th></tr></thead>

@@ -611,15 +611,22 @@ class Client:
         max_avg_forgetting: Optional[float] = None,
         min_union_rm: Optional[float] = None,
         max_rm_drop: Optional[float] = None,
+        max_anchor_drop: Optional[float] = None,
+        anchor_resamples: Optional[int] = None,
     ) -> Dict[str, Optional[float]]:
-        """Sets the model's promotion gate (admin scope); all ``None`` clears it."""
+        """Sets the model's promotion gate (admin scope); all ``None`` clears it.
+        ``max_anchor_drop``: refuse a version whose mean Rm drop from the parent on an anchor
+        suite is significantly above it (95 % paired bootstrap, ``anchor_resamples`` draws,
+        default 1000; docs/anchors.md)."""
         gate = pb.PromotionGate()
         for k, v in (("max_avg_forgetting", max_avg_forgetting), ("min_union_rm", min_union_rm),
-                     ("max_rm_drop", max_rm_drop)):
+                     ("max_rm_drop", max_rm_drop), ("max_anchor_drop", max_anchor_drop),
+                     ("anchor_resamples", anchor_resamples)):
             if v is not None:
                 setattr(gate, k, v)
         resp = self._call(self._stub.SetPromotionGate, pb.SetPromotionGateRequest(model=model, gate=gate))
-        return {k: _opt(resp, k) for k in ("max_avg_forgetting", "min_union_rm", "max_rm_drop")}
+        return {k: _opt(resp, k) for k in ("max_avg_forgetting", "min_union_rm", "max_rm_drop",
+                                           "max_anchor_drop", "anchor_resamples")}
 
     def embed(
         self,

@@ -97,6 +97,35 @@ fn matrix_table(out: &mut String, data: &ReportData) {
     );
 }
 
+/// Rm per anchor suite (a column each) per version; nothing when the model has no suites.
+fn anchors_table(out: &mut String, data: &ReportData) {
+    let suites = crate::anchors::anchor_columns(&data.versions);
+    if suites.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<h2>Anchor suites (Rm, %)</h2>\n<p class=note>Held-out sets that belong to no task \
+         (docs/anchors.md); blank = not evaluated.</p>\n<table><tr><th class=l>version</th>",
+    );
+    for s in &suites {
+        let _ = write!(out, "<th>{}</th>", esc(s));
+    }
+    out.push_str("</tr>\n");
+    for (label, v) in data.row_labels().iter().zip(&data.versions) {
+        let _ = write!(out, "<tr><td class=l>{}</td>", esc(label));
+        for s in &suites {
+            let rm = crate::anchors::anchor_rm(v, s);
+            let _ = write!(
+                out,
+                "<td>{}</td>",
+                rm.map(|x| format!("{x:.1}")).unwrap_or_default()
+            );
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n");
+}
+
 fn versions_table(out: &mut String, data: &ReportData) {
     out.push_str(
         "<table><tr><th>version</th><th>parent</th><th class=l>task</th><th>union Rm</th>\
@@ -220,6 +249,7 @@ pub fn render(data: &ReportData, charts: &Charts<'_>) -> String {
         esc(&UNION_RM_NOTE.replace("UNION Rm", "union Rm"))
     );
     versions_table(&mut out, data);
+    anchors_table(&mut out, data);
     out.push_str("<h2>Momentum syncs and drift</h2>\n");
     img(&mut out, charts.files[2], "drift at momentum syncs");
     out.push_str("<h2>Loss curves</h2>\n");

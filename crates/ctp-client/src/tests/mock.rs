@@ -229,6 +229,28 @@ impl ContinualTrainer for Served {
             loaded_weights: load,
         }))
     }
+    async fn register_anchor_suite(
+        &self,
+        req: Request<tonic::Streaming<pb::RegisterAnchorSuiteRequest>>,
+    ) -> Reply<pb::AnchorSuite> {
+        use pb::register_anchor_suite_request::Msg;
+        let mut stream = req.into_inner();
+        let mut suite = pb::AnchorSuite::default();
+        while let Some(msg) = stream.message().await? {
+            match msg.msg {
+                Some(Msg::Header(h)) => (suite.model, suite.name) = (h.model, h.name),
+                Some(Msg::Chunk(c)) => suite.samples += c.samples.len() as u64,
+                None => {}
+            }
+        }
+        Ok(Response::new(suite))
+    }
+    async fn list_anchor_suites(
+        &self,
+        _: Request<pb::ListAnchorSuitesRequest>,
+    ) -> Reply<pb::ListAnchorSuitesResponse> {
+        Err(Status::unimplemented("mock"))
+    }
     async fn rollback(&self, _: Request<pb::RollbackRequest>) -> Reply<pb::RollbackResponse> {
         Err(Status::aborted("head moved"))
     }
