@@ -43,7 +43,12 @@ impl Application {
         let objects = Objects::open(&settings.storage, &data).context("opening object storage")?;
         let store = Store::connect(&settings.database_url())
             .await
-            .context("opening the database")?;
+            .context("opening the database")?
+            .with_webhooks(crate::webhooks::routes(&settings.webhooks))
+            .with_ranking(crate::store::Ranking {
+                aging_s: settings.scheduler.aging_seconds,
+                min_run: Duration::from_secs(settings.scheduler.min_run_seconds),
+            });
         let engine = TrainerHandle::start(settings.engine.clone())
             .context("starting the training engine")?;
         let listener = TcpListener::bind(&settings.listen)
@@ -71,6 +76,19 @@ impl Application {
         tracing::info!(device = %engine.device, precision = %engine.precision, backend = ?store.backend(), data_dir = %data.root().display(), objects = %objects.describe(), "ctpd starting");
         let metrics = Metrics::default();
         metrics.set_engine(&engine.device, &engine.precision);
+        let limits: Vec<_> = match settings.auth.tokens.is_empty() {
+            true => vec![(
+                crate::quota::ANONYMOUS.to_string(),
+                settings.auth.anonymous_quota.clone(),
+            )],
+            false => settings
+                .auth
+                .tokens
+                .iter()
+                .map(|t| (t.name.clone(), t.quota.clone()))
+                .collect(),
+        };
+        metrics.set_quota_limits(&limits);
         let state = Arc::new(AppState::new(
             settings, data, objects, store, engine, metrics, worker_id,
         ));
@@ -180,6 +198,7 @@ impl Application {
         tokio::spawn(crate::health::watch(state.clone(), health.clone()));
         tokio::spawn(worker::reap(state.clone()));
         tokio::spawn(worker::sweep_forever(state.clone()));
+        tokio::spawn(crate::webhooks::run(state.clone()));
         tracing::info!(addr = %state.settings.listen, removed_tmp = cleanup.removed_tmp, quarantined = cleanup.quarantined, "ctpd serving");
 
         let worker = if state.settings.dispatch {

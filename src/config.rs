@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::trainer::EngineConfig;
+use crate::webhooks::Webhook;
 
 /// All daemon settings. Every field has a default, so `ctpd` starts with no file at all.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -48,6 +49,51 @@ pub struct Settings {
     /// Run the dispatcher (train queued tasks). `false` makes an accept-and-store-only node:
     /// tasks queue in the database for other daemons (or a later start) to train.
     pub dispatch: bool,
+    /// `[[webhooks]]`: signed POSTs of events to these URLs (docs/webhooks.md). Daemons that
+    /// share a database should configure the same list.
+    pub webhooks: Vec<Webhook>,
+    /// `[scheduler]`: priority aging and preemption (docs/operations.md, "Priorities").
+    pub scheduler: Scheduler,
+}
+
+/// How the dispatcher shares engines between priorities.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scheduler {
+    /// Waiting this many seconds raises a queued task one priority level, up to high, so a
+    /// steady stream of high work delays low work by at most twice this (0: no aging, and low
+    /// work may wait forever behind high work).
+    pub aging_seconds: u64,
+    /// A task that was preempted runs at least this long after it resumes before it can be
+    /// preempted again.
+    pub min_run_seconds: u64,
+    /// How often a running task checks whether higher-priority work waits for its engine.
+    pub preempt_check_seconds: u64,
+    /// `false`: priorities only order the queue; nothing is preempted.
+    pub preemption: bool,
+}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Scheduler {
+            aging_seconds: 3600,
+            min_run_seconds: 60,
+            preempt_check_seconds: 2,
+            preemption: true,
+        }
+    }
+}
+
+/// Limits on what one caller (token) may use; each unset = unlimited.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Quota {
+    /// Tasks QUEUED or RUNNING at once.
+    pub max_queued_tasks: Option<u64>,
+    /// Bytes of stored task bundles, over all its tasks (data dir or bucket).
+    pub max_stored_bytes: Option<u64>,
+    /// Training seconds (the engine's step time) in any 24 hours.
+    pub max_training_seconds_per_day: Option<f64>,
 }
 
 /// Input limits; violations are INVALID_ARGUMENT naming the sample.
@@ -109,6 +155,8 @@ pub struct TrainingDefaults {
 #[serde(default, deny_unknown_fields)]
 pub struct Auth {
     pub tokens: Vec<Token>,
+    /// Without tokens every caller is one anonymous caller: these are its quotas.
+    pub anonymous_quota: Quota,
 }
 
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -119,6 +167,9 @@ pub struct Token {
     pub token: String,
     /// Any of "read", "submit", "admin" (admin implies submit implies read).
     pub scopes: Vec<String>,
+    /// What this token (team) may use: `quota = { max_queued_tasks = 5, ... }`.
+    #[serde(default)]
+    pub quota: Quota,
 }
 
 impl std::fmt::Debug for Token {
@@ -127,6 +178,7 @@ impl std::fmt::Debug for Token {
             .field("name", &self.name)
             .field("token", &"<redacted>")
             .field("scopes", &self.scopes)
+            .field("quota", &self.quota)
             .finish()
     }
 }
@@ -164,6 +216,8 @@ impl Default for Settings {
             heartbeat_seconds: 10,
             shutdown_grace_seconds: 60,
             dispatch: true,
+            webhooks: Vec::new(),
+            scheduler: Scheduler::default(),
         }
     }
 }
@@ -318,7 +372,26 @@ impl Settings {
                 ));
             }
         }
-        Ok(())
+        for (who, q) in self
+            .auth
+            .tokens
+            .iter()
+            .map(|t| (format!("auth token {:?}", t.name), &t.quota))
+            .chain([(
+                "auth.anonymous_quota".to_string(),
+                &self.auth.anonymous_quota,
+            )])
+        {
+            if let Some(s) = q.max_training_seconds_per_day.filter(|s| !(*s >= 0.0)) {
+                return Err(format!(
+                    "{who}: quota.max_training_seconds_per_day must be >= 0 (got {s})"
+                ));
+            }
+        }
+        if self.scheduler.preempt_check_seconds == 0 {
+            return Err("scheduler.preempt_check_seconds must be at least 1".into());
+        }
+        crate::webhooks::validate(&self.webhooks)
     }
 
     /// Whether `/metrics` is served by the dashboard's listener (same address).
@@ -487,6 +560,7 @@ mod tests {
             name: "ci".into(),
             token: "supersecretvalue123".into(),
             scopes: vec!["read".into()],
+            quota: Quota::default(),
         };
         assert!(!format!("{t:?}").contains("supersecret"));
     }

@@ -30,6 +30,9 @@ pub struct AppState {
     pub hub: Hub,
     /// Wakes the dispatcher after a submission is durable.
     pub wake: Notify,
+    /// Wakes a running task's preemption check at once when this daemon queues work or
+    /// changes a priority (other daemons' submissions are seen at the next periodic check).
+    pub queue_changed: Notify,
     pub running: Running,
     pub metrics: Metrics,
     /// Whether the data dir can be written (probed; see `health`).
@@ -59,6 +62,7 @@ impl AppState {
             engine,
             hub: Hub::default(),
             wake: Notify::new(),
+            queue_changed: Notify::new(),
             running: Running::default(),
             metrics,
             storage: StorageHealth::default(),

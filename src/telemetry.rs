@@ -3,8 +3,8 @@
 //! Metric names follow `ctp_<name>_<unit>[_total]`. `/metrics` is served by a tiny HTTP/1.1
 //! responder on `metrics_listen` (it answers GET /metrics and 404 otherwise).
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -34,6 +34,14 @@ pub struct Metrics {
     syncs: IntCounter,
     forgetting: Gauge,
     engine: IntGaugeVec,
+    webhook_delivered: IntCounter,
+    webhook_failed: IntCounter,
+    webhook_dead: IntCounter,
+    webhook_pending: IntGauge,
+    preemptions: IntCounter,
+    quota_exceeded: IntCounterVec,
+    quota_used: GaugeVec,
+    quota_limit: GaugeVec,
 }
 
 impl Default for Metrics {
@@ -85,6 +93,52 @@ impl Default for Metrics {
                 &["device", "precision"],
             )
             .expect("valid"),
+            webhook_delivered: IntCounter::new(
+                "ctp_webhook_deliveries_total",
+                "Webhook events delivered (answered 2xx) by this daemon",
+            )
+            .expect("valid"),
+            webhook_failed: IntCounter::new(
+                "ctp_webhook_failed_attempts_total",
+                "Webhook attempts that failed (no answer, timeout, or not 2xx)",
+            )
+            .expect("valid"),
+            webhook_dead: IntCounter::new(
+                "ctp_webhook_dead_total",
+                "Webhook deliveries given up after their last attempt",
+            )
+            .expect("valid"),
+            webhook_pending: IntGauge::new(
+                "ctp_webhook_pending",
+                "Webhook deliveries waiting for an attempt (all daemons of the database)",
+            )
+            .expect("valid"),
+            preemptions: IntCounter::new(
+                "ctp_preemptions_total",
+                "Running tasks this daemon paused for higher-priority work",
+            )
+            .expect("valid"),
+            quota_exceeded: IntCounterVec::new(
+                Opts::new(
+                    "ctp_quota_exceeded_total",
+                    "Submissions refused for a quota",
+                ),
+                &["caller", "quota"],
+            )
+            .expect("valid"),
+            quota_used: GaugeVec::new(
+                Opts::new(
+                    "ctp_quota_used",
+                    "Each caller's use per quota (tasks, bytes, training seconds in 24 h)",
+                ),
+                &["caller", "quota"],
+            )
+            .expect("valid"),
+            quota_limit: GaugeVec::new(
+                Opts::new("ctp_quota_limit", "Each caller's configured quota limits"),
+                &["caller", "quota"],
+            )
+            .expect("valid"),
             registry,
         };
         for c in [
@@ -98,6 +152,14 @@ impl Default for Metrics {
             Box::new(m.syncs.clone()),
             Box::new(m.forgetting.clone()),
             Box::new(m.engine.clone()),
+            Box::new(m.webhook_delivered.clone()),
+            Box::new(m.webhook_failed.clone()),
+            Box::new(m.webhook_dead.clone()),
+            Box::new(m.webhook_pending.clone()),
+            Box::new(m.preemptions.clone()),
+            Box::new(m.quota_exceeded.clone()),
+            Box::new(m.quota_used.clone()),
+            Box::new(m.quota_limit.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }
@@ -133,8 +195,68 @@ impl Metrics {
         self.forgetting.set(v);
     }
 
-    /// Re-reads task counts per state from the store.
+    /// A webhook delivery answered 2xx.
+    pub fn observe_webhook_delivered(&self) {
+        self.webhook_delivered.inc();
+    }
+
+    /// A webhook attempt failed; `dead`: it was the last one.
+    pub fn observe_webhook_failed(&self, dead: bool) {
+        self.webhook_failed.inc();
+        if dead {
+            self.webhook_dead.inc();
+        }
+    }
+
+    /// A running task paused for higher-priority work.
+    pub fn observe_preemption(&self) {
+        self.preemptions.inc();
+    }
+
+    /// A submission refused for `quota` of `caller`.
+    pub fn observe_quota_exceeded(&self, caller: &str, quota: &str) {
+        self.quota_exceeded
+            .with_label_values(&[caller, quota])
+            .inc();
+    }
+
+    /// The configured limits per caller (once, at startup).
+    pub fn set_quota_limits(&self, limits: &[(String, crate::config::Quota)]) {
+        for (caller, q) in limits {
+            for (name, limit) in [
+                ("max_queued_tasks", q.max_queued_tasks.map(|v| v as f64)),
+                ("max_stored_bytes", q.max_stored_bytes.map(|v| v as f64)),
+                (
+                    "max_training_seconds_per_day",
+                    q.max_training_seconds_per_day,
+                ),
+            ] {
+                if let Some(l) = limit {
+                    self.quota_limit.with_label_values(&[caller, name]).set(l);
+                }
+            }
+        }
+    }
+
+    /// Re-reads task counts per state and pending webhook deliveries from the store.
     pub async fn refresh(&self, store: &Store) {
+        if let Ok(usage) = store.usage_by_caller().await {
+            for (caller, u) in usage {
+                for (name, used) in [
+                    ("max_queued_tasks", u.queued_tasks as f64),
+                    ("max_stored_bytes", u.stored_bytes as f64),
+                    ("max_training_seconds_per_day", u.training_seconds_day),
+                ] {
+                    self.quota_used
+                        .with_label_values(&[&caller, name])
+                        .set(used);
+                }
+            }
+        }
+        if let Ok(stats) = store.webhook_stats().await {
+            self.webhook_pending
+                .set(stats.iter().map(|s| s.pending).sum());
+        }
         for s in [
             TaskState::Queued,
             TaskState::Running,

@@ -33,11 +33,14 @@ impl Scope {
 pub struct Caller {
     pub name: String,
     pub scope: Scope,
+    /// What this caller may use (its token's `quota`; `auth.anonymous_quota` without tokens).
+    pub quota: config::Quota,
 }
 
 #[derive(Clone)]
 pub struct Auth {
     tokens: Arc<Vec<(Vec<u8>, Caller)>>,
+    anonymous_quota: config::Quota,
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
@@ -64,12 +67,14 @@ impl Auth {
                     Caller {
                         name: t.name.clone(),
                         scope,
+                        quota: t.quota.clone(),
                     },
                 )
             })
             .collect();
         Auth {
             tokens: Arc::new(tokens),
+            anonymous_quota: cfg.anonymous_quota.clone(),
         }
     }
 
@@ -83,8 +88,9 @@ impl Auth {
     pub fn caller(&self, token: Option<&str>) -> Result<Caller, Status> {
         if self.tokens.is_empty() {
             return Ok(Caller {
-                name: "anonymous".into(),
+                name: crate::quota::ANONYMOUS.into(),
                 scope: Scope::Admin,
+                quota: self.anonymous_quota.clone(),
             });
         }
         let Some(token) = token else {
@@ -144,13 +150,16 @@ mod tests {
                     name: "viewer".into(),
                     token: "r".repeat(20),
                     scopes: vec!["read".into()],
+                    quota: Default::default(),
                 },
                 config::Token {
                     name: "ops".into(),
                     token: "a".repeat(20),
                     scopes: vec!["read".into(), "admin".into()],
+                    quota: Default::default(),
                 },
             ],
+            anonymous_quota: Default::default(),
         })
     }
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use ctp_api::pb;
 
+use super::auth::Caller;
 use super::status::ApiError;
+use crate::quota::{check_bytes, Usage};
 use crate::state::AppState;
 use crate::task::TaskSettings;
 use crate::taskdata::{BundleWriter, StoredSample};
@@ -22,6 +24,10 @@ pub(super) struct Intake {
     /// Samples accepted so far (the next sample's number).
     pub(super) n: usize,
     max_samples: usize,
+    /// The caller's byte quota, checked as samples arrive: (caller, quota, use before).
+    quota: Option<(Caller, Usage)>,
+    /// Bytes of sample data accepted so far (ids, captions, images).
+    bytes: u64,
 }
 
 impl Intake {
@@ -35,6 +41,16 @@ impl Intake {
             ids: HashMap::new(),
             n: 0,
             max_samples,
+            quota: None,
+            bytes: 0,
+        }
+    }
+
+    /// Refuses the sample that would bring `caller` over its byte quota (`usage` is its use
+    /// before this upload).
+    pub(super) fn limit_bytes(&mut self, caller: &Caller, usage: Usage) {
+        if caller.quota.max_stored_bytes.is_some() {
+            self.quota = Some((caller.clone(), usage));
         }
     }
 
@@ -47,6 +63,10 @@ impl Intake {
             )));
         }
         let stored = check_sample(n, s, &self.rules)?;
+        self.bytes += (stored.id.len() + stored.caption.len() + stored.image.len()) as u64;
+        if let Some((caller, usage)) = &self.quota {
+            check_bytes(&caller.name, &caller.quota, usage, self.bytes, Some(n))?;
+        }
         if let Some(prev) = self.ids.insert(stored.id.clone(), n) {
             return Err(ApiError::Invalid(format!(
                 "sample {n}: id {:?} repeats sample {prev}",

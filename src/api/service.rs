@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth::{require, Scope};
 use super::convert;
 use super::status::ApiError;
-use super::{anchors, gate, submit, watch};
+use super::{anchors, export, gate, submit, watch};
 use crate::state::AppState;
 use crate::store::VersionRow;
 use crate::trainer::{Control, ModelConfig, Preset, VersionRef};
@@ -64,8 +64,12 @@ impl Service {
 impl ContinualTrainer for Service {
     #[tracing::instrument(skip_all, fields(rpc = "SubmitTask"))]
     async fn submit_task(&self, req: Request<Streaming<pb::SubmitTaskRequest>>) -> Res<pb::Task> {
-        require(&req, Scope::Submit)?;
-        let (task, existing) = submit::submit(&self.state, req.into_inner()).await?;
+        let caller = require(&req, Scope::Submit)?;
+        let submitted = submit::submit(&self.state, caller, req.into_inner()).await;
+        if let Err(ApiError::Quota(q)) = &submitted {
+            submit::quota_refused(&self.state, q).await;
+        }
+        let (task, existing) = submitted?;
         tracing::info!(task_id = %task.id, existing, "SubmitTask done");
         Ok(Response::new(convert::task_to_pb(&task)))
     }
@@ -308,6 +312,55 @@ impl ContinualTrainer for Service {
         tracing::info!(path = %done.path.display(), files = done.manifest.files.len(),
             bytes = done.manifest.total_bytes(), who = %caller.name, "Backup written");
         Ok(Response::new(convert::backup_to_pb(&done)))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "SetTaskPriority"))]
+    async fn set_task_priority(&self, req: Request<pb::SetTaskPriorityRequest>) -> Res<pb::Task> {
+        let caller = require(&req, Scope::Admin)?;
+        let r = req.into_inner();
+        let priority = convert::priority_from_pb("priority", r.priority)?;
+        let task = self
+            .state
+            .store
+            .set_task_priority(&r.task_id, priority)
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(task_id = %r.task_id, %priority, who = %caller.name, "Priority changed");
+        self.state.wake.notify_one();
+        self.state.queue_changed.notify_one();
+        Ok(Response::new(convert::task_to_pb(&task)))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "GetQuota"))]
+    async fn get_quota(&self, req: Request<pb::GetQuotaRequest>) -> Res<pb::QuotaUsage> {
+        let caller = require(&req, Scope::Read)?;
+        let usage = self
+            .state
+            .store
+            .usage(&caller.name)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(convert::quota_to_pb(
+            &caller.name,
+            &caller.quota,
+            &usage,
+        )))
+    }
+
+    type ExportVersionStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ExportVersionChunk, Status>> + Send>>;
+
+    /// Read scope: an export changes nothing, and Embed (read) already serves what a
+    /// version computes (docs/export.md).
+    #[tracing::instrument(skip_all, fields(rpc = "ExportVersion"))]
+    async fn export_version(
+        &self,
+        req: Request<pb::ExportVersionRequest>,
+    ) -> Res<Self::ExportVersionStream> {
+        require(&req, Scope::Read)?;
+        let r = req.into_inner();
+        let rx = export::export(self.state.clone(), r.model, r.version).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "Verify"))]

@@ -3,6 +3,7 @@ use tonic::{Code, Status};
 
 use crate::backup::BackupError;
 use crate::errors::{error_chain, is_out_of_space};
+use crate::export::ExportError;
 use crate::store::StoreError;
 use crate::trainer::TrainerError;
 
@@ -28,6 +29,9 @@ pub enum ApiError {
     PermissionDenied(String),
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A caller's quota (`RESOURCE_EXHAUSTED`, naming the quota, the use and the limit).
+    #[error(transparent)]
+    Quota(#[from] crate::quota::Exceeded),
     /// Logged with its cause chain; the client sees an opaque message.
     #[error("internal error: {0}")]
     Internal(String),
@@ -46,6 +50,7 @@ impl From<StoreError> for ApiError {
                 actual.map_or("none".into(), |v| v.to_string())
             )),
             StoreError::FailedPrecondition(m) => ApiError::FailedPrecondition(m),
+            StoreError::Quota(q) => ApiError::Quota(q),
             StoreError::LeaseLost { task_id } => {
                 ApiError::Aborted(format!("lease on task {task_id} lost"))
             }
@@ -99,6 +104,18 @@ impl From<BackupError> for ApiError {
     }
 }
 
+impl From<ExportError> for ApiError {
+    fn from(e: ExportError) -> Self {
+        match e {
+            ExportError::Store(e) => e.into(),
+            ExportError::Objects(e) => e.into(),
+            ExportError::Engine(e) => e.into(),
+            ExportError::NoVersion(m) => ApiError::NotFound(m),
+            ExportError::Unreadable(m) => ApiError::FailedPrecondition(m),
+        }
+    }
+}
+
 impl From<ctp_storage::StorageError> for ApiError {
     fn from(e: ctp_storage::StorageError) -> Self {
         use ctp_storage::StorageError as S;
@@ -143,6 +160,7 @@ impl From<ApiError> for Status {
             ApiError::Unauthenticated(m) => Status::new(Code::Unauthenticated, m),
             ApiError::PermissionDenied(m) => Status::new(Code::PermissionDenied, m),
             ApiError::ResourceExhausted(m) => Status::new(Code::ResourceExhausted, m),
+            ApiError::Quota(q) => Status::new(Code::ResourceExhausted, q.to_string()),
             ApiError::Internal(m) => {
                 tracing::error!(error.cause_chain = %m, "Internal error");
                 Status::new(Code::Internal, "internal error (see the daemon log)")

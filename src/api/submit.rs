@@ -9,13 +9,14 @@ use std::sync::Arc;
 
 use tonic::Streaming;
 
-use super::convert::settings_from_pb;
+use super::auth::{Caller, Scope};
+use super::convert::{priority_from_pb, settings_from_pb};
 pub use super::intake::{check_sample, SampleRules, SplitMode};
 use super::intake::{disk_error, stream_error, Intake};
 use super::status::ApiError;
 use crate::state::AppState;
 use crate::store::{new_task_id, NewTask, StoreError, TaskRow};
-use crate::task::TaskSettings;
+use crate::task::{Priority, TaskSettings};
 use crate::taskdata::BundleWriter;
 use crate::trainer::{ModelConfig, Preset};
 use ctp_api::pb;
@@ -42,9 +43,17 @@ struct Header {
     expected: Option<u64>,
     /// Task data by reference (URLs or brace patterns), empty for a streamed upload.
     data_urls: Vec<String>,
+    priority: Priority,
 }
 
-fn parse_header(state: &AppState, h: pb::TaskHeader) -> Result<Header, ApiError> {
+fn parse_header(state: &AppState, caller: &Caller, h: pb::TaskHeader) -> Result<Header, ApiError> {
+    let priority = priority_from_pb("header.priority", h.priority)?;
+    if priority > Priority::Normal && caller.scope < Scope::Admin {
+        return Err(ApiError::PermissionDenied(format!(
+            "header.priority {priority} needs the admin scope; token {:?} may submit low or normal",
+            caller.name
+        )));
+    }
     if !valid_name(&h.model) {
         return Err(ApiError::Invalid(format!(
             "header.model {:?}: must match [A-Za-z0-9][A-Za-z0-9._-]{{0,127}} (a letter or digit, then up to 127 letters, digits, '.', '_', '-')",
@@ -95,11 +104,13 @@ fn parse_header(state: &AppState, h: pb::TaskHeader) -> Result<Header, ApiError>
         split_given,
         expected: h.expected_samples,
         data_urls: h.data_urls,
+        priority,
     })
 }
 
 pub async fn submit(
     state: &Arc<AppState>,
+    caller: Caller,
     mut stream: Streaming<pb::SubmitTaskRequest>,
 ) -> Result<(TaskRow, bool), ApiError> {
     if !state.is_ready() {
@@ -114,7 +125,7 @@ pub async fn submit(
     }
     let first = stream.message().await.map_err(|s| stream_error(s, 0))?;
     let hdr = match first.and_then(|m| m.msg) {
-        Some(pb::submit_task_request::Msg::Header(h)) => parse_header(state, h)?,
+        Some(pb::submit_task_request::Msg::Header(h)) => parse_header(state, &caller, h)?,
         _ => {
             return Err(ApiError::Invalid(
                 "the first SubmitTask message must be a header".into(),
@@ -146,6 +157,18 @@ pub async fn submit(
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| disk_error(state, "creating the upload file", e))?;
     let mut intake = Intake::new(state.clone(), rules, writer);
+    // Quotas before a byte is read; the byte quota again as the upload streams, and all of
+    // them once more in the transaction that stores the task. A retry of a task already
+    // accepted (its idempotency key) is never refused.
+    if !state
+        .store
+        .has_key(&hdr.model, hdr.idempotency_key.as_deref())
+        .await?
+    {
+        let usage = state.store.usage(&caller.name).await?;
+        crate::quota::check_submit(&caller.name, &caller.quota, &usage, 0)?;
+        intake.limit_bytes(&caller, usage);
+    }
     let mut sources = None;
     if hdr.data_urls.is_empty() {
         while let Some(msg) = stream
@@ -182,7 +205,13 @@ pub async fn submit(
     // complete, and committing it runs detached so that no later drop can leave half of it.
     tokio::task::yield_now().await;
     let sources_json = sources.map(|v| serde_json::to_string(&v).expect("the manifest serialises"));
-    let commit = tokio::spawn(commit_upload(state.clone(), hdr, writer, sources_json));
+    let commit = tokio::spawn(commit_upload(
+        state.clone(),
+        caller,
+        hdr,
+        writer,
+        sources_json,
+    ));
     commit
         .await
         .map_err(|e| ApiError::Internal(format!("storing the upload panicked: {e}")))?
@@ -196,6 +225,7 @@ pub(super) static COMMIT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new
 /// key) or a failed commit keeps nothing new: the bundle is removed unless a row refers to it.
 async fn commit_upload(
     state: Arc<AppState>,
+    caller: Caller,
     hdr: Header,
     writer: BundleWriter,
     sources_json: Option<String>,
@@ -227,6 +257,10 @@ async fn commit_upload(
         n_train,
         n_eval,
         sources_json,
+        priority: hdr.priority.stored(),
+        submitted_by: caller.name.clone(),
+        bundle_bytes: std::fs::metadata(&path).map_or(0, |m| m.len() as i64),
+        quota: caller.quota.clone(),
     };
     let result = async {
         state
@@ -250,6 +284,7 @@ async fn commit_upload(
     if !submitted.existing {
         tracing::info!(task_id = %submitted.task.id, model = %hdr.model, n_train, n_eval, "Task queued");
         state.wake.notify_one();
+        state.queue_changed.notify_one();
     }
     Ok((submitted.task, submitted.existing))
 }
@@ -271,4 +306,14 @@ fn request_digest(hdr: &Header, bundle_sha: &str) -> String {
         h.update(part.as_bytes());
     }
     hex::encode(h.finalize())
+}
+
+/// A submission refused for a quota: logged, counted in `/metrics`
+/// (`ctp_quota_exceeded_total`), and announced to `quota.exceeded` webhooks.
+pub async fn quota_refused(state: &AppState, q: &crate::quota::Exceeded) {
+    tracing::warn!(caller = %q.caller, quota = q.quota, used = q.used, limit = q.limit, "Submission refused: quota exceeded");
+    state.metrics.observe_quota_exceeded(&q.caller, q.quota);
+    if let Err(e) = state.store.record_quota_exceeded(q).await {
+        tracing::warn!(error.message = %e, "Recording the quota.exceeded webhook event failed");
+    }
 }

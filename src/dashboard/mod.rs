@@ -29,6 +29,7 @@ mod api;
 mod charts;
 pub mod error;
 mod events;
+mod webhooks;
 
 use error::HttpError;
 
@@ -160,7 +161,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/models/{model}/rollback", post(api::rollback))
         .route("/api/tasks", get(api::tasks))
         .route("/api/tasks/{id}/cancel", post(api::cancel))
-        .route("/api/tasks/{id}/events", get(events::events));
+        .route("/api/tasks/{id}/events", get(events::events))
+        .route("/api/webhooks", get(webhooks::webhooks));
     if shared_metrics {
         r = r.route("/metrics", get(metrics));
     }

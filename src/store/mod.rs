@@ -19,7 +19,9 @@
 //! Operations live next to their tables: `tasks` (models, submit, list, cancel, fail),
 //! `queue` (claim, requeue: the reaper), `fence` (the writes of a worker holding a
 //! lease: heartbeat, progress, events, syncs, resume points), `versions` (finish,
-//! versions, lineage, rollback) and `events` (task events, file references). `schema` knows
+//! versions, lineage, rollback), `events` (task events, file references), `outbox` (webhook
+//! events, recorded in the transaction of the change that caused them) and `deliveries` (the
+//! delivery loop's claims and outcomes). `schema` knows
 //! the schema version and refuses a database a newer ctpd migrated (before migrating);
 //! `snapshot` makes a backup's consistent copy (`VACUUM INTO`) and reads what it references.
 //!
@@ -29,28 +31,37 @@
 
 mod anchors;
 mod db;
+mod deliveries;
 mod events;
 mod fence;
 mod gate;
 mod known;
+mod outbox;
 mod postgres;
 mod queue;
 mod rows;
+mod schedule;
 mod schema;
 mod snapshot;
 mod sqlite;
 mod tasks;
 mod types;
+mod usage;
 mod versions;
 
 pub use anchors::{AnchorEval, AnchorSuite, NewAnchorSuite};
 pub use db::Backend;
+pub use deliveries::{DeliveryOutcome, WebhookDelivery, WebhookStats};
 pub use gate::GatePolicy;
+pub use outbox::{WebhookEvent, WebhookRoutes};
+pub use schedule::Ranking;
 pub use snapshot::{snapshot_refs, SnapshotRefs};
 pub use types::{
     new_task_id, ClaimedJob, EvalRow, EvalScope, EventRow, HeadChange, Lease, ModelRow, NewTask,
     NewVersion, Submitted, SyncRow, TaskRow, TaskState, UnknownValue, VersionRow,
 };
+
+use std::sync::Arc;
 
 use db::Db;
 
@@ -89,6 +100,9 @@ pub enum StoreError {
         /// The job's task.
         task_id: String,
     },
+    /// A submission over one of its caller's quotas (`RESOURCE_EXHAUSTED`).
+    #[error(transparent)]
+    Quota(#[from] crate::quota::Exceeded),
     /// Bad input: an unknown URL scheme, a bad page token, a preset mismatch
     /// (`INVALID_ARGUMENT`).
     #[error("{0}")]
@@ -171,6 +185,10 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
+    /// Which webhooks take which events: what the outbox records (empty: nothing).
+    webhooks: Arc<WebhookRoutes>,
+    /// How the dispatcher ranks queued and running work (config `[scheduler]`).
+    ranking: Ranking,
 }
 
 /// Page size when a list request gives 0.
@@ -199,7 +217,29 @@ impl Store {
                 "unsupported database URL scheme {scheme:?}: use sqlite:// or postgres://"
             )));
         };
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            webhooks: Arc::default(),
+            ranking: Ranking::default(),
+        })
+    }
+
+    /// This store, recording webhook events for `routes` (the daemon's `[[webhooks]]`) in
+    /// the transactions that cause them.
+    pub fn with_webhooks(mut self, routes: WebhookRoutes) -> Store {
+        self.webhooks = Arc::new(routes);
+        self
+    }
+
+    /// This store, ranking work by `ranking` (the daemon's `[scheduler]`).
+    pub fn with_ranking(mut self, ranking: Ranking) -> Store {
+        self.ranking = ranking;
+        self
+    }
+
+    /// How this store ranks work.
+    pub fn ranking(&self) -> &Ranking {
+        &self.ranking
     }
 
     /// Which backend this store uses.

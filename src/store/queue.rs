@@ -1,17 +1,19 @@
 //! The job queue: claiming work under a lease, and putting jobs back whose worker died or
 //! was restarted (the reaper). Writes made while holding a lease are in `fence`.
 //!
-//! Order: FIFO by `enqueued_seq` over all models, but only the oldest queued job of a
-//! model is eligible, and never while that model has a running job — each version is
-//! trained from the previous one, so one model's tasks run strictly one after another
-//! while different models may run side by side.
+//! Order: the model with the highest effective priority first, then FIFO by `enqueued_seq`
+//! (see `schedule`); only the oldest queued job of a model is eligible, and never while that
+//! model has a running job — each version is trained from the previous one, so one model's
+//! tasks run strictly one after another while different models may run side by side.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use super::db::{args, now, Backend};
+use super::outbox;
 use super::rows::{lease_delta, load_task};
+use super::schedule;
 use super::{ClaimedJob, Result, Store};
 
 /// The queue state of a claimed job.
@@ -53,29 +55,29 @@ impl Store {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
-        let pick = format!(
-            "SELECT j.task_id, j.model FROM jobs j \
-             WHERE j.state = 'queued' \
-               AND NOT EXISTS (SELECT 1 FROM jobs r \
-                               WHERE r.model = j.model AND r.state = 'running') \
-               AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.model = j.model \
-                               AND e.state = 'queued' AND e.enqueued_seq < j.enqueued_seq) \
-             ORDER BY j.enqueued_seq LIMIT 1{lock}"
-        );
-        let Some((task_id, model)) = ex
-            .fetch_optional::<(String, String)>(&pick, args![])
-            .await?
-        else {
+        let at = now();
+        let jobs = schedule::weighed(&mut ex).await?;
+        let Some(next) = schedule::Board::new(&jobs, at, self.ranking.aging_s).next() else {
             return Ok(None);
         };
-        let at = now();
+        let (task_id, model) = (next.task_id.clone(), next.model.clone());
+        // Postgres: lock the row; a concurrent claimer of the same job skips it and polls
+        // again. SQLite: the write transaction already serializes claimers.
+        if !lock.is_empty() {
+            let sql =
+                format!("SELECT task_id FROM jobs WHERE task_id = $1 AND state = 'queued'{lock}");
+            let locked: Option<(String,)> = ex.fetch_optional(&sql, args![&task_id]).await?;
+            if locked.is_none() {
+                return Ok(None);
+            }
+        }
         let lease_until = at + lease;
         let claimed = ex
             .execute(
                 "UPDATE jobs SET state = 'running', worker_id = $2, lease_until = $3, \
-                 attempts = attempts + 1, lease_epoch = lease_epoch + 1 \
+                 attempts = attempts + 1, lease_epoch = lease_epoch + 1, claimed_at = $4 \
                  WHERE task_id = $1 AND state = 'queued'",
-                args![&task_id, worker_id, lease_until],
+                args![&task_id, worker_id, lease_until, at],
             )
             .await;
         match claimed {
@@ -162,13 +164,18 @@ impl Store {
             args![expired_before, held_by],
         )
         .await?;
-        ex.execute(
-            "UPDATE tasks SET state = 'cancelled', finished_at = $1 \
-             WHERE state = 'running' AND cancel_requested \
-               AND id IN (SELECT task_id FROM jobs WHERE state = 'done')",
-            args![at],
-        )
-        .await?;
+        let cancelled: Vec<(String,)> = ex
+            .fetch_all(
+                "UPDATE tasks SET state = 'cancelled', finished_at = $1 \
+                 WHERE state = 'running' AND cancel_requested \
+                   AND id IN (SELECT task_id FROM jobs WHERE state = 'done') RETURNING id",
+                args![at],
+            )
+            .await?;
+        for (id,) in &cancelled {
+            let task = load_task(&mut ex, id).await?;
+            outbox::task_ended(&mut ex, &self.webhooks, &task, None).await?;
+        }
         let mut requeued: Vec<(String,)> = ex
             .fetch_all(
                 &format!(

@@ -9,7 +9,8 @@ use super::{Lease, ModelRow, Result, StoreError, TaskRow};
 /// Columns of [`TaskRow`], in one place for every task query.
 pub(super) const TASK_COLUMNS: &str = "id, model, name, state, idempotency_key, settings_json, \
      data_dir, n_train, n_eval, base_version, produced_version, error, progress_json, \
-     cancel_requested, created_at, started_at, finished_at, rejected_reason, sources_json";
+     cancel_requested, created_at, started_at, finished_at, rejected_reason, sources_json, \
+     priority, preemptions, submitted_by, bundle_bytes";
 
 /// Reads one task, or `NotFound`.
 pub(super) async fn load_task(ex: &mut Exec<'_>, id: &str) -> Result<TaskRow> {

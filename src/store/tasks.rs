@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::db::{args, now, Backend, Exec};
+use super::outbox;
 use super::rows::{lease_lost, load_model, load_task, HELD, TASK_COLUMNS};
 use super::{
     page_limit, Lease, ModelRow, NewTask, Result, Store, StoreError, Submitted, TaskRow, TaskState,
@@ -93,6 +94,13 @@ impl Store {
                 existing: true,
             });
         }
+        let usage = super::usage::usage_of(&mut ex, &new.submitted_by).await?;
+        crate::quota::check_submit(
+            &new.submitted_by,
+            &new.quota,
+            &usage,
+            new.bundle_bytes.max(0) as u64,
+        )?;
         if ex
             .fetch_optional::<(String,)>("SELECT id FROM tasks WHERE id = $1", args![&new.id])
             .await?
@@ -117,8 +125,9 @@ impl Store {
         let inserted = ex
             .execute(
                 "INSERT INTO tasks (id, model, name, state, idempotency_key, settings_json, \
-                 data_dir, n_train, n_eval, created_at, request_digest, sources_json) \
-                 VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11) \
+                 data_dir, n_train, n_eval, created_at, request_digest, sources_json, \
+                 priority, submitted_by, bundle_bytes) \
+                 VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
                  ON CONFLICT (model, idempotency_key) DO NOTHING",
                 args![
                     &new.id,
@@ -132,6 +141,9 @@ impl Store {
                     at,
                     &new.request_digest,
                     new.sources_json.clone(),
+                    new.priority,
+                    &new.submitted_by,
+                    new.bundle_bytes,
                 ],
             )
             .await?;
@@ -252,6 +264,9 @@ impl Store {
             .await?;
         }
         let task = load_task(&mut ex, id).await?;
+        if dequeued == 1 {
+            outbox::task_ended(&mut ex, &self.webhooks, &task, None).await?;
+        }
         tx.commit().await?;
         Ok(task)
     }
@@ -324,6 +339,7 @@ impl Store {
         )
         .await?;
         let task = load_task(&mut ex, id).await?;
+        outbox::task_ended(&mut ex, &self.webhooks, &task, None).await?;
         tx.commit().await?;
         Ok(task)
     }
@@ -367,6 +383,14 @@ async fn same_content(ex: &mut Exec<'_>, task: &TaskRow, new: &NewTask) -> Resul
 }
 
 /// The model's task with this idempotency key, if any (`None` key: never a match).
+impl Store {
+    /// Whether `model` has a task submitted with idempotency `key` (`None`: no).
+    pub async fn has_key(&self, model: &str, key: Option<&str>) -> Result<bool> {
+        let mut conn = self.db.acquire().await?;
+        Ok(find_by_key(&mut conn.exec(), model, key).await?.is_some())
+    }
+}
+
 async fn find_by_key(ex: &mut Exec<'_>, model: &str, key: Option<&str>) -> Result<Option<TaskRow>> {
     let Some(key) = key else {
         return Ok(None);

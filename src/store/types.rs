@@ -125,6 +125,15 @@ pub struct NewTask {
     /// For a task submitted by reference: the JSON manifest of the shards read (URL, ETag,
     /// sha256, samples); `None` for a streamed upload.
     pub sources_json: Option<String>,
+    /// Scheduling priority (see [`Priority`](crate::task::Priority)).
+    pub priority: i64,
+    /// The caller's name (its token's; `anonymous` without tokens).
+    pub submitted_by: String,
+    /// Size of the stored bundle (quota accounting).
+    pub bundle_bytes: i64,
+    /// The caller's quotas, checked in the submission's transaction (after deduplication:
+    /// a retry of an accepted task is never refused).
+    pub quota: crate::config::Quota,
 }
 
 /// A fresh random task id (UUID v4, hyphenated).
@@ -175,6 +184,14 @@ pub struct TaskRow {
     pub rejected_reason: Option<String>,
     /// The manifest of shards a task submitted by reference was read from (JSON).
     pub sources_json: Option<String>,
+    /// Scheduling priority (see [`Priority`](crate::task::Priority)).
+    pub priority: i64,
+    /// How many times higher-priority work preempted it.
+    pub preemptions: i64,
+    /// Who submitted it (its token's name; `anonymous` without tokens).
+    pub submitted_by: String,
+    /// Size of its stored bundle (0 for tasks from before the column).
+    pub bundle_bytes: i64,
 }
 
 /// Result of [`Store::submit_task`](super::Store::submit_task).

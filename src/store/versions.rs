@@ -1,10 +1,11 @@
 //! Versions: committing a task's result, reading versions and lineages, moving the head.
 
 use super::db::{args, now, Exec};
+use super::outbox;
 use super::rows::{lease_lost, load_model, load_task, HELD};
 use super::{
     decode_token, encode_token, page_limit, EvalRow, HeadChange, Lease, NewVersion, Result, Store,
-    StoreError, TaskState, VersionRow,
+    StoreError, TaskState, VersionRow, WebhookEvent,
 };
 
 /// Columns of [`VersionRow`] (its task name joined from `tasks`).
@@ -226,6 +227,7 @@ impl Store {
             )
             .await?;
         }
+        let mut change = None;
         if new.rejection.is_none() {
             ex.execute(
                 "UPDATE models SET head_version = $2 WHERE name = $1",
@@ -233,7 +235,9 @@ impl Store {
             )
             .await?;
             let reason = format!("task {task_id} succeeded");
-            record_head_change(&mut ex, model, previous_head, version, "ctpd", &reason).await?;
+            change = Some(
+                record_head_change(&mut ex, model, previous_head, version, "ctpd", &reason).await?,
+            );
         }
         ex.execute(
             "UPDATE tasks SET state = 'succeeded', produced_version = $2, finished_at = $3, \
@@ -242,6 +246,7 @@ impl Store {
         )
         .await?;
         let row = load_version(&mut ex, model, version).await?;
+        outbox::version_committed(&mut ex, &self.webhooks, &row, change.as_ref()).await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -368,6 +373,10 @@ impl Store {
             });
         }
         let change = record_head_change(&mut ex, model, current, to, who, reason).await?;
+        if self.webhooks.wants(WebhookEvent::HeadMoved) {
+            let head = load_version(&mut ex, model, to).await?;
+            outbox::head_moved(&mut ex, &self.webhooks, &change, &head).await?;
+        }
         tx.commit().await?;
         Ok(change)
     }

@@ -56,6 +56,13 @@ pub enum StoredEvent {
     Log {
         message: String,
     },
+    /// Higher-priority work took the engine: the task checkpointed at `step` and went back
+    /// to its place in the queue (the `count`-th time), yielding to `by_task_id`.
+    Preempted {
+        count: u32,
+        step: u64,
+        by_task_id: String,
+    },
 }
 
 impl StoredEvent {
@@ -65,6 +72,7 @@ impl StoredEvent {
             StoredEvent::Sync { .. } => "sync",
             StoredEvent::Terminal { .. } => "terminal",
             StoredEvent::Log { .. } => "log",
+            StoredEvent::Preempted { .. } => "preempted",
         }
     }
 

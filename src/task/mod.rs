@@ -4,12 +4,15 @@
 //!
 //! - [`settings`]: [`TaskSettings`], the effective settings of a task, and their [`bounds`];
 //! - [`replay`]: [`ReplaySettings`], experience replay from earlier tasks;
-//! - [`events`]: [`StoredEvent`], [`ProgressInfo`] and [`TaskEvent`], the task's history.
+//! - [`events`]: [`StoredEvent`], [`ProgressInfo`] and [`TaskEvent`], the task's history;
+//! - [`priority`]: [`Priority`], how urgent a task is, and aging.
 pub mod events;
+pub mod priority;
 pub mod replay;
 pub mod settings;
 
 pub use events::{ProgressInfo, StoredEvent, TaskEvent};
+pub use priority::Priority;
 pub use replay::ReplaySettings;
 pub use settings::{bounds, TaskSettings};
 

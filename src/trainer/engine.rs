@@ -10,6 +10,7 @@ use tch::{Device, Tensor};
 use super::config::Precision;
 use super::data::{TaskTensors, TextTokenizer};
 use super::model::CtpModel;
+use super::probe::ProbeSet;
 use super::session::{RunOptions, Session};
 use super::{
     eval, Command, Embeddings, EvalSet, ModelConfig, Sample, TrainerError, TrainerHandle,
@@ -202,6 +203,16 @@ impl Engine {
                     let r = guarded(|| {
                         let all = super::replay::combine(&req.samples, &req.replay);
                         let data = self.tensors(&all, &req.model)?;
+                        let probe = if req.probe.is_empty() {
+                            None
+                        } else {
+                            Some(ProbeSet {
+                                data: self
+                                    .tensors(&req.probe, &req.model)
+                                    .map_err(|e| TrainerError::Input(format!("probe set: {e}")))?,
+                                captions: req.probe.iter().map(|s| s.caption.clone()).collect(),
+                            })
+                        };
                         let mut s = Session::start(
                             &req,
                             data,
@@ -210,7 +221,7 @@ impl Engine {
                             &self.weights,
                             &self.opts,
                         )?;
-                        s.run(&req, &emit)
+                        s.run(&req, probe.as_ref(), &emit)
                     });
                     let _ = reply.send(r);
                 }

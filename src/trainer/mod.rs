@@ -14,6 +14,7 @@ pub mod losses;
 pub mod model;
 pub mod momentum;
 pub mod optim;
+pub mod probe;
 pub mod queue;
 pub mod replay;
 mod session;
@@ -119,6 +120,10 @@ pub struct TrainRequest {
     pub samples: Vec<Sample>,
     /// Earlier tasks' samples replayed in every batch (empty = no replay).
     pub replay: Vec<ReplayPool>,
+    /// The probe set (the first eval samples of the task, [`probe::PROBE_SAMPLES`] at most):
+    /// the finished version's checkpoint stores its embeddings of them for verified export.
+    /// Empty = the checkpoint stores no probe.
+    pub probe: Vec<Sample>,
     /// Where the finished version's checkpoint goes.
     pub out_version: PathBuf,
     /// Where mid-task checkpoints go (overwritten atomically).

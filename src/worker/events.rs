@@ -18,8 +18,10 @@ pub(super) async fn pump_events(
     state: &Arc<AppState>,
     fence: &Fence,
     settings: &TaskSettings,
+    caller: &str,
     mut rx: mpsc::UnboundedReceiver<TrainEvent>,
 ) -> Result<(), RunError> {
+    let mut charge = Charge::new(state, caller, &fence.lease().task_id);
     let mut progress = ProgressInfo {
         total_epochs: settings.epochs,
         ..Default::default()
@@ -44,6 +46,7 @@ pub(super) async fn pump_events(
                 progress.momentum_syncs = p.syncs as u64;
                 progress.drift = p.drift;
                 state.metrics.observe_step(&p);
+                charge.add(p.times.step_ms / 1000.0).await;
                 fence.emit(StoredEvent::Progress(progress.clone())).await?;
                 if last_write.elapsed() > Duration::from_millis(500) || p.step == p.total_steps {
                     let json = serde_json::to_string(&progress).expect("progress serialises");
@@ -85,6 +88,54 @@ pub(super) async fn pump_events(
             }
         }
     }
+    charge.flush().await;
     let json = serde_json::to_string(&progress).expect("progress serialises");
     Ok(fence.progress(&json).await?)
+}
+
+/// Training seconds of a run, charged to its submitter's quota from the engine's own step
+/// times, in batches (so a preempted, failed or killed run is charged for what ran, within
+/// one batch).
+struct Charge<'a> {
+    state: &'a AppState,
+    caller: &'a str,
+    task_id: &'a str,
+    pending: f64,
+    since: Instant,
+}
+
+impl<'a> Charge<'a> {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn new(state: &'a AppState, caller: &'a str, task_id: &'a str) -> Charge<'a> {
+        Charge {
+            state,
+            caller,
+            task_id,
+            pending: 0.0,
+            since: Instant::now(),
+        }
+    }
+
+    async fn add(&mut self, seconds: f64) {
+        self.pending += seconds.max(0.0);
+        if self.since.elapsed() >= Self::EVERY {
+            self.flush().await;
+        }
+    }
+
+    /// A failed charge is logged and kept for the next one; it never stops training.
+    async fn flush(&mut self) {
+        let store = &self.state.store;
+        match store
+            .charge_training(self.caller, self.task_id, self.pending)
+            .await
+        {
+            Ok(()) => self.pending = 0.0,
+            Err(e) => {
+                tracing::warn!(task_id = %self.task_id, error.message = %e, "Charging training seconds failed; retrying with the next charge")
+            }
+        }
+        self.since = Instant::now();
+    }
 }

@@ -9,31 +9,45 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub mod anchors;
+mod data;
 mod error;
 mod events;
 mod finish;
 mod gate;
 mod lease;
 mod orphans;
+mod preempt;
 
 pub use crate::state::Running;
 pub use error::RunError;
 pub use lease::{identity, reap, Fence};
 pub use orphans::{clean_orphans, sweep_forever, Sweep};
 
-use crate::images::ImageLimits;
 use crate::state::AppState;
 use crate::store::{ClaimedJob, VersionRow};
 use crate::task::{ReplaySettings, StoredEvent, TaskSettings};
-use crate::taskdata::{self, StoredSample};
-use crate::trainer::{Control, ReplayPool, Sample, TrainOutcome, TrainRequest, VersionRef};
+use crate::trainer::{Control, ReplayPool, TrainOutcome, TrainRequest, VersionRef};
+use data::{load_probe, load_split};
+
+/// How often an idle dispatcher records that it is alive (well within `schedule::ALIVE`).
+const SEEN_EVERY: Duration = Duration::from_secs(5);
 
 /// Loop until shutdown: claim, run, repeat.
 pub async fn run(state: Arc<AppState>) {
     let mut shutdown = state.hub.shutdown_signal();
+    let mut seen: Option<std::time::Instant> = None;
     loop {
         if *shutdown.borrow() {
             break;
+        }
+        // Alive and idle, for other daemons' preemption decisions (`store::schedule`).
+        if seen.is_none_or(|t| t.elapsed() >= SEEN_EVERY) {
+            match state.store.worker_seen(&state.worker_id).await {
+                Ok(()) => seen = Some(std::time::Instant::now()),
+                Err(e) => {
+                    tracing::warn!(error.message = %e, "Recording this dispatcher as alive failed")
+                }
+            }
         }
         let lease = Duration::from_secs(state.settings.lease_seconds);
         match state.store.claim_next_job(&state.worker_id, lease).await {
@@ -134,53 +148,6 @@ async fn fail(fence: &Fence, e: RunError) {
     }
 }
 
-fn decode(
-    samples: &[StoredSample],
-    size: u32,
-    limits: &ImageLimits,
-) -> Result<Vec<Sample>, RunError> {
-    samples
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            crate::images::decode_rgb(&s.image, limits, size)
-                .map(|pixels| Sample {
-                    pixels,
-                    caption: s.caption.clone(),
-                })
-                .map_err(|e| RunError::Data(format!("sample {i} ({}): {e}", s.id)))
-        })
-        .collect()
-}
-
-/// Reads a task's bundle (`stored`: its row's path) and decodes one split (`eval` or train)
-/// at the preset's image size. From object storage it is fetched into the local cache and
-/// verified against the hash its name carries; an outage holds the run until it is back.
-pub(super) async fn load_split(
-    state: &AppState,
-    fence: &Fence,
-    stored: &str,
-    eval: bool,
-    size: u32,
-) -> Result<Vec<Sample>, RunError> {
-    let sha = crate::taskdata::bundle_sha(stored).unwrap_or_default();
-    let path = fence
-        .objects("fetching task data", || state.objects.local(stored, &sha))
-        .await?;
-    let limits = state.image_limits();
-    tokio::task::spawn_blocking(move || {
-        let all =
-            taskdata::read_bundle(&path).map_err(|e| RunError::Data(format!("task data: {e}")))?;
-        let split: Vec<StoredSample> = all.into_iter().filter(|s| s.eval == eval).collect();
-        decode(&split, size, &limits)
-    })
-    .await
-    .map_err(|e| RunError::Panicked {
-        what: "decoding task data",
-        why: e.to_string(),
-    })?
-}
-
 async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Result<(), RunError> {
     let task = job.task.clone();
     let settings: TaskSettings = serde_json::from_str(&task.settings_json)
@@ -208,6 +175,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
         None => Vec::new(),
     };
     let samples = load_split(state, fence, &task.data_dir, false, size).await?;
+    let probe = load_probe(state, fence, &task.data_dir, size).await?;
     let replay = replay_pools(
         state,
         fence,
@@ -234,6 +202,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
     if task.cancel_requested {
         control.store(Control::CANCEL, Ordering::SeqCst);
     }
+    let preemption = preempt::watch(state, &task.id, control.clone());
     let req = TrainRequest {
         model: model_cfg.clone(),
         train: settings.train_config(),
@@ -245,6 +214,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
         resume,
         samples,
         replay,
+        probe,
         out_version: state.data.version_checkpoint(&claim),
         resume_path: resume_path.clone(),
         control: control.clone(),
@@ -254,7 +224,7 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
     let (tx, rx) = mpsc::unbounded_channel();
     let engine = state.engine.clone();
     let train = tokio::spawn(async move { engine.train(req, tx).await });
-    let pumped = events::pump_events(state, fence, &settings, rx).await;
+    let pumped = events::pump_events(state, fence, &settings, &task.submitted_by, rx).await;
     if pumped.is_err() {
         // Nothing more of this run can be recorded: stop training at the next step.
         control.store(Control::CANCEL, Ordering::SeqCst);
@@ -316,6 +286,12 @@ async fn run_job(state: &Arc<AppState>, job: ClaimedJob, fence: &Fence) -> Resul
                 rejection: None,
             };
             fence.emit(ev).await?;
+            Ok(())
+        }
+        TrainOutcome::Paused { step, .. } if preemption.by().is_some() => {
+            let by = preemption.by().unwrap_or_default();
+            preempt::yielded(state, fence, step, by, task.preemptions).await?;
+            state.wake.notify_one();
             Ok(())
         }
         TrainOutcome::Paused { step, .. } => {

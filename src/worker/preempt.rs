@@ -49,7 +49,10 @@ pub(super) fn watch(state: &Arc<AppState>, task_id: &str, control: Arc<AtomicU8>
     let (state, task_id, decided) = (state.clone(), task_id.to_owned(), by.clone());
     let handle = tokio::spawn(async move {
         loop {
-            tokio::time::sleep(every).await;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = state.queue_changed.notified() => {}
+            }
             let ranking = *state.store.ranking();
             match state.store.preempted_by(&task_id, &ranking).await {
                 Ok(Some(waiting)) => {

@@ -82,6 +82,7 @@ fn request(
         resume: None,
         samples: task_samples(task),
         replay: Vec::new(),
+        probe: Vec::new(),
         out_version: dir.join(format!("{name}.safetensors")),
         resume_path: dir.join(format!("{name}.resume.safetensors")),
         control: Control::new_flag(),

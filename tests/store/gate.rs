@@ -30,6 +30,7 @@ async fn gate_policy_round_trips(store: Store) {
         max_avg_forgetting: Some(20.0),
         min_union_rm: None,
         max_rm_drop: Some(5.5),
+        ..Default::default()
     };
     assert_eq!(store.set_gate("m", &policy).await.unwrap(), policy);
     assert_eq!(store.gate("m").await.unwrap(), policy);

@@ -41,6 +41,7 @@ macro_rules! contract_tests {
 mod events;
 mod fencing;
 mod gate;
+mod outbox;
 mod queue;
 mod versions;
 
@@ -91,6 +92,10 @@ pub(crate) fn new_task(model: &str, name: &str, key: Option<&str>) -> NewTask {
         n_train: 8,
         n_eval: 2,
         sources_json: None,
+        priority: 2,
+        submitted_by: "anonymous".into(),
+        bundle_bytes: 0,
+        quota: Default::default(),
     }
 }
 

@@ -138,6 +138,22 @@ class Live(unittest.TestCase):
             self.c.submit("pyref", "file:///etc/ctp/x.tar", preset="tiny")
         self.assertIn("file:///etc/ctp/x.tar", cm.exception.message)
 
+    def test_9_priority_and_quota(self):
+        """Priorities and quotas (no tokens: the anonymous caller, with admin scope)."""
+        task = self.c.submit("pyprio", samples(), {"epochs": 1, "batch_size": 4}, preset="tiny",
+                             name="low", priority="low")
+        self.assertEqual((task.priority, task.submitted_by), ("LOW", "anonymous"))
+        self.assertEqual(self.c.wait(task.id, timeout=600).state, "SUCCEEDED")
+        with self.assertRaises(ctp_client.FailedPrecondition):
+            self.c.set_priority(task.id, "high")
+        with self.assertRaises(ValueError):
+            self.c.submit("pyprio", samples(), preset="tiny", priority="urgent")
+        q = self.c.quota()
+        self.assertEqual(q["caller"], "anonymous")
+        self.assertEqual(q["queued_tasks"], {"used": 0.0, "limit": None})
+        self.assertGreater(q["stored_bytes"]["used"], 0)
+        self.assertGreater(q["training_seconds_per_day"]["used"], 0)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -115,7 +115,19 @@ pub fn task_json(t: &pb::Task) -> Value {
         "cancel_requested": t.cancel_requested,
         "seed": t.seed,
         "rejection_reason": t.rejection_reason,
+        "priority": priority_name(t.priority),
+        "preemptions": t.preemptions,
+        "submitted_by": t.submitted_by,
     })
+}
+
+/// `low`, `normal` or `high` (unset is normal).
+pub fn priority_name(p: i32) -> &'static str {
+    match pb::TaskPriority::try_from(p) {
+        Ok(pb::TaskPriority::Low) => "low",
+        Ok(pb::TaskPriority::High) => "high",
+        _ => "normal",
+    }
 }
 
 /// An evaluation row as JSON.
@@ -182,6 +194,10 @@ pub fn event_json(ev: &pb::TaskEvent) -> Value {
         ),
         Some(Event::Log(l)) => ("log", json!({"message": l.message})),
         Some(Event::ServerClosing(c)) => ("server_closing", json!({"message": c.message})),
+        Some(Event::Preempted(p)) => (
+            "preempted",
+            json!({"count": p.count, "step": p.step, "by_task_id": p.by_task_id}),
+        ),
         None => ("unknown", json!({})),
     };
     json!({"seq": ev.seq, "time": time_json(&ev.time), "type": kind, kind: body})

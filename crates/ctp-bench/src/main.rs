@@ -6,14 +6,24 @@
 //! - `compare`: ctp's `small` step against the same step in eager PyTorch, in one invocation.
 //! - `emojicl`: continual-learning quality through the daemon (module `emojicl`).
 //! - `load` / `ingest`: the control plane under training load, and upload throughput.
+//! - `preempt`: what preemption costs (stop latency, start-up, lost work; module `preempt`).
+//! - `storage`: what object storage costs: submission streamed vs by reference, and the start
+//!   of a resumed task with a cold and a warm object cache (modules `storage`, `storage_resume`).
 mod cells;
+mod ctpd_child;
 mod emojicl;
 mod emojicl_cli;
 mod emojicl_rpc;
 mod gpumem;
+// The moto server the tests use (scripts/setup-moto.sh installs it).
+#[path = "../../ctp-storage/tests/support/moto.rs"]
+mod moto;
+mod preempt;
 mod protocol;
 mod service;
 mod step;
+mod storage;
+mod storage_resume;
 mod summary;
 mod sweep;
 
@@ -82,6 +92,12 @@ enum Cmd {
         #[arg(long, default_value_t = 512)]
         jpeg: usize,
     },
+    /// What object storage costs (issue #23 §4): SubmitTask streamed vs by reference, and the
+    /// start of a resumed `small` task with a cold and a warm object cache, against moto.
+    Storage(Box<storage::StorageArgs>),
+    /// What preemption costs: a high task submitted while a low one trains (stop latency in
+    /// steps, the high task's start-up, steps trained twice, resume overhead).
+    Preempt(preempt::PreemptArgs),
     /// One measurement (used by `step`; prints one JSON row).
     StepOne(step::StepSettings),
 }
@@ -125,6 +141,11 @@ fn main() -> Result<()> {
         }
         Cmd::Ingest { png, jpeg } => {
             let table = tokio::runtime::Runtime::new()?.block_on(service::ingest(png, jpeg))?;
+            println!("{}\n{table}", machine());
+        }
+        Cmd::Storage(args) => storage::run(&args, machine())?,
+        Cmd::Preempt(args) => {
+            let table = tokio::runtime::Runtime::new()?.block_on(preempt::run(&args))?;
             println!("{}\n{table}", machine());
         }
         Cmd::Emojicl(args) => {

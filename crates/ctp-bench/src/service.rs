@@ -106,7 +106,7 @@ fn encoded(size: u32, seed: u32, jpeg: bool) -> Vec<u8> {
     out.into_inner()
 }
 
-fn samples(n: usize, size: u32, jpeg: bool) -> Vec<pb::Sample> {
+pub(crate) fn samples(n: usize, size: u32, jpeg: bool) -> Vec<pb::Sample> {
     (0..n)
         .map(|i| pb::Sample {
             image: encoded(size, i as u32, jpeg),
@@ -121,7 +121,7 @@ fn samples(n: usize, size: u32, jpeg: bool) -> Vec<pb::Sample> {
         .collect()
 }
 
-fn header(model: &str, epochs: u32) -> pb::TaskHeader {
+pub(crate) fn header(model: &str, epochs: u32) -> pb::TaskHeader {
     pb::TaskHeader {
         model: model.into(),
         preset: "small".into(),
@@ -138,7 +138,7 @@ fn header(model: &str, epochs: u32) -> pb::TaskHeader {
     }
 }
 
-async fn submit(
+pub(crate) async fn submit(
     c: &mut ContinualTrainerClient<Channel>,
     h: pb::TaskHeader,
     s: Vec<pb::Sample>,

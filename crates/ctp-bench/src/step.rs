@@ -185,6 +185,7 @@ pub fn step_one(s: &StepSettings) -> Result<Row> {
         samples: samples(n, model.image_size),
         out_version: dir.path().join(format!("{name}.safetensors")),
         replay: Vec::new(),
+        probe: Vec::new(),
         resume_path: dir.path().join(format!("{name}.resume")),
         control: Control::new_flag(),
     };

@@ -81,6 +81,10 @@ impl TaskHistory {
                     });
                 }
                 Some(Event::Log(l)) => h.logs.push(l.message.clone()),
+                Some(Event::Preempted(p)) => h.logs.push(format!(
+                    "preempted (#{}) at step {} by task {}",
+                    p.count, p.step, p.by_task_id
+                )),
                 Some(Event::Terminal(t)) => h.version = h.version.or(t.produced_version),
                 Some(Event::Heartbeat(_)) | Some(Event::ServerClosing(_)) | None => {}
             }

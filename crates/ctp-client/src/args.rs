@@ -69,6 +69,10 @@ pub enum Command {
     Gate(GateArgs),
     /// Cancel a queued or running task.
     Cancel(TaskIdArg),
+    /// Change a queued task's priority (admin scope).
+    Priority(PriorityArgs),
+    /// Your quotas and what you use of them.
+    Quota,
     /// Have the daemon write a consistent backup (database + files) to a directory on its host.
     Backup(BackupArgs),
     /// Have the running daemon check its data dir, database and bucket (admin scope);
@@ -76,6 +80,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Embed images and/or texts with a version.
     Embed(EmbedArgs),
+    /// Download a version to a folder: weights, config.json, tokenizer, model card and the
+    /// probe set with the daemon's embeddings (docs/export.md), each checked by sha256.
+    Export(crate::export::ExportArgs),
     /// Rank the images of a folder against a text query.
     Search(SearchArgs),
     /// Check the daemon's gRPC health service.
@@ -92,6 +99,26 @@ pub enum Command {
         #[command(subcommand)]
         command: EmojiclCommand,
     },
+}
+
+/// Scheduling priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PriorityArg {
+    Low,
+    /// The default.
+    Normal,
+    /// Needs the admin scope; may preempt lower work.
+    High,
+}
+
+impl PriorityArg {
+    pub fn to_pb(self) -> ctp_api::pb::TaskPriority {
+        match self {
+            PriorityArg::Low => ctp_api::pb::TaskPriority::Low,
+            PriorityArg::Normal => ctp_api::pb::TaskPriority::Normal,
+            PriorityArg::High => ctp_api::pb::TaskPriority::High,
+        }
+    }
 }
 
 /// Training method.
@@ -186,6 +213,9 @@ pub struct SubmitArgs {
     /// Training method.
     #[arg(long, value_enum)]
     pub method: Option<MethodArg>,
+    /// Scheduling priority (high needs the admin scope).
+    #[arg(long, value_enum)]
+    pub priority: Option<PriorityArg>,
     /// BatchNorm policy.
     #[arg(long, value_enum)]
     pub bn_policy: Option<BnPolicyArg>,
@@ -237,6 +267,16 @@ pub struct ModelArg {
 pub struct TaskIdArg {
     /// Task id.
     pub task_id: String,
+}
+
+/// `priority` arguments.
+#[derive(Debug, Args)]
+pub struct PriorityArgs {
+    /// Task id (QUEUED).
+    pub task_id: String,
+    /// The new priority.
+    #[arg(value_enum)]
+    pub priority: PriorityArg,
 }
 
 /// `gate` arguments: with no bound and no `--clear`, prints the gate.

@@ -5,8 +5,9 @@
 //! - [`conn`]: connection, TLS and the bearer-token interceptor.
 //! - [`submit`]: dataset upload; [`watch`] + [`view`]: following a task with reconnects.
 //! - [`tasks`]: tasks/versions/rollback/cancel; [`embed`]: embed/search/health;
+//!   [`export`]: a version downloaded to a folder, every file checked by sha256;
 //!   [`backup`]: a snapshot written by the daemon on its host, and the online verify.
-//!   [`anchors`]: anchor suites.
+//!   [`fleet`]: priorities and quotas; [`anchors`]: anchor suites.
 //! - [`report`]: the HTML + PNG report; [`emojicl`]: benchmark export (offline).
 //!
 //! Human-readable output goes to stdout (results) and stderr (progress, notes); `--json`
@@ -20,6 +21,8 @@ pub mod conn;
 pub mod embed;
 pub mod emojicl;
 pub mod error;
+pub mod export;
+pub mod fleet;
 pub mod gate;
 pub mod output;
 pub mod report;
@@ -128,9 +131,12 @@ pub async fn execute(cli: &Cli) -> CliResult<u8> {
         Command::Rollback(a) => tasks::rollback(&mut client, a, json).await?,
         Command::Gate(a) => gate::gate(&mut client, a, json).await?,
         Command::Cancel(a) => tasks::cancel(&mut client, &a.task_id, json).await?,
+        Command::Priority(a) => fleet::priority(&mut client, a, json).await?,
+        Command::Quota => fleet::quota(&mut client, json).await?,
         Command::Backup(a) => backup::backup(&mut client, a, json).await?,
         Command::Verify(a) => return backup::verify(&mut client, a, json).await,
         Command::Embed(a) => embed::embed(&mut client, a, json).await?,
+        Command::Export(a) => export::export(&mut client, a, json).await?,
         Command::Search(a) => embed::search(&mut client, a, json).await?,
         Command::Health(a) => return embed::health(&conn, a, json).await,
         Command::Report(a) => report::report(&mut client, a, json).await?,

@@ -122,6 +122,7 @@ pub fn header(args: &SubmitArgs, plan: &SplitPlan, samples: u64) -> pb::TaskHead
         seed: args.seed,
         expected_samples: Some(samples),
         data_urls: Vec::new(),
+        priority: args.priority.map_or(0, |p| p.to_pb() as i32),
     }
 }
 

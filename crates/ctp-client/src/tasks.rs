@@ -6,6 +6,7 @@ use super::conn::Client;
 use super::error::CliResult;
 use super::output::{num, print_json, state_name, table, task_json, time, version_json};
 use super::report::data::{task_columns, UNION_RM_NOTE};
+use ctp_api::json::priority_name;
 use ctp_api::pb;
 
 /// Page size for listings; the daemon caps it at 1000.
@@ -82,6 +83,7 @@ pub fn tasks_table(tasks: &[pb::Task]) -> String {
         "MODEL",
         "NAME",
         "STATE",
+        "PRIORITY",
         "PROGRESS",
         "VERSION",
         "TRAIN/EVAL",
@@ -100,6 +102,10 @@ pub fn tasks_table(tasks: &[pb::Task]) -> String {
                 t.model.clone(),
                 t.name.clone(),
                 state,
+                match t.preemptions {
+                    0 => priority_name(t.priority).to_string(),
+                    n => format!("{} (preempted {n}x)", priority_name(t.priority)),
+                },
                 progress_cell(t),
                 t.produced_version
                     .map(|v| v.to_string())
@@ -364,6 +370,8 @@ mod tests {
             name: "n".into(),
             state: pb::TaskState::Running as i32,
             cancel_requested: true,
+            priority: pb::TaskPriority::High as i32,
+            preemptions: 2,
             progress: Some(pb::Progress {
                 step: 5,
                 total_steps: 10,
@@ -373,6 +381,9 @@ mod tests {
             ..Default::default()
         };
         let out = tasks_table(&[t]);
-        assert!(out.contains("RUNNING (cancelling)  5/10 (50%)"), "{out}");
+        assert!(
+            out.contains("RUNNING (cancelling)  high (preempted 2x)  5/10 (50%)"),
+            "{out}"
+        );
     }
 }

@@ -204,6 +204,10 @@ impl Sink for View {
             Some(Event::Sync(s)) => self.last_sync = Some(*s),
             Some(Event::Log(l)) => self.say(&l.message),
             Some(Event::ServerClosing(c)) => self.say(&c.message),
+            Some(Event::Preempted(p)) => self.say(&format!(
+                "preempted by task {} at step {} (time #{}); queued again, resumes from there",
+                p.by_task_id, p.step, p.count
+            )),
             Some(Event::Terminal(t)) => {
                 self.bar.finish_and_clear();
                 let mut msg = format!("task {}", state_name(t.state));

@@ -5,11 +5,13 @@ use ctp_api::pb;
 
 use super::status::ApiError;
 use crate::store::{EvalRow, HeadChange, TaskRow, TaskState, VersionRow};
-use crate::task::{ProgressInfo, StoredEvent, TaskEvent, TaskSettings};
+use crate::task::{Priority, ProgressInfo, StoredEvent, TaskEvent, TaskSettings};
 
 mod anchors;
+mod export;
 mod settings;
 pub use anchors::{anchor_eval_to_pb, anchor_suite_to_pb};
+pub use export::manifest_to_pb;
 pub use settings::{settings_from_pb, settings_to_pb};
 
 /// A task's progress as sent on the wire.
@@ -60,6 +62,15 @@ pub fn event_to_pb(e: &TaskEvent) -> pb::TaskEvent {
         }),
         StoredEvent::Log { message } => Event::Log(pb::Log {
             message: message.clone(),
+        }),
+        StoredEvent::Preempted {
+            count,
+            step,
+            by_task_id,
+        } => Event::Preempted(pb::Preempted {
+            count: *count,
+            step: *step,
+            by_task_id: by_task_id.clone(),
         }),
     };
     pb::TaskEvent {
@@ -121,6 +132,30 @@ pub fn task_to_pb(t: &TaskRow) -> pb::Task {
         cancel_requested: t.cancel_requested,
         rejection_reason: t.rejected_reason.clone(),
         sources: sources_from_json(t.sources_json.as_deref()),
+        priority: priority_to_pb(Priority::from_stored(t.priority)) as i32,
+        preemptions: t.preemptions as u32,
+        submitted_by: t.submitted_by.clone(),
+    }
+}
+
+pub fn priority_to_pb(p: Priority) -> pb::TaskPriority {
+    match p {
+        Priority::Low => pb::TaskPriority::Low,
+        Priority::Normal => pb::TaskPriority::Normal,
+        Priority::High => pb::TaskPriority::High,
+    }
+}
+
+/// A request's priority (`field` names it in the error); unset = normal.
+pub fn priority_from_pb(field: &str, n: i32) -> Result<Priority, ApiError> {
+    match pb::TaskPriority::try_from(n) {
+        Ok(pb::TaskPriority::Unspecified) => Ok(Priority::Normal),
+        Ok(pb::TaskPriority::Low) => Ok(Priority::Low),
+        Ok(pb::TaskPriority::Normal) => Ok(Priority::Normal),
+        Ok(pb::TaskPriority::High) => Ok(Priority::High),
+        Err(_) => Err(ApiError::Invalid(format!(
+            "{field}: unknown priority {n} (1 low, 2 normal, 3 high)"
+        ))),
     }
 }
 
@@ -223,5 +258,19 @@ pub fn verify_to_pb(r: &crate::verify::Report, loaded_weights: bool) -> pb::Veri
         unreferenced: r.unreferenced.clone(),
         temp_files: r.temp_files.clone(),
         loaded_weights,
+    }
+}
+
+pub fn quota_to_pb(
+    caller: &str,
+    q: &crate::config::Quota,
+    u: &crate::quota::Usage,
+) -> pb::QuotaUsage {
+    let item = |used: f64, limit: Option<f64>| Some(pb::QuotaItem { used, limit });
+    pb::QuotaUsage {
+        caller: caller.to_owned(),
+        queued_tasks: item(u.queued_tasks as f64, q.max_queued_tasks.map(|m| m as f64)),
+        stored_bytes: item(u.stored_bytes as f64, q.max_stored_bytes.map(|m| m as f64)),
+        training_seconds_per_day: item(u.training_seconds_day, q.max_training_seconds_per_day),
     }
 }

@@ -66,7 +66,7 @@ function follow(taskId, handlers) {
       if (f) f(d[kind], d);
     });
     on('snapshot', handlers.snapshot); on('progress', handlers.progress); on('sync', handlers.sync);
-    on('heartbeat'); on('log');
+    on('heartbeat'); on('log'); on('preempted', handlers.preempted);
     on('terminal', (t, d) => { stop(taskId); if (handlers.terminal) handlers.terminal(t, d); });
     es.onopen = liveDot;
     es.onerror = () => {
@@ -134,9 +134,22 @@ function sparkline(points) {
     `<circle cx="${last[0]}" cy="${last[1]}" r="2.4" fill="#1f77b4"/></svg> ${fmt(v[v.length - 1])}`;
 }
 
+// ---- Webhooks (a section of the Models page, only when some are configured)
+async function webhooksSection() {
+  const { webhooks } = await api('/api/webhooks');
+  if (!webhooks.length) return '';
+  const rows = webhooks.map((w) => `<tr><td class="mono">${esc(w.url)}</td>
+    <td class="muted wrap">${esc(w.events.join(', '))}</td><td class="num">${w.pending}</td>
+    <td class="num">${w.delivered}</td><td class="num">${w.dead ? `<span class="err">${w.dead}</span>` : 0}</td>
+    <td class="wrap">${w.last_error ? `<span class="err">${esc(w.last_error)}</span> <span class="muted">${when(w.last_error_at)}</span>` : ''}</td></tr>`).join('');
+  return `<h2>Webhooks</h2><table id="webhooks"><thead><tr><th>URL</th><th>Events</th>
+    <th class="num">Pending</th><th class="num">Delivered</th><th class="num">Dead</th><th>Latest failure</th>
+    </tr></thead><tbody>${rows}</tbody></table>`;
+}
+
 // ---- Models page
 async function modelsPage() {
-  const { models } = await api('/api/models');
+  const [{ models }, hooks] = await Promise.all([api('/api/models'), webhooksSection().catch(() => '')]);
   const rows = models.map((m) => {
     const t = m.last_task;
     return `<tr data-model="${esc(m.name)}">
@@ -150,7 +163,7 @@ async function modelsPage() {
     <p class="muted">Union Rm of each version along the head's lineage (root → head).</p>
     <table><thead><tr><th>Model</th><th class="num">Head</th><th class="num">Versions</th>
     <th>Last task</th><th>Union Rm</th></tr></thead><tbody>${rows ||
-    '<tr><td colspan="5" class="muted">No models yet: submit a task with ctpctl.</td></tr>'}</tbody></table>`;
+    '<tr><td colspan="5" class="muted">No models yet: submit a task with ctpctl.</td></tr>'}</tbody></table>${hooks}`;
   every(10000, () => { if (!document.hidden) modelsPage.refresh(); });
 }
 modelsPage.refresh = async () => {
@@ -181,6 +194,8 @@ function taskRow(t) {
     <td><a href="#/models/${enc(t.model)}">${esc(t.model)}</a> / ${esc(t.name)}
       <div class="muted mono" title="${esc(t.id)}">${esc(t.id.slice(0, 8))}</div></td>
     <td>${badge(t.state)}${t.cancel_requested && t.state === 'RUNNING' ? ' <span class="muted">cancelling</span>' : ''}
+      ${t.priority && t.priority !== 'normal' ? ` <span class="badge prio-${esc(t.priority)}" title="priority">${esc(t.priority)}</span>` : ''}
+      ${t.preemptions ? ` <span class="muted preempted" title="times higher-priority work preempted it">preempted ×${t.preemptions}</span>` : ''}
       ${t.rejection_reason ? ' <span class="badge b-rejected" title="' + esc(t.rejection_reason) + '">gate: rejected</span>' : ''}
       ${t.error ? `<div class="err wrap">${esc(t.error)}</div>` : ''}</td>
     ${progressCells(p, t.state)}
@@ -216,6 +231,7 @@ async function tasksPage() {
         follow(t.id, {
           snapshot: (s) => s.progress && updateTaskRow(s.id, s.progress, s.state),
           progress: (p) => updateTaskRow(t.id, p, 'RUNNING'),
+          preempted: () => soon(),
           terminal: () => soon(),
         });
       }

@@ -13,6 +13,7 @@ use super::losses;
 use super::model::CtpModel;
 use super::momentum::{DriftGate, GateParams};
 use super::optim::{cosine_lr, AdamW};
+use super::probe::ProbeSet;
 use super::queue::FeatureQueue;
 use super::replay::ReplayPlan;
 use super::{
@@ -342,6 +343,7 @@ impl Session {
     pub fn run(
         &mut self,
         req: &TrainRequest,
+        probe: Option<&ProbeSet>,
         emit: &dyn Fn(TrainEvent),
     ) -> Result<TrainOutcome, TrainerError> {
         emit(TrainEvent::Started {
@@ -398,7 +400,7 @@ impl Session {
                 });
             }
         }
-        let sha256 = self.save_version(&req.out_version)?;
+        let sha256 = self.save_version(&req.out_version, probe)?;
         Ok(TrainOutcome::Completed {
             version_path: req.out_version.clone(),
             sha256,

@@ -7,6 +7,7 @@ use tch::Tensor;
 use super::Session;
 use crate::trainer::checkpoint;
 use crate::trainer::momentum::GateState;
+use crate::trainer::probe::{self, ProbeSet};
 use crate::trainer::TrainerError;
 
 impl Session {
@@ -43,9 +44,21 @@ impl Session {
         out
     }
 
-    /// The version checkpoint: online + momentum weights, queue, config.
-    pub fn save_version(&self, path: &Path) -> Result<String, TrainerError> {
-        checkpoint::save(path, &self.model_tensors(), &self.meta())
+    /// The version checkpoint: online + momentum weights, queue, config, and (with `probe`)
+    /// the probe set with the online model's embeddings of it (`trainer::probe`).
+    pub fn save_version(
+        &mut self,
+        path: &Path,
+        probe: Option<&ProbeSet>,
+    ) -> Result<String, TrainerError> {
+        let mut tensors = self.model_tensors();
+        let mut meta = self.meta();
+        if let Some(set) = probe {
+            let (t, m) = probe::embed(&mut self.online, set)?;
+            tensors.extend(t);
+            meta["probe"] = m;
+        }
+        checkpoint::save(path, &tensors, &meta)
     }
 
     /// A mid-task resume checkpoint: the version contents plus optimizer moments and progress.

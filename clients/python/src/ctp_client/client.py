@@ -105,6 +105,12 @@ class TaskInfo:
     finished_at: Optional[datetime]
     #: For a task submitted by reference: the shards read at submission, in order.
     sources: List[DataSource] = field(default_factory=list)
+    #: ``LOW``, ``NORMAL`` or ``HIGH``.
+    priority: str = "NORMAL"
+    #: How many times higher-priority work preempted it.
+    preemptions: int = 0
+    #: The token name that submitted it (``anonymous`` without tokens).
+    submitted_by: str = ""
 
     @property
     def finished(self) -> bool:
@@ -130,6 +136,9 @@ class TaskInfo:
             started_at=_time(t.started_at) if t.HasField("started_at") else None,
             finished_at=_time(t.finished_at) if t.HasField("finished_at") else None,
             sources=[DataSource.from_pb(d) for d in t.sources],
+            priority=pb.TaskPriority.Name(t.priority or pb.TASK_PRIORITY_NORMAL).removeprefix("TASK_PRIORITY_"),
+            preemptions=t.preemptions,
+            submitted_by=t.submitted_by,
         )
 
 
@@ -336,6 +345,7 @@ class Client:
         eval_fraction: Optional[float] = None,
         seed: int = 0,
         idempotency_key: Optional[str] = None,
+        priority: Optional[str] = None,
         progress: Optional[Callable[[int, int], None]] = None,
         chunk_bytes: int = 4 << 20,
         timeout: float = 600.0,
@@ -350,6 +360,7 @@ class Client:
         Splits: ``eval_fraction`` holds out that fraction; otherwise the samples' own
         ``split`` is used when every sample states one, else the daemon holds out 20 %.
         ``progress(samples_sent, total)`` is called after each chunk.
+        ``priority``: ``"low"``, ``"normal"`` (the default) or ``"high"`` (admin scope).
         Follow the task with :meth:`watch` or :meth:`wait`.
 
         A string with a scheme (``s3://…``, ``https://…``, ``file://…``) is shard URLs for
@@ -358,7 +369,7 @@ class Client:
         if isinstance(data, str) and _is_url(data):
             return self.submit_by_reference(
                 model, [data], settings, name=name, preset=preset, eval_fraction=eval_fraction,
-                seed=seed, idempotency_key=idempotency_key, timeout=timeout)
+                seed=seed, idempotency_key=idempotency_key, priority=priority, timeout=timeout)
         samples = list(samples_of(data))
         if not samples:
             raise DatasetError("no samples to submit")
@@ -383,6 +394,7 @@ class Client:
             eval_split=eval_split,
             seed=seed,
             expected_samples=len(samples),
+            priority=_enum(pb.TaskPriority, "TASK_PRIORITY_", priority, "priority") or 0,
         )
         if idempotency_key is not None:
             header.idempotency_key = idempotency_key
@@ -425,6 +437,7 @@ class Client:
         eval_fraction: Optional[float] = None,
         seed: int = 0,
         idempotency_key: Optional[str] = None,
+        priority: Optional[str] = None,
         timeout: float = 600.0,
     ) -> TaskInfo:
         """Submits a task whose data the daemon reads itself: WebDataset ``.tar`` shard URLs
@@ -447,6 +460,7 @@ class Client:
             settings=train_settings(settings),
             seed=seed,
             data_urls=urls,
+            priority=_enum(pb.TaskPriority, "TASK_PRIORITY_", priority, "priority") or 0,
         )
         if eval_fraction is not None:
             if not 0.0 < eval_fraction < 1.0:
@@ -476,6 +490,24 @@ class Client:
             token = resp.next_page_token
             if not token:
                 return out
+
+    def set_priority(self, task_id: str, priority: str) -> TaskInfo:
+        """Changes a QUEUED task's priority (``low``/``normal``/``high``; admin scope)."""
+        req = pb.SetTaskPriorityRequest(
+            task_id=task_id, priority=_enum(pb.TaskPriority, "TASK_PRIORITY_", priority, "priority"))
+        return TaskInfo.from_pb(self._call(self._stub.SetTaskPriority, req))
+
+    def quota(self) -> Dict[str, Any]:
+        """This caller's quotas: ``{"caller", "queued_tasks", "stored_bytes",
+        "training_seconds_per_day"}``, each ``{"used", "limit"}`` (limit ``None`` = unlimited)."""
+        q = self._call(self._stub.GetQuota, pb.GetQuotaRequest())
+
+        def item(i):
+            return {"used": i.used, "limit": i.limit if i.HasField("limit") else None}
+
+        return {"caller": q.caller, "queued_tasks": item(q.queued_tasks),
+                "stored_bytes": item(q.stored_bytes),
+                "training_seconds_per_day": item(q.training_seconds_per_day)}
 
     def cancel(self, task_id: str) -> TaskInfo:
         return TaskInfo.from_pb(self._call(self._stub.CancelTask, pb.CancelTaskRequest(task_id=task_id)))

@@ -210,6 +210,26 @@ impl ContinualTrainer for Served {
             database_sha256: "ab".repeat(32),
         }))
     }
+    /// Echoes the priority onto a queued task.
+    async fn set_task_priority(&self, req: Request<pb::SetTaskPriorityRequest>) -> Reply<pb::Task> {
+        let r = req.into_inner();
+        Ok(Response::new(pb::Task {
+            id: r.task_id,
+            state: pb::TaskState::Queued as i32,
+            priority: r.priority,
+            ..Default::default()
+        }))
+    }
+    async fn get_quota(&self, _: Request<pb::GetQuotaRequest>) -> Reply<pb::QuotaUsage> {
+        Ok(Response::new(pb::QuotaUsage {
+            caller: "team-a".into(),
+            queued_tasks: Some(pb::QuotaItem {
+                used: 1.0,
+                limit: Some(2.0),
+            }),
+            ..Default::default()
+        }))
+    }
     /// Sound without weights; with `load_weights`, one version "does not load".
     async fn verify(&self, req: Request<pb::VerifyRequest>) -> Reply<pb::VerifyReport> {
         let load = req.into_inner().load_weights;
@@ -228,6 +248,65 @@ impl ContinualTrainer for Served {
             temp_files: vec![],
             loaded_weights: load,
         }))
+    }
+    type ExportVersionStream = ReceiverStream<Result<pb::ExportVersionChunk, Status>>;
+    /// Model "m": two files, the second in two chunks; "tampered": the second file's bytes
+    /// do not match the manifest; anything else: NOT_FOUND.
+    async fn export_version(
+        &self,
+        req: Request<pb::ExportVersionRequest>,
+    ) -> Reply<Self::ExportVersionStream> {
+        use pb::export_version_chunk::Part;
+        use sha2::{Digest, Sha256};
+        let model = req.into_inner().model;
+        if model != "m" && model != "tampered" {
+            return Err(Status::not_found(format!("model {model:?} not found")));
+        }
+        let files = [
+            ("config.json", b"{}".to_vec()),
+            ("weights.safetensors", b"0123456789".to_vec()),
+        ];
+        let manifest = pb::ExportManifest {
+            model: model.clone(),
+            version: 3,
+            preset: "tiny".into(),
+            probe_source: "stored".into(),
+            files: files
+                .iter()
+                .map(|(n, d)| pb::ExportFile {
+                    name: (*n).into(),
+                    size: d.len() as u64,
+                    sha256: hex::encode(Sha256::digest(d)),
+                    description: String::new(),
+                })
+                .collect(),
+        };
+        let chunk = |name: &str, offset: u64, data: &[u8]| {
+            Ok(pb::ExportVersionChunk {
+                part: Some(Part::Chunk(pb::ExportFileChunk {
+                    name: name.into(),
+                    offset,
+                    data: data.to_vec(),
+                })),
+            })
+        };
+        let last = if model == "tampered" {
+            b"6789X" as &[u8]
+        } else {
+            b"56789"
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        for m in [
+            Ok(pb::ExportVersionChunk {
+                part: Some(Part::Manifest(manifest)),
+            }),
+            chunk("config.json", 0, b"{}"),
+            chunk("weights.safetensors", 0, b"01234"),
+            chunk("weights.safetensors", 5, last),
+        ] {
+            tx.send(m).await.unwrap();
+        }
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
     async fn register_anchor_suite(
         &self,

@@ -10,6 +10,7 @@ use super::*;
 use ctp_api::pb;
 use ctp_api::pb::task_event::Event;
 
+mod export;
 mod mock;
 use mock::{serve, Mock};
 
@@ -310,4 +311,22 @@ async fn verify_exits_six_on_problems() {
         text.contains("problem: version m/2: x\nunreferenced: versions/s\n"),
         "{text}"
     );
+}
+
+/// `priority` sends the level; `quota` prints the caller's lines.
+#[tokio::test]
+async fn priority_and_quota_commands() {
+    let mock = Arc::new(Mock::default());
+    let addr = serve(mock.clone()).await;
+    let args = ["--json", "priority", "t1", "high"];
+    assert_eq!(
+        execute_owned(cli(&addr, &args)).await.unwrap(),
+        error::EXIT_OK
+    );
+    assert_eq!(
+        execute_owned(cli(&addr, &["quota"])).await.unwrap(),
+        error::EXIT_OK
+    );
+    let bad = Cli::try_parse_from(["ctpctl", "--addr", &addr, "priority", "t1", "urgent"]);
+    assert!(bad.is_err(), "unknown level");
 }

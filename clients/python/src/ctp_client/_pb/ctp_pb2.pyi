@@ -10,6 +10,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class TaskPriority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_PRIORITY_UNSPECIFIED: _ClassVar[TaskPriority]
+    TASK_PRIORITY_LOW: _ClassVar[TaskPriority]
+    TASK_PRIORITY_NORMAL: _ClassVar[TaskPriority]
+    TASK_PRIORITY_HIGH: _ClassVar[TaskPriority]
+
 class TaskState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TASK_STATE_UNSPECIFIED: _ClassVar[TaskState]
@@ -42,6 +49,10 @@ class VersionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VERSION_STATE_UNSPECIFIED: _ClassVar[VersionState]
     VERSION_STATE_ACCEPTED: _ClassVar[VersionState]
     VERSION_STATE_REJECTED: _ClassVar[VersionState]
+TASK_PRIORITY_UNSPECIFIED: TaskPriority
+TASK_PRIORITY_LOW: TaskPriority
+TASK_PRIORITY_NORMAL: TaskPriority
+TASK_PRIORITY_HIGH: TaskPriority
 TASK_STATE_UNSPECIFIED: TaskState
 TASK_STATE_QUEUED: TaskState
 TASK_STATE_RUNNING: TaskState
@@ -138,7 +149,7 @@ class SubmitTaskRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[TaskHeader, _Mapping]] = ..., chunk: _Optional[_Union[SampleChunk, _Mapping]] = ...) -> None: ...
 
 class TaskHeader(_message.Message):
-    __slots__ = ("model", "preset", "task_name", "idempotency_key", "settings", "eval_split", "seed", "expected_samples", "data_urls")
+    __slots__ = ("model", "preset", "task_name", "idempotency_key", "settings", "eval_split", "seed", "expected_samples", "data_urls", "priority")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
     TASK_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -148,6 +159,7 @@ class TaskHeader(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     DATA_URLS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     model: str
     preset: str
     task_name: str
@@ -157,7 +169,8 @@ class TaskHeader(_message.Message):
     seed: int
     expected_samples: int
     data_urls: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model: _Optional[str] = ..., preset: _Optional[str] = ..., task_name: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., settings: _Optional[_Union[TrainSettings, _Mapping]] = ..., eval_split: _Optional[_Union[EvalSplit, _Mapping]] = ..., seed: _Optional[int] = ..., expected_samples: _Optional[int] = ..., data_urls: _Optional[_Iterable[str]] = ...) -> None: ...
+    priority: TaskPriority
+    def __init__(self, model: _Optional[str] = ..., preset: _Optional[str] = ..., task_name: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., settings: _Optional[_Union[TrainSettings, _Mapping]] = ..., eval_split: _Optional[_Union[EvalSplit, _Mapping]] = ..., seed: _Optional[int] = ..., expected_samples: _Optional[int] = ..., data_urls: _Optional[_Iterable[str]] = ..., priority: _Optional[_Union[TaskPriority, str]] = ...) -> None: ...
 
 class TrainSettings(_message.Message):
     __slots__ = ("epochs", "batch_size", "learning_rate", "drift_threshold", "drift_check_every", "method", "bn_policy", "loss_weights", "replay", "momentum_reference_steps", "queue_size")
@@ -240,7 +253,7 @@ class Sample(_message.Message):
     def __init__(self, image: _Optional[bytes] = ..., caption: _Optional[bytes] = ..., id: _Optional[str] = ..., split: _Optional[_Union[Split, str]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("id", "model", "name", "state", "progress", "created_at", "started_at", "finished_at", "error", "produced_version", "base_version", "n_train", "n_eval", "settings", "idempotency_key", "cancel_requested", "seed", "rejection_reason", "sources")
+    __slots__ = ("id", "model", "name", "state", "progress", "created_at", "started_at", "finished_at", "error", "produced_version", "base_version", "n_train", "n_eval", "settings", "idempotency_key", "cancel_requested", "seed", "rejection_reason", "sources", "priority", "preemptions", "submitted_by")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -260,6 +273,9 @@ class Task(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     REJECTION_REASON_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTIONS_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_BY_FIELD_NUMBER: _ClassVar[int]
     id: str
     model: str
     name: str
@@ -279,7 +295,10 @@ class Task(_message.Message):
     seed: int
     rejection_reason: str
     sources: _containers.RepeatedCompositeFieldContainer[DataSource]
-    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., produced_version: _Optional[int] = ..., base_version: _Optional[int] = ..., n_train: _Optional[int] = ..., n_eval: _Optional[int] = ..., settings: _Optional[_Union[TrainSettings, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., seed: _Optional[int] = ..., rejection_reason: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[DataSource, _Mapping]]] = ...) -> None: ...
+    priority: TaskPriority
+    preemptions: int
+    submitted_by: str
+    def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., produced_version: _Optional[int] = ..., base_version: _Optional[int] = ..., n_train: _Optional[int] = ..., n_eval: _Optional[int] = ..., settings: _Optional[_Union[TrainSettings, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., seed: _Optional[int] = ..., rejection_reason: _Optional[str] = ..., sources: _Optional[_Iterable[_Union[DataSource, _Mapping]]] = ..., priority: _Optional[_Union[TaskPriority, str]] = ..., preemptions: _Optional[int] = ..., submitted_by: _Optional[str] = ...) -> None: ...
 
 class DataSource(_message.Message):
     __slots__ = ("url", "etag", "sha256", "samples", "bytes")
@@ -369,7 +388,7 @@ class WatchTaskRequest(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
-    __slots__ = ("seq", "time", "snapshot", "progress", "sync", "heartbeat", "terminal", "log", "server_closing")
+    __slots__ = ("seq", "time", "snapshot", "progress", "sync", "heartbeat", "terminal", "log", "server_closing", "preempted")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
@@ -379,6 +398,7 @@ class TaskEvent(_message.Message):
     TERMINAL_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
     SERVER_CLOSING_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTED_FIELD_NUMBER: _ClassVar[int]
     seq: int
     time: _timestamp_pb2.Timestamp
     snapshot: Task
@@ -388,7 +408,50 @@ class TaskEvent(_message.Message):
     terminal: Terminal
     log: Log
     server_closing: ServerClosing
-    def __init__(self, seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot: _Optional[_Union[Task, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., sync: _Optional[_Union[MomentumSync, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., terminal: _Optional[_Union[Terminal, _Mapping]] = ..., log: _Optional[_Union[Log, _Mapping]] = ..., server_closing: _Optional[_Union[ServerClosing, _Mapping]] = ...) -> None: ...
+    preempted: Preempted
+    def __init__(self, seq: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot: _Optional[_Union[Task, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., sync: _Optional[_Union[MomentumSync, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., terminal: _Optional[_Union[Terminal, _Mapping]] = ..., log: _Optional[_Union[Log, _Mapping]] = ..., server_closing: _Optional[_Union[ServerClosing, _Mapping]] = ..., preempted: _Optional[_Union[Preempted, _Mapping]] = ...) -> None: ...
+
+class Preempted(_message.Message):
+    __slots__ = ("count", "step", "by_task_id")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    BY_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    step: int
+    by_task_id: str
+    def __init__(self, count: _Optional[int] = ..., step: _Optional[int] = ..., by_task_id: _Optional[str] = ...) -> None: ...
+
+class SetTaskPriorityRequest(_message.Message):
+    __slots__ = ("task_id", "priority")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    priority: TaskPriority
+    def __init__(self, task_id: _Optional[str] = ..., priority: _Optional[_Union[TaskPriority, str]] = ...) -> None: ...
+
+class GetQuotaRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class QuotaItem(_message.Message):
+    __slots__ = ("used", "limit")
+    USED_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    used: float
+    limit: float
+    def __init__(self, used: _Optional[float] = ..., limit: _Optional[float] = ...) -> None: ...
+
+class QuotaUsage(_message.Message):
+    __slots__ = ("caller", "queued_tasks", "stored_bytes", "training_seconds_per_day")
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_TASKS_FIELD_NUMBER: _ClassVar[int]
+    STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_SECONDS_PER_DAY_FIELD_NUMBER: _ClassVar[int]
+    caller: str
+    queued_tasks: QuotaItem
+    stored_bytes: QuotaItem
+    training_seconds_per_day: QuotaItem
+    def __init__(self, caller: _Optional[str] = ..., queued_tasks: _Optional[_Union[QuotaItem, _Mapping]] = ..., stored_bytes: _Optional[_Union[QuotaItem, _Mapping]] = ..., training_seconds_per_day: _Optional[_Union[QuotaItem, _Mapping]] = ...) -> None: ...
 
 class ServerClosing(_message.Message):
     __slots__ = ("message",)
@@ -433,7 +496,7 @@ class Log(_message.Message):
     def __init__(self, message: _Optional[str] = ...) -> None: ...
 
 class Version(_message.Message):
-    __slots__ = ("model", "version", "parent", "task_id", "task_name", "checkpoint_sha256", "created_at", "evals", "union_eval", "average_forgetting", "forgetting", "bwt", "momentum_syncs", "momentum_steps", "is_head", "state", "rejection_reason", "device", "precision")
+    __slots__ = ("model", "version", "parent", "task_id", "task_name", "checkpoint_sha256", "created_at", "evals", "union_eval", "average_forgetting", "forgetting", "bwt", "momentum_syncs", "momentum_steps", "is_head", "state", "rejection_reason", "device", "precision", "anchors")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
@@ -453,6 +516,7 @@ class Version(_message.Message):
     REJECTION_REASON_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
+    ANCHORS_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: int
     parent: int
@@ -472,17 +536,94 @@ class Version(_message.Message):
     rejection_reason: str
     device: str
     precision: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., parent: _Optional[int] = ..., task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., checkpoint_sha256: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., evals: _Optional[_Iterable[_Union[TaskEval, _Mapping]]] = ..., union_eval: _Optional[_Union[TaskEval, _Mapping]] = ..., average_forgetting: _Optional[float] = ..., forgetting: _Optional[_Iterable[_Union[TaskForgetting, _Mapping]]] = ..., bwt: _Optional[float] = ..., momentum_syncs: _Optional[int] = ..., momentum_steps: _Optional[int] = ..., is_head: _Optional[bool] = ..., state: _Optional[_Union[VersionState, str]] = ..., rejection_reason: _Optional[str] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ...) -> None: ...
+    anchors: _containers.RepeatedCompositeFieldContainer[AnchorEval]
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., parent: _Optional[int] = ..., task_id: _Optional[str] = ..., task_name: _Optional[str] = ..., checkpoint_sha256: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., evals: _Optional[_Iterable[_Union[TaskEval, _Mapping]]] = ..., union_eval: _Optional[_Union[TaskEval, _Mapping]] = ..., average_forgetting: _Optional[float] = ..., forgetting: _Optional[_Iterable[_Union[TaskForgetting, _Mapping]]] = ..., bwt: _Optional[float] = ..., momentum_syncs: _Optional[int] = ..., momentum_steps: _Optional[int] = ..., is_head: _Optional[bool] = ..., state: _Optional[_Union[VersionState, str]] = ..., rejection_reason: _Optional[str] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ..., anchors: _Optional[_Iterable[_Union[AnchorEval, _Mapping]]] = ...) -> None: ...
+
+class RegisterAnchorSuiteRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: AnchorSuiteHeader
+    chunk: SampleChunk
+    def __init__(self, header: _Optional[_Union[AnchorSuiteHeader, _Mapping]] = ..., chunk: _Optional[_Union[SampleChunk, _Mapping]] = ...) -> None: ...
+
+class AnchorSuiteHeader(_message.Message):
+    __slots__ = ("model", "name", "expected_samples", "preset")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    name: str
+    expected_samples: int
+    preset: str
+    def __init__(self, model: _Optional[str] = ..., name: _Optional[str] = ..., expected_samples: _Optional[int] = ..., preset: _Optional[str] = ...) -> None: ...
+
+class AnchorSuite(_message.Message):
+    __slots__ = ("model", "name", "samples", "sha256", "created_at", "created_by", "baseline_version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    name: str
+    samples: int
+    sha256: str
+    created_at: _timestamp_pb2.Timestamp
+    created_by: str
+    baseline_version: int
+    def __init__(self, model: _Optional[str] = ..., name: _Optional[str] = ..., samples: _Optional[int] = ..., sha256: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., baseline_version: _Optional[int] = ...) -> None: ...
+
+class ListAnchorSuitesRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class ListAnchorSuitesResponse(_message.Message):
+    __slots__ = ("suites",)
+    SUITES_FIELD_NUMBER: _ClassVar[int]
+    suites: _containers.RepeatedCompositeFieldContainer[AnchorSuite]
+    def __init__(self, suites: _Optional[_Iterable[_Union[AnchorSuite, _Mapping]]] = ...) -> None: ...
+
+class AnchorEval(_message.Message):
+    __slots__ = ("suite", "samples", "tr1", "tr5", "tr10", "ir1", "ir5", "ir10", "rm")
+    SUITE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    TR1_FIELD_NUMBER: _ClassVar[int]
+    TR5_FIELD_NUMBER: _ClassVar[int]
+    TR10_FIELD_NUMBER: _ClassVar[int]
+    IR1_FIELD_NUMBER: _ClassVar[int]
+    IR5_FIELD_NUMBER: _ClassVar[int]
+    IR10_FIELD_NUMBER: _ClassVar[int]
+    RM_FIELD_NUMBER: _ClassVar[int]
+    suite: str
+    samples: int
+    tr1: float
+    tr5: float
+    tr10: float
+    ir1: float
+    ir5: float
+    ir10: float
+    rm: float
+    def __init__(self, suite: _Optional[str] = ..., samples: _Optional[int] = ..., tr1: _Optional[float] = ..., tr5: _Optional[float] = ..., tr10: _Optional[float] = ..., ir1: _Optional[float] = ..., ir5: _Optional[float] = ..., ir10: _Optional[float] = ..., rm: _Optional[float] = ...) -> None: ...
 
 class PromotionGate(_message.Message):
-    __slots__ = ("max_avg_forgetting", "min_union_rm", "max_rm_drop")
+    __slots__ = ("max_avg_forgetting", "min_union_rm", "max_rm_drop", "max_anchor_drop", "anchor_resamples")
     MAX_AVG_FORGETTING_FIELD_NUMBER: _ClassVar[int]
     MIN_UNION_RM_FIELD_NUMBER: _ClassVar[int]
     MAX_RM_DROP_FIELD_NUMBER: _ClassVar[int]
+    MAX_ANCHOR_DROP_FIELD_NUMBER: _ClassVar[int]
+    ANCHOR_RESAMPLES_FIELD_NUMBER: _ClassVar[int]
     max_avg_forgetting: float
     min_union_rm: float
     max_rm_drop: float
-    def __init__(self, max_avg_forgetting: _Optional[float] = ..., min_union_rm: _Optional[float] = ..., max_rm_drop: _Optional[float] = ...) -> None: ...
+    max_anchor_drop: float
+    anchor_resamples: int
+    def __init__(self, max_avg_forgetting: _Optional[float] = ..., min_union_rm: _Optional[float] = ..., max_rm_drop: _Optional[float] = ..., max_anchor_drop: _Optional[float] = ..., anchor_resamples: _Optional[int] = ...) -> None: ...
 
 class SetPromotionGateRequest(_message.Message):
     __slots__ = ("model", "gate")
@@ -616,3 +757,55 @@ class Embedding(_message.Message):
     VALUES_FIELD_NUMBER: _ClassVar[int]
     values: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class ExportVersionRequest(_message.Message):
+    __slots__ = ("model", "version")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ExportVersionChunk(_message.Message):
+    __slots__ = ("manifest", "chunk")
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    manifest: ExportManifest
+    chunk: ExportFileChunk
+    def __init__(self, manifest: _Optional[_Union[ExportManifest, _Mapping]] = ..., chunk: _Optional[_Union[ExportFileChunk, _Mapping]] = ...) -> None: ...
+
+class ExportManifest(_message.Message):
+    __slots__ = ("model", "version", "preset", "files", "probe_source")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    PROBE_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    version: int
+    preset: str
+    files: _containers.RepeatedCompositeFieldContainer[ExportFile]
+    probe_source: str
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[int] = ..., preset: _Optional[str] = ..., files: _Optional[_Iterable[_Union[ExportFile, _Mapping]]] = ..., probe_source: _Optional[str] = ...) -> None: ...
+
+class ExportFile(_message.Message):
+    __slots__ = ("name", "size", "sha256", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size: int
+    sha256: str
+    description: str
+    def __init__(self, name: _Optional[str] = ..., size: _Optional[int] = ..., sha256: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class ExportFileChunk(_message.Message):
+    __slots__ = ("name", "offset", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    offset: int
+    data: bytes
+    def __init__(self, name: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...

@@ -60,6 +60,16 @@ class ContinualTrainerStub:
                 request_serializer=ctp_dot_v1_dot_ctp__pb2.CancelTaskRequest.SerializeToString,
                 response_deserializer=ctp_dot_v1_dot_ctp__pb2.Task.FromString,
                 _registered_method=True)
+        self.SetTaskPriority = channel.unary_unary(
+                '/ctp.v1.ContinualTrainer/SetTaskPriority',
+                request_serializer=ctp_dot_v1_dot_ctp__pb2.SetTaskPriorityRequest.SerializeToString,
+                response_deserializer=ctp_dot_v1_dot_ctp__pb2.Task.FromString,
+                _registered_method=True)
+        self.GetQuota = channel.unary_unary(
+                '/ctp.v1.ContinualTrainer/GetQuota',
+                request_serializer=ctp_dot_v1_dot_ctp__pb2.GetQuotaRequest.SerializeToString,
+                response_deserializer=ctp_dot_v1_dot_ctp__pb2.QuotaUsage.FromString,
+                _registered_method=True)
         self.ListVersions = channel.unary_unary(
                 '/ctp.v1.ContinualTrainer/ListVersions',
                 request_serializer=ctp_dot_v1_dot_ctp__pb2.ListVersionsRequest.SerializeToString,
@@ -104,6 +114,21 @@ class ContinualTrainerStub:
                 '/ctp.v1.ContinualTrainer/Verify',
                 request_serializer=ctp_dot_v1_dot_ctp__pb2.VerifyRequest.SerializeToString,
                 response_deserializer=ctp_dot_v1_dot_ctp__pb2.VerifyReport.FromString,
+                _registered_method=True)
+        self.ExportVersion = channel.unary_stream(
+                '/ctp.v1.ContinualTrainer/ExportVersion',
+                request_serializer=ctp_dot_v1_dot_ctp__pb2.ExportVersionRequest.SerializeToString,
+                response_deserializer=ctp_dot_v1_dot_ctp__pb2.ExportVersionChunk.FromString,
+                _registered_method=True)
+        self.RegisterAnchorSuite = channel.stream_unary(
+                '/ctp.v1.ContinualTrainer/RegisterAnchorSuite',
+                request_serializer=ctp_dot_v1_dot_ctp__pb2.RegisterAnchorSuiteRequest.SerializeToString,
+                response_deserializer=ctp_dot_v1_dot_ctp__pb2.AnchorSuite.FromString,
+                _registered_method=True)
+        self.ListAnchorSuites = channel.unary_unary(
+                '/ctp.v1.ContinualTrainer/ListAnchorSuites',
+                request_serializer=ctp_dot_v1_dot_ctp__pb2.ListAnchorSuitesRequest.SerializeToString,
+                response_deserializer=ctp_dot_v1_dot_ctp__pb2.ListAnchorSuitesResponse.FromString,
                 _registered_method=True)
 
 
@@ -150,6 +175,22 @@ class ContinualTrainerServicer:
     def CancelTask(self, request, context):
         """QUEUED -> CANCELLED at once; RUNNING -> stops at the next step boundary (the returned
         task has cancel_requested = true); a finished task -> FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTaskPriority(self, request, context):
+        """Changes a QUEUED task's priority (admin scope). FAILED_PRECONDITION once it runs or
+        has finished; NOT_FOUND for an unknown task.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQuota(self, request, context):
+        """The caller's quota use and limits (queued tasks, stored task bytes, training seconds
+        in the last 24 h), as configured for its token in [auth]; any scope.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -234,6 +275,48 @@ class ContinualTrainerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportVersion(self, request, context):
+        """Streams what it takes to use a version outside ctpd (issue #25, docs/export.md): its
+        checkpoint as stored, config.json (architecture and preprocessing), the tokenizer, a
+        model card (Markdown and JSON: lineage, every lineage task's settings, the accuracy
+        matrix, forgetting, BWT, gate decisions, device, precision, sha256) and probe.json (the
+        probe set with this daemon's embeddings of it, against which a conversion is verified).
+        The first message is an ExportManifest listing every file with its size and sha256; the
+        files' bytes follow in manifest order. Needs the read scope: an export changes nothing on
+        the daemon, and what it reveals, the function of a version, Embed (read) already serves
+        to the same callers; keep weights from readers by giving them no token (docs/export.md).
+        NOT_FOUND for an unknown model or version (or a model without versions yet);
+        FAILED_PRECONDITION when a version's file is missing or does not match its recorded
+        sha256 (also after the last chunk, if the checkpoint changed while it was sent).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterAnchorSuite(self, request_iterator, context):
+        """Registers a named anchor suite of a model (issue #25 §2, docs/anchors.md): held-out
+        image-caption pairs that belong to no task, on which every new version is evaluated
+        (Version.anchors) and which the gate's max_anchor_drop checks. Streamed like SubmitTask:
+        an AnchorSuiteHeader, then SampleChunks, checked with exactly the rules and messages of
+        a task's upload (INVALID_ARGUMENT naming the field or `sample N`); every sample is
+        evaluated, so a sample's split must be unset or SPLIT_EVAL. Names are never reused:
+        ALREADY_EXISTS for a name the model has (register changed samples under a new name).
+        If the model has a head, the head is evaluated on the suite in the background right
+        away (AnchorSuite.baseline_version), after any command the engine is running (a
+        training task holds it until it finishes). Needs the admin scope. NOT_FOUND for an
+        unknown model unless the header gives its preset.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAnchorSuites(self, request, context):
+        """Lists a model's anchor suites, oldest first. NOT_FOUND for an unknown model.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContinualTrainerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -261,6 +344,16 @@ def add_ContinualTrainerServicer_to_server(servicer, server):
                     servicer.CancelTask,
                     request_deserializer=ctp_dot_v1_dot_ctp__pb2.CancelTaskRequest.FromString,
                     response_serializer=ctp_dot_v1_dot_ctp__pb2.Task.SerializeToString,
+            ),
+            'SetTaskPriority': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTaskPriority,
+                    request_deserializer=ctp_dot_v1_dot_ctp__pb2.SetTaskPriorityRequest.FromString,
+                    response_serializer=ctp_dot_v1_dot_ctp__pb2.Task.SerializeToString,
+            ),
+            'GetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuota,
+                    request_deserializer=ctp_dot_v1_dot_ctp__pb2.GetQuotaRequest.FromString,
+                    response_serializer=ctp_dot_v1_dot_ctp__pb2.QuotaUsage.SerializeToString,
             ),
             'ListVersions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListVersions,
@@ -306,6 +399,21 @@ def add_ContinualTrainerServicer_to_server(servicer, server):
                     servicer.Verify,
                     request_deserializer=ctp_dot_v1_dot_ctp__pb2.VerifyRequest.FromString,
                     response_serializer=ctp_dot_v1_dot_ctp__pb2.VerifyReport.SerializeToString,
+            ),
+            'ExportVersion': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportVersion,
+                    request_deserializer=ctp_dot_v1_dot_ctp__pb2.ExportVersionRequest.FromString,
+                    response_serializer=ctp_dot_v1_dot_ctp__pb2.ExportVersionChunk.SerializeToString,
+            ),
+            'RegisterAnchorSuite': grpc.stream_unary_rpc_method_handler(
+                    servicer.RegisterAnchorSuite,
+                    request_deserializer=ctp_dot_v1_dot_ctp__pb2.RegisterAnchorSuiteRequest.FromString,
+                    response_serializer=ctp_dot_v1_dot_ctp__pb2.AnchorSuite.SerializeToString,
+            ),
+            'ListAnchorSuites': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAnchorSuites,
+                    request_deserializer=ctp_dot_v1_dot_ctp__pb2.ListAnchorSuitesRequest.FromString,
+                    response_serializer=ctp_dot_v1_dot_ctp__pb2.ListAnchorSuitesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -444,6 +552,60 @@ class ContinualTrainer:
             '/ctp.v1.ContinualTrainer/CancelTask',
             ctp_dot_v1_dot_ctp__pb2.CancelTaskRequest.SerializeToString,
             ctp_dot_v1_dot_ctp__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTaskPriority(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ctp.v1.ContinualTrainer/SetTaskPriority',
+            ctp_dot_v1_dot_ctp__pb2.SetTaskPriorityRequest.SerializeToString,
+            ctp_dot_v1_dot_ctp__pb2.Task.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ctp.v1.ContinualTrainer/GetQuota',
+            ctp_dot_v1_dot_ctp__pb2.GetQuotaRequest.SerializeToString,
+            ctp_dot_v1_dot_ctp__pb2.QuotaUsage.FromString,
             options,
             channel_credentials,
             insecure,
@@ -687,6 +849,87 @@ class ContinualTrainer:
             '/ctp.v1.ContinualTrainer/Verify',
             ctp_dot_v1_dot_ctp__pb2.VerifyRequest.SerializeToString,
             ctp_dot_v1_dot_ctp__pb2.VerifyReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ctp.v1.ContinualTrainer/ExportVersion',
+            ctp_dot_v1_dot_ctp__pb2.ExportVersionRequest.SerializeToString,
+            ctp_dot_v1_dot_ctp__pb2.ExportVersionChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterAnchorSuite(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ctp.v1.ContinualTrainer/RegisterAnchorSuite',
+            ctp_dot_v1_dot_ctp__pb2.RegisterAnchorSuiteRequest.SerializeToString,
+            ctp_dot_v1_dot_ctp__pb2.AnchorSuite.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAnchorSuites(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ctp.v1.ContinualTrainer/ListAnchorSuites',
+            ctp_dot_v1_dot_ctp__pb2.ListAnchorSuitesRequest.SerializeToString,
+            ctp_dot_v1_dot_ctp__pb2.ListAnchorSuitesResponse.FromString,
             options,
             channel_credentials,
             insecure,
