@@ -25,13 +25,13 @@ pub enum WebhookEvent {
     TaskFailed,
     /// A task was cancelled (queued, or stopped at a step boundary).
     TaskCancelled,
-    /// A running task was preempted (emitted once preemption exists).
+    /// A running task was preempted (`Store::preempt_job`).
     TaskPreempted,
     /// The promotion gate refused a new version; the head stayed.
     VersionRejected,
     /// A model's head moved: a task's version was promoted, or a rollback.
     HeadMoved,
-    /// A submission was refused for a quota (emitted once quotas exist).
+    /// A submission was refused for a quota (`Store::record_quota_exceeded`).
     QuotaExceeded,
 }
 

@@ -58,7 +58,7 @@ async fn embed_bits(c: &mut ContinualTrainerClient<Channel>, model: &str) -> Vec
         .collect()
 }
 
-async fn wait_progress(c: &mut ContinualTrainerClient<Channel>, task: &str, step: u64) {
+pub(crate) async fn wait_progress(c: &mut ContinualTrainerClient<Channel>, task: &str, step: u64) {
     let mut s = c
         .watch_task(pb::WatchTaskRequest {
             task_id: task.into(),

@@ -402,3 +402,67 @@ async fn an_event_whose_attempt_hung_at_a_sigkill_is_delivered_after_the_restart
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// `task.preempted` (with the task it yielded to) and `quota.exceeded` (with the quota, use
+/// and limit) reach a subscribed receiver, signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preemptions_and_quota_refusals_are_announced() {
+    const SECRET: &str = "fleet-secret-0123456789";
+    let port = free_port();
+    let receiver = Receiver::start(port, 0).await;
+    let hooks = hook(
+        &format!("http://127.0.0.1:{port}/fleet"),
+        &["task.preempted", "quota.exceeded"],
+        SECRET,
+        "",
+    );
+    let app = spawn_app_with(
+        Db::Sqlite,
+        vec![
+            ("CTP__WEBHOOKS".into(), format!("[{hooks}]")),
+            ("CTP__SCHEDULER__PREEMPT_CHECK_SECONDS".into(), "1".into()),
+            ("CTP__SCHEDULER__MIN_RUN_SECONDS".into(), "1".into()),
+            (
+                "CTP__AUTH__ANONYMOUS_QUOTA".into(),
+                "{max_queued_tasks = 2}".into(),
+            ),
+        ],
+    )
+    .await;
+    let mut c = app.client.clone();
+    let mut low = header("low", "long", 5000);
+    low.priority = pb::TaskPriority::Low as i32;
+    let low = submit(&mut c, low, shape_samples(0)).await.unwrap();
+    crate::scheduling::wait_progress(&mut c, &low.id, 2).await;
+    let mut high = header("high", "urgent", 1);
+    high.priority = pb::TaskPriority::High as i32;
+    let high = submit(&mut c, high, shape_samples(1)).await.unwrap();
+    let err = submit(&mut c, header("third", "t", 1), shape_samples(2))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    let hits = receiver
+        .delivered(&["task.preempted", "quota.exceeded"])
+        .await;
+    for h in &hits {
+        check_signature(SECRET, h);
+    }
+    let data = |t: &str| hits.iter().find(|h| h.event_type == t).unwrap().json()["data"].clone();
+    let pre = data("task.preempted");
+    assert_eq!(pre["task"]["id"], low.id.as_str(), "{pre}");
+    assert_eq!(pre["by_task_id"], high.id.as_str(), "{pre}");
+    assert_eq!(pre["preemptions"], 1, "{pre}");
+    let quota = data("quota.exceeded");
+    assert_eq!(quota["caller"], "anonymous", "{quota}");
+    assert_eq!(quota["quota"], "max_queued_tasks", "{quota}");
+    assert_eq!(
+        (quota["used"].as_f64(), quota["limit"].as_f64()),
+        (Some(2.0), Some(2.0))
+    );
+    c.cancel_task(pb::CancelTaskRequest {
+        task_id: low.id.clone(),
+    })
+    .await
+    .unwrap();
+    app.stop().await;
+}
