@@ -80,10 +80,16 @@ impl Objects {
             .map(|_| ())
     }
 
-    /// Drops the data dir's copy of a published file once its row is durable (object
-    /// storage only; on `file://` the file is the object and stays).
-    pub fn drop_local_copy(&self, path: &Path) {
-        if !self.is_local() {
+    /// Moves the data dir's copy of a published file (sha256 `sha`) into the object cache
+    /// once its row is durable, so this daemon reads it back without a download (object
+    /// storage only; on `file://` the file is the object and stays). If the move fails the
+    /// copy is removed: the bucket has it.
+    pub fn drop_local_copy(&self, path: &Path, sha: &str) {
+        if self.is_local() {
+            return;
+        }
+        if let Err(e) = self.storage.adopt(path, sha) {
+            tracing::debug!(path = %path.display(), error.message = %e, "Not kept in the object cache");
             let _ = std::fs::remove_file(path);
         }
     }

@@ -194,7 +194,7 @@ async fn commit(
     }
     .await;
     if result.is_ok() {
-        state.objects.drop_local_copy(&path);
+        state.objects.drop_local_copy(&path, &sha);
     } else if state
         .store
         .referenced_files()

@@ -278,7 +278,7 @@ async fn commit_upload(
         let _ = std::fs::remove_file(&path);
     } else if result.is_ok() {
         // The bucket has it and a row names it: readers fetch it from there.
-        state.objects.drop_local_copy(&path);
+        state.objects.drop_local_copy(&path, &sha);
     }
     let submitted = result?;
     if !submitted.existing {

@@ -112,7 +112,7 @@ pub(super) async fn finish(
     let mut new = NewVersion {
         parent: parent.map(|p| p.version),
         checkpoint_path: state.data.to_stored(&version.path),
-        sha256: version.sha256,
+        sha256: version.sha256.clone(),
         momentum_syncs: syncs,
         momentum_steps,
         bwt: metrics::bwt_paper(&rows),
@@ -131,9 +131,9 @@ pub(super) async fn finish(
         .await?;
     let policy = state.store.gate(&task.model).await?;
     new.rejection = super::gate::check(&policy, &new, parent, &anchors.parent, &anchors.new);
-    let local = version.path.clone();
+    let (local, sha) = (version.path.clone(), version.sha256.clone());
     let v = fence.finish(new).await?;
-    state.objects.drop_local_copy(&local);
+    state.objects.drop_local_copy(&local, &sha);
     // Idempotent and outside the commit: if this fails (or the daemon dies first), the next
     // version evaluates this one on the suites it lacks (`anchors::for_new_version`).
     if let Err(e) = state

@@ -199,6 +199,20 @@ impl Cache {
         self.index.lock().unwrap().usage()
     }
 
+    /// Takes `file`, whose sha256 the caller computed as it wrote it, into the cache as the
+    /// copy of its object: a rename (same file system), never a copy. On an error the file
+    /// is left where it was.
+    pub fn adopt(&self, file: &Path, sha: &str) -> Result<PathBuf> {
+        let size = std::fs::metadata(file)
+            .map_err(|e| StorageError::io(file, e))?
+            .len();
+        let dst = self.path(sha);
+        std::fs::rename(file, &dst).map_err(|e| StorageError::io(&dst, e))?;
+        self.index.lock().unwrap().insert(sha, size, true);
+        self.evict(Some(sha));
+        Ok(dst)
+    }
+
     /// The per-hash lock: one fill at a time per sha256, and no eviction while it is held.
     fn lock_for(&self, sha: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap();

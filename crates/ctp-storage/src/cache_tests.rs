@@ -159,3 +159,21 @@ async fn a_bad_or_short_download_is_refetched_once_then_reported() {
         .collect();
     assert_eq!(names, [std::ffi::OsString::from(&sha)]);
 }
+
+/// A file this daemon just put is adopted (moved, not copied) as its object's cached copy:
+/// the next fetch needs no fill.
+#[tokio::test]
+async fn an_adopted_file_is_a_hit_without_a_fill() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = Cache::open(&dir.path().join("cache"), 1 << 20).unwrap();
+    let data = vec![5u8; 3000];
+    let sha = crate::hash::hash_bytes(&data);
+    let written = dir.path().join("published.bundle");
+    std::fs::write(&written, &data).unwrap();
+    let at = cache.adopt(&written, &sha).unwrap();
+    assert!(!written.exists(), "moved, not copied");
+    assert_eq!(std::fs::read(&at).unwrap(), data);
+    assert_eq!(cache.usage().bytes, 3000);
+    let (p, calls) = run_fills(&cache, &sha, vec![]).await;
+    assert_eq!((p.unwrap(), calls), (at, 0));
+}

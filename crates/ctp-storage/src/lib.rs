@@ -337,6 +337,20 @@ impl Storage {
         }
     }
 
+    /// After a put from `file` (S3): keeps the file as the cached copy of its object, so
+    /// this daemon reads the object back without a download. Returns whether it did; with
+    /// `file://` storage the file is the object and nothing happens.
+    ///
+    /// # Errors
+    /// `Invalid` (not a sha256), `Io` (the move failed; the file is left in place).
+    pub fn adopt(&self, file: &Path, sha256: &str) -> Result<bool> {
+        let sha = validate_sha256(sha256)?;
+        match &self.inner.cache {
+            Some(cache) => cache.adopt(file, &sha).map(|_| true),
+            None => Ok(false),
+        }
+    }
+
     /// The object of `key`, if there is one.
     ///
     /// # Errors
