@@ -8,13 +8,15 @@
 //! rows the transaction already holds (docs/webhooks.md lists the fields).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
+use tokio::sync::Notify;
 
 use super::db::{args, now, Exec};
 use super::rows::load_task;
-use super::{HeadChange, Result, TaskRow, TaskState, VersionRow};
+use super::{HeadChange, Result, Store, TaskRow, TaskState, VersionRow};
 
 /// The event types a webhook may subscribe to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -68,9 +70,18 @@ impl WebhookEvent {
 
 /// Which webhooks (by URL, their identity in the outbox) take which event types: the
 /// daemon's configuration, given to the store at startup. Empty: nothing is recorded.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct WebhookRoutes {
     targets: Vec<(String, BTreeSet<WebhookEvent>)>,
+    /// Signalled each time an event is recorded, so this daemon's delivery loop claims it at
+    /// once instead of at its next poll ([`Store::webhook_events_recorded`]).
+    recorded: Arc<Notify>,
+}
+
+impl PartialEq for WebhookRoutes {
+    fn eq(&self, other: &Self) -> bool {
+        self.targets == other.targets
+    }
 }
 
 impl WebhookRoutes {
@@ -80,7 +91,10 @@ impl WebhookRoutes {
             .into_iter()
             .map(|(url, events)| (url, events.into_iter().collect()))
             .collect();
-        WebhookRoutes { targets }
+        WebhookRoutes {
+            targets,
+            recorded: Arc::default(),
+        }
     }
 
     /// Every configured webhook URL.
@@ -132,7 +146,20 @@ pub(crate) async fn enqueue_webhook_event(
         )
         .await?;
     }
+    // Before the commit, which the store's callers do: on SQLite the loop's claim (a write
+    // transaction) waits for this one's commit and sees the event; on Postgres it may run
+    // first and miss it, and the loop looks again shortly (`webhooks::run`).
+    routes.recorded.notify_one();
     Ok(Some(id))
+}
+
+impl Store {
+    /// Signalled (a stored permit if nobody waits) whenever this store records a webhook
+    /// event, possibly just before its transaction commits: the delivery loop waits on it
+    /// between polls. Events recorded by other daemons of a shared database are not signalled.
+    pub fn webhook_events_recorded(&self) -> Arc<Notify> {
+        self.webhooks.recorded.clone()
+    }
 }
 
 /// `task.succeeded` / `task.failed` / `task.cancelled` for a task that just reached that

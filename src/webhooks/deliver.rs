@@ -9,8 +9,13 @@ use crate::errors::error_chain;
 use crate::state::AppState;
 use crate::store::{Backend, DeliveryOutcome, WebhookDelivery};
 
-/// How often the outbox is polled when nothing was due.
+/// How often the outbox is polled when nothing was due: the longest wait for a retry that
+/// came due, or for an event another daemon of a shared database recorded. This daemon's own
+/// events wake the loop at once (`Store::webhook_events_recorded`).
 const POLL: Duration = Duration::from_secs(1);
+/// After a wake-up by a recorded event that found nothing due, the loop looks again this soon
+/// (on Postgres the signal can come just before the event's transaction commits).
+const RECHECK: Duration = Duration::from_millis(50);
 /// Most deliveries claimed (and sent concurrently) at once.
 const BATCH: i64 = 16;
 /// A claim outlives the longest attempt by this much.
@@ -60,6 +65,8 @@ pub async fn run(state: Arc<AppState>) {
             }
         }
     }
+    let recorded = state.store.webhook_events_recorded();
+    let mut signalled = false;
     while !state.is_draining() {
         let claim = state
             .store
@@ -75,7 +82,11 @@ pub async fn run(state: Arc<AppState>) {
             }
         };
         if batch.is_empty() {
-            tokio::time::sleep(POLL).await;
+            let wait = if signalled { RECHECK } else { POLL };
+            signalled = tokio::select! {
+                _ = recorded.notified() => true,
+                _ = tokio::time::sleep(wait) => false,
+            };
             continue;
         }
         let mut sends = tokio::task::JoinSet::new();
