@@ -9,16 +9,35 @@ CTP loss term of a task >= 1 step: ITC, MLM (logits at masked positions only), c
 momentum update + momentum forward + queue ITC + MLM distillation, topology preservation
 against the frozen previous-task model, AdamW (PyTorch's default implementation).
 
-`--precision bf16` runs forwards and losses under `torch.autocast(dtype=torch.bfloat16)`;
-fp32 on CUDA leaves TF32 off (PyTorch's default), as ctp.
+`--precision bf16` runs forwards and losses under `torch.autocast(dtype=torch.bfloat16)`.
+Without `--tf32`, fp32 matmuls on CUDA stay exact (PyTorch's default; cuDNN convolutions may use
+TF32, also PyTorch's default); `--tf32` turns TF32 on for matmuls and cuDNN, as ctp does by
+default (`engine.tf32`). TF32 exists only on CUDA: on a CPU `--tf32` is refused.
+
+`--compile default|max-autotune` runs the step through `torch.compile`: one compiled function
+for everything up to the loss (the online, momentum and reference forwards, the compatible
+momentum update, every loss term, under autocast for bf16; the masked positions are a dynamic
+dimension), its backward (compiled by AOTAutograd) and a compiled `opt.step`. Only the token
+masking (a data-dependent `nonzero`) and the queue enqueue stay eager. The warm-up steps, which
+compile, are timed apart from the measured ones: `compile_s` = warm-up wall time minus warm-up
+steps x the median measured step. Under `max-autotune`, CUDA graphs are skipped for graphs with
+dynamic shapes (the forward; inductor's `cudagraph_skip_dynamic_graphs`), the optimizer step
+keeps them. Graphs compiled after the warm-up are counted (`recompiles_measured`; should be 0).
+
+Without `--tf32`/`--compile`, with `--warmup 2 --reps 1` (the defaults) the step and its
+numerics are exactly the eager step this script always ran.
 
 Usage: python pytorch_step.py WEIGHTS_DIR BATCH STEPS THREADS [--preset small|base]
-       [--device cpu|cuda] [--precision fp32|bf16] [--random-weights]  -> one JSON line.
+       [--device cpu|cuda] [--precision fp32|bf16] [--random-weights] [--tf32]
+       [--compile none|default|max-autotune] [--warmup N] [--reps R]  -> one JSON line:
+       per repetition (STEPS measured steps each, after the N warm-up steps of the process)
+       samples/s, every measured step's milliseconds, and `samples_per_sec` = their median.
 """
 import argparse
 import copy
 import json
 import math
+import statistics
 import time
 
 import torch
@@ -36,9 +55,25 @@ ap.add_argument("--preset", default="small", choices=["small", "base"])
 ap.add_argument("--device", default="cpu")
 ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
 ap.add_argument("--random-weights", action="store_true")
+ap.add_argument("--tf32", action="store_true", help="TF32 matmuls and cuDNN convolutions (CUDA)")
+ap.add_argument("--compile", default="none", choices=["none", "default", "max-autotune"])
+ap.add_argument("--warmup", type=int, default=2, help="unmeasured steps first (they compile)")
+ap.add_argument("--reps", type=int, default=1, help="repetitions of STEPS measured steps")
 args = ap.parse_args()
 WEIGHTS, BATCH, STEPS, THREADS = args.weights, args.batch, args.steps, args.threads
 DEV = torch.device(args.device)
+if STEPS < 1 or args.reps < 1 or args.warmup < 0:
+    ap.error("STEPS and --reps must be >= 1, --warmup >= 0")
+if args.tf32:
+    if DEV.type != "cuda":
+        ap.error("--tf32 applies to CUDA only (a CPU has no TF32)")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+COMPILE = args.compile != "none"
+if args.compile == "max-autotune":
+    import torch._inductor.config as inductor_config
+
+    inductor_config.triton.cudagraph_skip_dynamic_graphs = True
 BASE = args.preset == "base"
 if THREADS > 0:
     torch.set_num_threads(THREADS)
@@ -274,13 +309,13 @@ def kl(t, s):
 
 params_o = [p for p in online.parameters()]
 params_m, params_r = list(mom.parameters()), list(ref.parameters())
-amp = torch.autocast(DEV.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
-times = []
-for step in range(STEPS + 2):
-    img, ids, mask = batch()
-    if DEV.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
+BF16 = args.precision == "bf16"
+amp = torch.autocast(DEV.type, dtype=torch.bfloat16, enabled=BF16)
+
+
+def eager_step(img, ids, mask):
+    """The eager step, unchanged from the script's first version (the same ops in the same order)."""
+    global ptr
     amp.__enter__()
     v, w, tokens = online.features(img, ids, mask, 0.1)
     mids, pos, labels = mask_tokens(ids)
@@ -310,10 +345,97 @@ for step in range(STEPS + 2):
     loss.backward()
     opt.step()
     loss.item()
+
+
+def step_loss(img, ids, mask, mids, pos, labels, iq, tq):
+    """Everything of the step up to the loss, for torch.compile: the same terms as eager_step
+    (masking done by the caller; the queue enqueued by the caller with the returned features)."""
+    with torch.autocast(DEV.type, dtype=torch.bfloat16, enabled=BF16):
+        v, w, tokens = online.features(img, ids, mask, 0.1)
+        z = online.mlm_logits(mids, mask, tokens, pos, 0.1)
+        y = torch.arange(BATCH, device=DEV)
+        l_ita = 0.5 * (F.cross_entropy(v @ w.t() / TAU, y) + F.cross_entropy(w @ v.t() / TAU, y))
+        l_mlm = F.cross_entropy(z, labels)
+        with torch.no_grad():
+            for pm, po, pr in zip(params_m, params_o, params_r):
+                pm.mul_(0.9).add_(po, alpha=0.05).add_(pr, alpha=0.05)
+            vm, wm, tm = mom.features(img, ids, mask, 0.0)
+            zm = mom.mlm_logits(mids, mask, tm, pos, 0.0)
+        l_q = 0.5 * (F.cross_entropy(v @ torch.cat([wm, tq]).t() / TAU, y) + F.cross_entropy(w @ torch.cat([vm, iq]).t() / TAU, y))
+        l_dis = -(F.softmax(zm, -1) * F.log_softmax(z, -1)).sum(-1).mean()
+        with torch.no_grad():
+            vr, wr, _ = ref.features(img, ids, mask, 0.0)
+        eye = torch.arange(BATCH, device=DEV).unsqueeze(1)
+        sm = lambda a: (a @ a.t()).scatter(1, eye, -1000) / TAU
+        l_c = 0.5 * (kl(vr @ wr.t() / TAU, v @ w.t() / TAU) + kl(wr @ vr.t() / TAU, w @ v.t() / TAU))
+        l_s = 0.5 * (kl(sm(vr), sm(v)) + kl(sm(wr), sm(w)))
+        loss = l_ita + l_mlm + l_q + l_dis + l_c + l_s
+    return loss, vm.detach().float(), wm.detach().float()
+
+
+if COMPILE:
+    from torch._dynamo.utils import counters
+
+    compiled_loss = torch.compile(step_loss, mode=args.compile)
+
+    @torch.compile(mode=args.compile)
+    def compiled_opt_step():
+        opt.step()
+
+
+def compiled_step(img, ids, mask):
+    global ptr
+    mids, pos, labels = mask_tokens(ids)
+    # The number of masked tokens varies per step: one dynamic dimension, not a recompile per size.
+    torch._dynamo.maybe_mark_dynamic(pos, 0)
+    torch._dynamo.maybe_mark_dynamic(labels, 0)
+    loss, vm, wm = compiled_loss(img, ids, mask, mids, pos, labels, iq, tq)
+    idx = (torch.arange(BATCH, device=DEV) + ptr) % QUEUE
+    iq[idx], tq[idx] = vm, wm
+    ptr = (ptr + BATCH) % QUEUE
+    opt.zero_grad(set_to_none=False)
+    loss.backward()
+    compiled_opt_step()
+    loss.item()
+
+
+def graphs():
+    return sum(counters["stats"].values()) if COMPILE else 0
+
+
+step_fn = compiled_step if COMPILE else eager_step
+times = []
+graphs_after_warmup = None
+for step in range(args.warmup + STEPS * args.reps):
+    if step == args.warmup:
+        graphs_after_warmup = graphs()
+    img, ids, mask = batch()
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    step_fn(img, ids, mask)
     times.append(time.perf_counter() - t0)
-meas = times[2:]
-sps = len(meas) / sum(meas)
+if graphs_after_warmup is None:
+    graphs_after_warmup = graphs()
+warm, meas = times[: args.warmup], times[args.warmup:]
+reps = [meas[r * STEPS:(r + 1) * STEPS] for r in range(args.reps)]
+rep_sps = [len(r) / sum(r) for r in reps]
+sps = statistics.median(rep_sps)
+median_step = statistics.median(meas)
+warmup_s = sum(warm)
 peak = torch.cuda.max_memory_allocated(DEV) / 2**20 if DEV.type == "cuda" else None
-print(json.dumps({"impl": "pytorch-eager", "preset": args.preset, "batch": BATCH, "device": str(DEV),
-                  "precision": args.precision, "steps_per_sec": sps, "samples_per_sec": sps * BATCH,
-                  "peak_gpu_mib": peak, "threads": THREADS, "torch": torch.__version__}))
+cuda = DEV.type == "cuda"
+print(json.dumps({
+    "impl": "pytorch-eager" if not COMPILE else f"pytorch-compile-{args.compile}",
+    "preset": args.preset, "batch": BATCH, "device": str(DEV), "precision": args.precision,
+    # TF32 for fp32 matmuls (cuBLAS) and for cuDNN convolutions, as in effect on this device.
+    "tf32": cuda and torch.backends.cuda.matmul.allow_tf32,
+    "tf32_cudnn": cuda and torch.backends.cudnn.allow_tf32,
+    "compile": args.compile,
+    "compile_s": max(warmup_s - args.warmup * median_step, 0.0) if COMPILE else None,
+    "warmup": args.warmup, "warmup_s": warmup_s,
+    "recompiles_measured": graphs() - graphs_after_warmup if COMPILE else None,
+    "steps": STEPS, "reps": args.reps, "rep_samples_per_sec": [x * BATCH for x in rep_sps],
+    "step_ms": [1e3 * t for t in meas],
+    "steps_per_sec": sps, "samples_per_sec": sps * BATCH,
+    "peak_gpu_mib": peak, "threads": THREADS, "torch": torch.__version__}))

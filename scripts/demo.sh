@@ -3,11 +3,14 @@
 # default (SQLite + a local data dir), driven by ctpctl. Installs what it needs, builds, starts the
 # daemon, trains the nine tasks with progress bars, shows the promotion gate refusing a version
 # that forgot (and the manual rollback an operator would use without a gate), prints the
-# accuracy / forgetting table and writes an HTML report.
+# accuracy / forgetting table and writes an HTML report. An anchor suite (8 emoji of every
+# category that no task trains or evaluates on; docs/anchors.md) measures every version too:
+# the ANCHOR column of `ctpctl versions`.
 #
 #   bash scripts/demo.sh            # about 7 minutes on 2 CPU cores; a GPU is used if present
 #   CTP_DEMO_MAX_TRAIN=64 CTP_DEMO_EPOCHS=4 bash scripts/demo.sh   # a quicker look
 #   CTP_DEMO_BIN=target/release bash scripts/demo.sh                # use already-built binaries
+#   CTP_DEMO_ANCHOR=0 bash scripts/demo.sh                           # no anchor suite (the classic split)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/env.sh"
@@ -30,9 +33,11 @@ export CTP_ADDR="http://127.0.0.1:$port"
 max_train="${CTP_DEMO_MAX_TRAIN:-128}"
 max_eval="${CTP_DEMO_MAX_EVAL:-64}"
 epochs="${CTP_DEMO_EPOCHS:-8}"
+anchor="${CTP_DEMO_ANCHOR:-8}"
 
 echo "== exporting EmojiCL as WebDataset shards (Noto art to train, Twemoji art to evaluate)" >&2
-"$bin/ctpctl" emojicl export --out "$work/emojicl" --format webdataset --max-train "$max_train" --max-eval "$max_eval" >&2
+"$bin/ctpctl" emojicl export --out "$work/emojicl" --format webdataset --max-train "$max_train" --max-eval "$max_eval" \
+  --anchor-per-category "$anchor" >&2
 
 echo "== starting ctpd (SQLite in $work/data)" >&2
 "$bin/ctpd" --listen "127.0.0.1:$port" --data-dir "$work/data" --http-listen "127.0.0.1:$http_port" >"$work/ctpd.log" 2>&1 &
@@ -44,8 +49,12 @@ for _ in $(seq 1 100); do
 done
 "$bin/ctpctl" health
 echo "== live dashboard: http://127.0.0.1:$http_port/ (training progress, versions, forgetting)" >&2
+if [ "$anchor" -gt 0 ]; then
+  echo "== an anchor suite: $anchor emoji of every category that no task trains or evaluates on" >&2
+  "$bin/ctpctl" anchors add --model emoji --preset small emojicl-anchor "$work/emojicl/anchor"
+fi
 
-shards=("$work"/emojicl/*/)
+shards=("$work"/emojicl/[0-9][0-9]-*/)
 submit() { # name dir learning-rate; returns ctpctl's exit code (5 = the gate refused the version)
   local rc=0
   "$bin/ctpctl" submit --model emoji --preset small --name "$1" --epochs "$epochs" --batch-size 32 --lr "$3" --wait "$2" || rc=$?
@@ -79,7 +88,7 @@ for dir in "${shards[@]}"; do
   submit "$name" "$dir" 3e-4 || echo "== the gate refused this version; the next task trains from the head" >&2
 done
 
-echo "== versions: Rm on every task seen so far, forgetting, momentum syncs" >&2
+echo "== versions: Rm on every task seen so far, forgetting, momentum syncs, the anchor suite" >&2
 "$bin/ctpctl" versions --model emoji
 "$bin/ctpctl" report --model emoji --out "$work/report"
 echo "report: $work/report/index.html"

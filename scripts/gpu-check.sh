@@ -8,10 +8,11 @@
 # 1. `--device auto` must pick CUDA, without LD_PRELOAD (libtorch_cuda.so NEEDED by the binaries);
 # 2. the step table: tiny/small/base × batch 64/256 × fp32/bf16 (random weights, real shapes),
 #    plus a profiled row (drift + sync share) and a drift-gated row;
-# 3. the PyTorch comparison (bench/pytorch_step.py, eager, same GPU) for small fp32/bf16 and
-#    base bf16;
+# 3. the PyTorch comparison (bench/pytorch_step.py, eager, same GPU, one repetition) for small
+#    fp32/bf16 and base bf16;
 # 4. the daemon end to end: ctpd --device auto, two tasks via ctpctl, the version table;
-# 5. writes DIR/step-cuda.md and DIR/step-cuda.json (DIR defaults to bench/results).
+# 5. writes DIR/step-check-cuda.md and DIR/step-check-cuda.json (DIR defaults to bench/results;
+#    bench/gpu-step.sh writes step-cuda.{md,json}, issue #27's table).
 #
 # `--device cpu` runs the same script on a CPU with small shapes (tiny/small, batches 8/16, two
 # steps, one epoch of `tiny` end to end) and writes DIR/step-cpu-check.{md,json}: the way to
@@ -43,7 +44,7 @@ if [ "$device" = cpu ]; then
   steps="${CTP_CHECK_STEPS:-2}"
   big="${CTP_CHECK_BIG:-16}"; base_cmp=""; epochs=1; bs=16; threads="${CTP_CHECK_THREADS:-1}"; e2e_preset=tiny
 else
-  tag=cuda
+  tag=check-cuda
   presets="${CTP_CHECK_PRESETS:-tiny,small,base}"
   batches="${CTP_CHECK_BATCHES:-64,256}"
   steps="${CTP_CHECK_STEPS:-5}"
@@ -131,8 +132,10 @@ n=0
 for spec in "small fp32" "small bf16" ${base_cmp:+"base bf16"}; do
   set -- $spec
   n=$((n + 1))
+  # One repetition, eager only: the full comparison (3 x 30 steps, compiled peers) is
+  # bench/gpu-step.sh's.
   "$bin/ctp-bench" compare --device "$cmp_dev" --preset "$1" --precision "$2" --batch "$big" \
-    --steps "$steps" --threads "$threads" --random-weights --python "$py" \
+    --steps "$steps" --reps 1 --no-compile --threads "$threads" --random-weights --python "$py" \
     --json "$work/compare-$n.json" | tail -n +3 >>"$md"
   echo >>"$md"
 done

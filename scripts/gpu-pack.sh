@@ -5,7 +5,8 @@
 #
 #   bash scripts/gpu-pack.sh [KIT_DIR]
 #
-# Then, on the GPU machine, from the repository root:  bash scripts/gpu-check.sh [KIT_DIR]
+# Then, on the GPU machine, from the repository root:  bash scripts/gpu-check.sh [KIT_DIR],
+# bash bench/gpu-step.sh [KIT_DIR] --out DIR (#27 §1-2), bash bench/gpu-daemon.sh KIT DIR PART.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/env.sh"
@@ -24,7 +25,8 @@ cp "$CTP_ASSETS/weights/minilm/tokenizer.json" "$kit/weights/minilm/"
 echo "== exporting two small EmojiCL tasks" >&2
 "$kit/bin/ctpctl" emojicl export --out "$kit/emojicl" --format webdataset --tasks 0,1 \
   --max-train "${CTP_KIT_MAX_TRAIN:-256}" --max-eval "${CTP_KIT_MAX_EVAL:-64}" >&2
-cp scripts/gpu-check.sh bench/pytorch_step.py "$kit/"
+# The GPU scripts (also runnable from the repository root) and the PyTorch peer they time.
+cp scripts/gpu-check.sh bench/gpu-step.sh bench/gpu-daemon.sh bench/gpu-emojicl.sh bench/pytorch_step.py "$kit/"
 # xz leaves room in the 64 MiB for the EmojiCL inputs (scripts/gpu-pack-emojicl.sh);
 # gpu-check.sh unpacks it.
 tar -cJf "$kit/bin.tar.xz" -C "$kit" bin

@@ -382,7 +382,7 @@ impl Settings {
                 &self.auth.anonymous_quota,
             )])
         {
-            if let Some(s) = q.max_training_seconds_per_day.filter(|s| !(*s >= 0.0)) {
+            if let Some(s) = q.max_training_seconds_per_day.filter(|s| s.is_nan() || *s < 0.0) {
                 return Err(format!(
                     "{who}: quota.max_training_seconds_per_day must be >= 0 (got {s})"
                 ));
@@ -455,6 +455,40 @@ fn set_path(doc: &mut toml::Value, path: &[String], value: toml::Value) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn engine_levers_are_settings_off_by_default() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let s = Settings::load(
+            None,
+            env(&[("CTP__ENGINE__CHANNELS_LAST", "true")]),
+            &Default::default(),
+        )
+        .unwrap();
+        assert!(s.engine.channels_last && !s.engine.bf16_weight_cache);
+        assert_eq!(s.engine.precision, "auto");
+        let s = Settings::load(
+            None,
+            env(&[
+                ("CTP__ENGINE__BF16_WEIGHT_CACHE", "true"),
+                ("CTP__ENGINE__CHANNELS_LAST", "false"),
+            ]),
+            &Default::default(),
+        )
+        .unwrap();
+        assert!(!s.engine.channels_last && s.engine.bf16_weight_cache);
+        let err = Settings::load(
+            None,
+            env(&[("CTP__ENGINE__CHANNELS_LAST", "yes")]),
+            &Default::default(),
+        )
+        .unwrap_err();
+        assert!(err.contains("channels_last"), "{err}");
+    }
 
     #[test]
     fn layers_apply_in_order() {

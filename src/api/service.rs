@@ -254,6 +254,7 @@ impl ContinualTrainer for Service {
             precision: s.engine.precision.clone(),
             backend: format!("{:?}", s.store.backend()).to_lowercase(),
             storage_problem: s.storage.problem().unwrap_or_default(),
+            precision_rule: s.engine.precision_rule.clone(),
         }))
     }
 

@@ -32,7 +32,8 @@ struct Cli {
     /// Dashboard (web UI) listen address, e.g. 127.0.0.1:8080 [default: off]
     #[arg(long)]
     http_listen: Option<String>,
-    /// Training precision: auto (bf16 on CUDA, fp32 on CPU), bf16, fp32 [default: auto]
+    /// Training precision: auto (per preset on CUDA: base bf16, the others fp32 with TF32; fp32 on
+    /// CPU), bf16, fp32 [default: auto]
     #[arg(long)]
     precision: Option<String>,
     #[command(subcommand)]

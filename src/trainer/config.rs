@@ -96,26 +96,87 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// Parses `auto`, `bf16` or `fp32`; `auto` is bf16 on CUDA and fp32 on CPU.
-    pub fn parse(s: &str, cuda: bool) -> Result<Precision, String> {
-        match s {
-            "auto" | "" => Ok(if cuda {
-                Precision::Bf16
-            } else {
-                Precision::Fp32
-            }),
-            "bf16" => Ok(Precision::Bf16),
-            "fp32" => Ok(Precision::Fp32),
-            other => Err(format!(
-                "engine.precision must be auto, bf16 or fp32 (got {other:?})"
-            )),
-        }
+    /// Parses `auto`, `bf16` or `fp32` for one preset on a device (see [`PrecisionSetting`]).
+    pub fn parse(s: &str, preset: Preset, cuda: bool) -> Result<Precision, String> {
+        Ok(PrecisionSetting::parse(s)?.resolve(preset, cuda))
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             Precision::Fp32 => "fp32",
             Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+/// `engine.precision` as set: one precision for every preset, or the per-preset `auto` rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrecisionSetting {
+    /// fp32 on a CPU. On CUDA: fp32 (with TF32 matmuls when `engine.tf32` is on) for `tiny`,
+    /// `small` and `small-split`, whose small matmuls and depthwise convolutions gain little
+    /// from bf16 and lose to its casts; bf16 for `base` (issue #27, docs/method.md,
+    /// "Precision").
+    Auto,
+    Fixed(Precision),
+}
+
+impl PrecisionSetting {
+    pub fn parse(s: &str) -> Result<PrecisionSetting, String> {
+        match s {
+            "auto" | "" => Ok(PrecisionSetting::Auto),
+            "bf16" => Ok(PrecisionSetting::Fixed(Precision::Bf16)),
+            "fp32" => Ok(PrecisionSetting::Fixed(Precision::Fp32)),
+            other => Err(format!(
+                "engine.precision must be auto, bf16 or fp32 (got {other:?})"
+            )),
+        }
+    }
+
+    /// The precision a task of `preset` trains in.
+    pub fn resolve(self, preset: Preset, cuda: bool) -> Precision {
+        match self {
+            PrecisionSetting::Fixed(p) => p,
+            PrecisionSetting::Auto if !cuda => Precision::Fp32,
+            PrecisionSetting::Auto => match preset {
+                Preset::Base => Precision::Bf16,
+                Preset::Tiny | Preset::Small | Preset::SmallSplit => Precision::Fp32,
+            },
+        }
+    }
+
+    /// The precision every preset trains in on this device, if it is one (`None`: it
+    /// depends on the preset).
+    pub fn uniform(self, cuda: bool) -> Option<Precision> {
+        match self {
+            PrecisionSetting::Fixed(p) => Some(p),
+            PrecisionSetting::Auto if !cuda => Some(Precision::Fp32),
+            PrecisionSetting::Auto => None,
+        }
+    }
+
+    /// The rule in words, as GetServerInfo reports it: e.g. `"auto: tiny=fp32+tf32,
+    /// small=fp32+tf32, small-split=fp32+tf32, base=bf16 on cuda"`, `"auto: fp32 on cpu"`,
+    /// `"bf16"`. `+tf32` marks fp32 whose CUDA matmuls may use TF32 (`engine.tf32`).
+    pub fn rule(self, cuda: bool, tf32: bool) -> String {
+        let name = |p: Precision| match p {
+            Precision::Fp32 if cuda && tf32 => "fp32+tf32",
+            p => p.as_str(),
+        };
+        match self {
+            PrecisionSetting::Fixed(p) => name(p).to_string(),
+            PrecisionSetting::Auto if !cuda => "auto: fp32 on cpu".to_string(),
+            PrecisionSetting::Auto => {
+                let each: Vec<String> = [
+                    Preset::Tiny,
+                    Preset::Small,
+                    Preset::SmallSplit,
+                    Preset::Base,
+                ]
+                .iter()
+                .map(|&p| format!("{}={}", p.as_str(), name(self.resolve(p, cuda))))
+                .collect();
+                format!("auto: {} on cuda; fp32 on cpu", each.join(", "))
+            }
         }
     }
 }
@@ -379,6 +440,44 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_precision_is_per_preset_on_cuda_and_fp32_on_cpu() {
+        let auto = PrecisionSetting::parse("auto").unwrap();
+        for p in [
+            Preset::Tiny,
+            Preset::Small,
+            Preset::SmallSplit,
+            Preset::Base,
+        ] {
+            assert_eq!(auto.resolve(p, false), Precision::Fp32, "{p:?} on cpu");
+        }
+        assert_eq!(auto.resolve(Preset::Small, true), Precision::Fp32);
+        assert_eq!(auto.resolve(Preset::Base, true), Precision::Bf16);
+        assert_eq!(auto.uniform(false), Some(Precision::Fp32));
+        assert_eq!(auto.uniform(true), None);
+        let bf16 = PrecisionSetting::parse("bf16").unwrap();
+        assert_eq!(bf16.resolve(Preset::Small, false), Precision::Bf16);
+        assert_eq!(bf16.uniform(true), Some(Precision::Bf16));
+        assert_eq!(auto.rule(false, true), "auto: fp32 on cpu");
+        assert_eq!(
+            auto.rule(true, true),
+            "auto: tiny=fp32+tf32, small=fp32+tf32, small-split=fp32+tf32, base=bf16 on cuda; \
+             fp32 on cpu"
+        );
+        assert!(auto.rule(true, false).contains("small=fp32,"));
+        assert_eq!(
+            PrecisionSetting::parse("fp32").unwrap().rule(true, true),
+            "fp32+tf32"
+        );
+        assert_eq!(
+            PrecisionSetting::parse("fp32").unwrap().rule(false, true),
+            "fp32"
+        );
+        assert!(PrecisionSetting::parse("fp16")
+            .unwrap_err()
+            .contains("auto, bf16 or fp32"));
+    }
 
     #[test]
     fn task0_momentum_scales_to_the_task_length() {

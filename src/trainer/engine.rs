@@ -7,7 +7,7 @@ use std::sync::mpsc::Receiver;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-use super::config::Precision;
+use super::config::PrecisionSetting;
 use super::data::{TaskTensors, TextTokenizer};
 use super::model::CtpModel;
 use super::probe::ProbeSet;
@@ -26,7 +26,9 @@ pub struct EngineConfig {
     pub threads: i32,
     /// Folder with `minilm/{tokenizer.json,model.safetensors}` and `efficientnet-lite0.safetensors`.
     pub weights_dir: PathBuf,
-    /// "auto" (bf16 on CUDA, fp32 on CPU), "bf16" or "fp32".
+    /// "auto", "bf16" or "fp32". "auto" is per preset: on CUDA fp32 (TF32 matmuls when
+    /// `tf32` is on) for `tiny`, `small` and `small-split`, bf16 for `base`; fp32 on a CPU
+    /// ([`PrecisionSetting`]). Each version records the precision it trained in.
     #[serde(default = "auto")]
     pub precision: String,
     /// Time each part of every step (a device sync after each part; slows a GPU down).
@@ -40,6 +42,41 @@ pub struct EngineConfig {
     /// PyTorch). Off = exact fp32 matmuls.
     #[serde(default = "yes")]
     pub tf32: bool,
+    /// Under bf16: keep each weight's bf16 copy for a whole optimizer step instead of casting
+    /// it at every use (the online model's copies are cast once per step, tracked by autograd;
+    /// the momentum and reference models' copies live in one bf16 buffer refreshed by one
+    /// kernel after each sync). No effect under fp32. Off by default until measured on a GPU
+    /// (issue #27, bench/results/levers.md). Its default is `CTP__ENGINE__BF16_WEIGHT_CACHE`
+    /// when that is `true` or `false` ([`lever_default`]).
+    #[serde(default = "bf16_weight_cache_default")]
+    pub bf16_weight_cache: bool,
+    /// Run the convolutional tower (`small`'s EfficientNet-Lite0) in channels-last memory
+    /// format. Same values up to summation order. No effect on ViT presets. Its default is
+    /// `CTP__ENGINE__CHANNELS_LAST` when that is `true` or `false`.
+    #[serde(default = "channels_last_default")]
+    pub channels_last: bool,
+}
+
+/// The default of a speed lever: off, unless the environment variable `var` (the name ctpd's
+/// settings read, `CTP__ENGINE__<KEY>`) says `true`. Programs that build an [`EngineConfig`] in
+/// code from `..Default::default()` (ctp-bench's `step-one` children) so follow the same
+/// variables as ctpd, and a benchmark sweep sets a lever by its environment alone.
+pub fn lever_default(var: &str) -> bool {
+    parse_lever(std::env::var(var).ok().as_deref())
+}
+
+/// `Some("true")` is on; anything else (unset, `false`, a typo) is off. ctpd itself rejects a
+/// value that is not a boolean when it loads its settings.
+fn parse_lever(v: Option<&str>) -> bool {
+    v.map(str::trim) == Some("true")
+}
+
+fn bf16_weight_cache_default() -> bool {
+    lever_default("CTP__ENGINE__BF16_WEIGHT_CACHE")
+}
+
+fn channels_last_default() -> bool {
+    lever_default("CTP__ENGINE__CHANNELS_LAST")
 }
 
 fn yes() -> bool {
@@ -60,6 +97,8 @@ impl Default for EngineConfig {
             profile: false,
             random_weights: false,
             tf32: true,
+            bf16_weight_cache: bf16_weight_cache_default(),
+            channels_last: channels_last_default(),
         }
     }
 }
@@ -126,6 +165,8 @@ fn device_name(d: Device) -> String {
 
 struct Engine {
     device: Device,
+    /// `engine.precision`, resolved per task (its preset) into `opts.precision`.
+    precision: PrecisionSetting,
     tok: TextTokenizer,
     weights: PathBuf,
     /// The last version loaded for evaluation/embedding (reloading a model per call is wasteful).
@@ -141,15 +182,18 @@ pub(super) fn spawn(cfg: EngineConfig) -> Result<TrainerHandle, TrainerError> {
     }
     let device = parse_device(&cfg.device)?;
     check_cuda(device, &cfg.device)?;
-    let precision =
-        Precision::parse(&cfg.precision, device.is_cuda()).map_err(TrainerError::Input)?;
+    let setting = PrecisionSetting::parse(&cfg.precision).map_err(TrainerError::Input)?;
+    let cuda = device.is_cuda();
     let tok = TextTokenizer::load(&cfg.weights_dir)?;
     let (tx, rx) = std::sync::mpsc::channel::<Command>();
     let name = device_name(device);
     let opts = RunOptions {
-        precision,
+        // Replaced per task by the preset's precision.
+        precision: setting.resolve(super::Preset::Tiny, cuda),
         profile: cfg.profile,
         random_weights: cfg.random_weights,
+        bf16_weight_cache: cfg.bf16_weight_cache,
+        channels_last: cfg.channels_last,
     };
     std::thread::Builder::new()
         .name("ctp-engine".into())
@@ -159,6 +203,7 @@ pub(super) fn spawn(cfg: EngineConfig) -> Result<TrainerHandle, TrainerError> {
             }
             let mut engine = Engine {
                 device,
+                precision: setting,
                 tok,
                 weights: cfg.weights_dir,
                 cached: None,
@@ -170,7 +215,12 @@ pub(super) fn spawn(cfg: EngineConfig) -> Result<TrainerHandle, TrainerError> {
     Ok(TrainerHandle {
         tx,
         device: name,
-        precision: precision.as_str().into(),
+        precision: setting
+            .uniform(cuda)
+            .map_or("auto", |p| p.as_str())
+            .to_string(),
+        precision_rule: setting.rule(cuda, cfg.tf32),
+        setting,
     })
 }
 
@@ -213,13 +263,19 @@ impl Engine {
                                 captions: req.probe.iter().map(|s| s.caption.clone()).collect(),
                             })
                         };
+                        let opts = RunOptions {
+                            precision: self
+                                .precision
+                                .resolve(req.model.preset, self.device.is_cuda()),
+                            ..self.opts
+                        };
                         let mut s = Session::start(
                             &req,
                             data,
                             self.tok.vocab,
                             self.device,
                             &self.weights,
-                            &self.opts,
+                            &opts,
                         )?;
                         s.run(&req, probe.as_ref(), &emit)
                     });
@@ -350,6 +406,14 @@ mod tests {
         let r: Result<(), TrainerError> = guarded(|| panic!("boom in a step"));
         assert!(matches!(r, Err(TrainerError::Panic(m)) if m.contains("boom in a step")));
         assert_eq!(guarded(|| Ok::<_, TrainerError>(7)).unwrap(), 7);
+    }
+
+    #[test]
+    fn levers_are_on_only_when_their_variable_says_true() {
+        assert!(parse_lever(Some("true")) && parse_lever(Some(" true\n")));
+        for off in [None, Some("false"), Some(""), Some("1"), Some("yes")] {
+            assert!(!parse_lever(off), "{off:?}");
+        }
     }
 
     #[test]

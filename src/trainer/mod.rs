@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 pub use config::{
-    BnPolicy, DriftMetric, LossWeights, Method, ModelConfig, MomentumConfig, Precision, Preset,
-    TextPool, TrainConfig,
+    BnPolicy, DriftMetric, LossWeights, Method, ModelConfig, MomentumConfig, Precision,
+    PrecisionSetting, Preset, TextPool, TrainConfig,
 };
 pub use engine::EngineConfig;
 pub use momentum::SyncRecord;
@@ -192,6 +192,9 @@ pub enum TrainOutcome {
         momentum_steps: i64,
         syncs: Vec<SyncRecord>,
         resumed_from: Option<i64>,
+        /// The precision the task trained in ("fp32" or "bf16"; with `engine.precision =
+        /// "auto"` it depends on the preset): also in the version checkpoint's metadata.
+        precision: String,
     },
     Cancelled {
         step: i64,
@@ -265,14 +268,34 @@ pub struct TrainerHandle {
     tx: std::sync::mpsc::Sender<Command>,
     /// "cpu" or "cuda:N".
     pub device: String,
-    /// Training precision: "fp32" or "bf16".
+    /// Training precision: "fp32" or "bf16" when every preset trains in it, "auto" when it
+    /// depends on the preset (`engine.precision = "auto"` on CUDA; see
+    /// [`precision_for`](Self::precision_for)).
     pub precision: String,
+    /// The precision rule in words (GetServerInfo), e.g. "auto: tiny=fp32+tf32,
+    /// small=fp32+tf32, small-split=fp32+tf32, base=bf16 on cuda; fp32 on cpu".
+    pub precision_rule: String,
+    setting: PrecisionSetting,
 }
 
 impl TrainerHandle {
     /// Starts the engine thread (loads the tokenizer, picks the device).
     pub fn start(cfg: EngineConfig) -> Result<TrainerHandle, TrainerError> {
         engine::spawn(cfg)
+    }
+
+    /// The precision a task of `preset` (a preset name, e.g. "small") trains in on this
+    /// engine: "fp32" or "bf16". What a version of that preset records. An unknown name
+    /// gets [`precision`](Self::precision).
+    pub fn precision_for(&self, preset: &str) -> String {
+        match Preset::parse(preset) {
+            Some(p) => self
+                .setting
+                .resolve(p, self.device.starts_with("cuda"))
+                .as_str()
+                .to_string(),
+            None => self.precision.clone(),
+        }
     }
 
     async fn call<T>(

@@ -56,6 +56,9 @@ pub(crate) fn embed(
     // Embed loads versions at fp32 (`eval::load_online`), so the stored embeddings are fp32
     // even for a version trained under bf16. Training is over: the switch changes nothing else.
     m.set_precision(Precision::Fp32);
+    // …and in the default memory format, as `Embed` runs (engine.channels_last is a training
+    // setting).
+    m.set_channels_last(false);
     let (img, txt) = super::eval::encode(m, &set.data);
     let cpu = |t: Tensor| t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
     let tensors = vec![

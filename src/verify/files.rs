@@ -10,10 +10,13 @@ use crate::store::StoreError;
 
 /// Files in the data dir's subdirectories and keys in the bucket, as found before the rows
 /// were read.
+/// Per bucket prefix, its keys or why they could not be listed.
+type PrefixKeys = Vec<(&'static str, Result<Vec<String>, String>)>;
+
 pub(super) struct Listing {
     files: Vec<PathBuf>,
     /// `None` without object storage; per prefix, the keys or why they could not be listed.
-    objects: Option<Vec<(&'static str, Result<Vec<String>, String>)>>,
+    objects: Option<PrefixKeys>,
 }
 
 fn is_resume_point(stored: &str) -> bool {

@@ -121,7 +121,7 @@ pub(super) async fn finish(
         evals,
         forgetting,
         device: state.engine.device.clone(),
-        precision: state.engine.precision.clone(),
+        precision: state.engine.precision_for(settings.preset.as_str()),
     };
     // Where every daemon can read it (object storage) before the row names it.
     fence

@@ -23,8 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::helpers::*;
 
-#[path = "../../crates/ctp-storage/tests/support/moto.rs"]
-mod moto;
+use crate::moto;
 
 /// The dataset form of a wire sample (what a user's shard holds).
 fn dataset_sample(s: &pb::Sample) -> DatasetSample {
@@ -209,7 +208,7 @@ async fn urls_outside_the_allow_list_are_refused_by_name() {
 
     // data_urls and samples together: refused, naming the rule.
     let mixed = requests(
-        ref_header("m", "t", 1, &[good.clone()]),
+        ref_header("m", "t", 1, std::slice::from_ref(&good)),
         shape_samples(0),
         5,
     );
@@ -335,7 +334,7 @@ async fn s3_shards_by_reference_through_the_api_and_ctpctl() {
 
     let mut app = spawn_app_with(Db::Sqlite, env).await;
     let pattern = format!("s3://{bucket}/ctp/shards/shard-{{0..1}}.tar");
-    let task = submit_ref(&mut app, ref_header("m", "from-s3", 1, &[pattern.clone()]))
+    let task = submit_ref(&mut app, ref_header("m", "from-s3", 1, std::slice::from_ref(&pattern)))
         .await
         .unwrap();
     assert_eq!(task.n_train + task.n_eval, samples.len() as u64);

@@ -21,8 +21,7 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-#[path = "../../crates/ctp-storage/tests/support/moto.rs"]
-mod moto;
+use crate::moto;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

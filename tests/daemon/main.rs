@@ -17,6 +17,9 @@ mod gate_replay;
 mod helpers;
 mod k8s_manifest;
 mod limits;
+// The S3 test server (moto), shared with ctp-storage's tests.
+#[path = "../../crates/ctp-storage/tests/support/moto.rs"]
+mod moto;
 mod objects;
 mod ownership;
 mod pg_daemons;

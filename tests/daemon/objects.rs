@@ -21,8 +21,7 @@ use crate::pg_daemons::{
     index_of, job, progress, wait_job, watch_succeeded, Daemon, EPOCHS, SERIAL,
 };
 
-#[path = "../../crates/ctp-storage/tests/support/moto.rs"]
-mod moto;
+use crate::moto;
 #[path = "../../crates/ctp-storage/tests/support/proxy.rs"]
 mod proxy;
 

@@ -146,7 +146,7 @@ async fn a_high_task_preempts_a_low_one_which_resumes_bitwise() {
     let (low_row, high_row) = (got(&low.id).await, got(&high.id).await);
     assert_eq!(low_row.preemptions, 1);
     assert!(
-        high_row.finished_at.unwrap().seconds <= low_row.finished_at.clone().unwrap().seconds,
+        high_row.finished_at.unwrap().seconds <= low_row.finished_at.unwrap().seconds,
         "the high task finished while the low one waited"
     );
     let preempted_embeddings = embed_bits(&mut c, "m-low").await;

@@ -135,7 +135,9 @@ fn device_auto_reports_device_and_precision_in_log_and_metrics() {
     .spawn()
     .unwrap();
     let (device, precision) = if tch::Cuda::is_available() {
-        ("cuda:0", "bf16")
+        // `auto` resolves per preset on CUDA (small fp32+TF32, base bf16): the engine reports
+        // the setting, each version the precision it used.
+        ("cuda:0", "auto")
     } else {
         ("cpu", "fp32")
     };

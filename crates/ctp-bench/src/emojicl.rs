@@ -25,8 +25,10 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
 use super::cells::{self, Cell, Knobs};
-use super::emojicl_rpc::{build_data, embed_rm, submit_and_wait, TaskData};
-use super::protocol::{Method, MethodResult, Protocol, PAPER_QUEUE_SIZE};
+use super::emojicl_rpc::{
+    build_anchor, build_data, embed_rm, register_anchor, submit_and_wait, TaskData,
+};
+use super::protocol::{AnchorTrack, Method, MethodResult, Protocol, PAPER_QUEUE_SIZE};
 
 /// Where and how the cells run (recorded, not part of a cell's identity).
 pub struct Runtime {
@@ -127,6 +129,7 @@ pub async fn run(
         env.push(("CTP__ENGINE__THREADS".into(), rt.threads.to_string()));
     }
     let mut data: Option<(u64, TaskData)> = None;
+    let anchor = build_anchor(p)?;
     for (seed, m) in &todo {
         let knobs = Knobs::new(p, m, *seed);
         let work = WorkDir::open(rt, cells_dir, &knobs)?;
@@ -147,11 +150,20 @@ pub async fn run(
                 work.progress.seconds
             ),
         }
-        let result = run_cell(&mut c, &model, m, p, *seed, d, &work).await?;
+        if !anchor.is_empty() {
+            register_anchor(&mut c, &model, &p.preset, &anchor).await?;
+        }
+        let mut result = run_cell(&mut c, &model, m, p, *seed, d, &work).await?;
+        if !anchor.is_empty() {
+            result.anchor = Some(anchor_track(&mut c, &model, anchor.len()).await?);
+        }
         eprintln!(
             "cell {} seed {seed}: final mean Rm {:.2}, forgetting {:?}, {:.0}s",
             m.name, result.final_mean_rm, result.average_forgetting, result.wall_seconds
         );
+        if let Some(a) = &result.anchor {
+            eprintln!("  anchor suite Rm by version: {:?}", a.rm);
+        }
         if let Some(bin) = &rt.ctpctl {
             let report = out_dir.join("reports").join(&model);
             let status = std::process::Command::new(bin)
@@ -305,6 +317,7 @@ async fn run_cell(
             wall_seconds: work.seconds(),
             runs: work.progress.runs,
             tasks: names,
+            anchor: None,
         });
     }
     let mut last = 0;
@@ -359,5 +372,34 @@ async fn run_cell(
         wall_seconds: work.seconds(),
         runs: work.progress.runs,
         tasks: names,
+        anchor: None,
+    })
+}
+
+/// Rm on the anchor suite of every version of `model`, oldest first (the lineage: a cell's
+/// versions are one chain, and Joint has one version).
+async fn anchor_track(
+    c: &mut ContinualTrainerClient<Channel>,
+    model: &str,
+    samples: usize,
+) -> Result<AnchorTrack> {
+    let mut versions = c
+        .list_versions(pb::ListVersionsRequest {
+            model: model.into(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .versions;
+    versions.sort_by_key(|v| v.version);
+    let suite = ctp_datasets::emojicl::ANCHOR_SUITE;
+    Ok(AnchorTrack {
+        suite: suite.into(),
+        samples: samples as u64,
+        rm: versions
+            .iter()
+            .map(|v| v.anchors.iter().find(|a| a.suite == suite).map(|a| a.rm))
+            .collect(),
     })
 }

@@ -60,6 +60,13 @@ pub struct EmojiclArgs {
     /// Replay methods: replayed samples as a fraction of the batch.
     #[arg(long, default_value_t = 0.25)]
     replay_fraction: f64,
+    /// Hold this many base emoji of every category out of all tasks and register them as an
+    /// anchor suite on each cell's model (issue #25 §2): the summary then reports each
+    /// method's Rm on it after every task and its loss from task 1 to the last. 0 (the
+    /// default) keeps the split of the committed tables; N > 0 changes every task's data
+    /// (and is part of a cell's knobs).
+    #[arg(long, default_value_t = 0)]
+    anchor_per_category: usize,
     /// EmojiCL task indices (default all nine).
     #[arg(long, default_value = "0,1,2,3,4,5,6,7,8")]
     tasks: String,
@@ -268,6 +275,7 @@ pub fn run(a: &EmojiclArgs) -> Result<()> {
             .collect::<Result<_, _>>()
             .context("tasks")?,
         check_every: a.drift_check_every,
+        anchor_per_category: a.anchor_per_category,
     };
     let seeds: Vec<u64> = a
         .seeds
@@ -282,10 +290,16 @@ pub fn run(a: &EmojiclArgs) -> Result<()> {
             format!("≤{v}")
         }
     };
-    let desc = format!(
+    let mut desc = format!(
         "`{}` preset, tasks {}, {} train (Noto) / {} eval (Twemoji) samples per task, {} epochs, batch {}, AdamW lr {} cosine per task, BN frozen unless stated, seeds {}, drift check every {} step(s)",
         a.preset, a.tasks, cap(a.max_train), cap(a.max_eval), a.epochs, a.batch, a.lr, a.seeds, a.drift_check_every
     );
+    if a.anchor_per_category > 0 {
+        desc.push_str(&format!(
+            ", anchor suite: {} held-out base emoji of each of the nine categories (Twemoji art, CLDR label; in no task's train or eval split)",
+            a.anchor_per_category
+        ));
+    }
     let cells_dir = a.out.join("emojicl").join("cells");
     std::fs::create_dir_all(&cells_dir)?;
     if !a.summarize_only {
@@ -344,6 +358,10 @@ pub fn run(a: &EmojiclArgs) -> Result<()> {
             });
         }
     }
+    if let Some((table, value)) = anchor_summary(&all, &protocol, &seeds, &order) {
+        md.push_str(&table);
+        json["anchor"] = value;
+    }
     for (name, mut row) in std::mem::take(&mut gated.rows) {
         if let Some(dir) = &gated.source {
             row["cells_dir"] = serde_json::json!(dir);
@@ -367,6 +385,93 @@ pub fn run(a: &EmojiclArgs) -> Result<()> {
     }
     println!("{md}");
     Ok(())
+}
+
+/// The anchor-suite section of the summary: per method, the mean (over finished seeds) Rm on
+/// the suite after each task and the loss from task 1 to the last task. `None` when no cell
+/// of this protocol has anchor results.
+fn anchor_summary(
+    all: &[cells::Cell],
+    p: &protocol::Protocol,
+    seeds: &[u64],
+    order: &[String],
+) -> Option<(String, serde_json::Value)> {
+    let rows = cells::rows(all, p, order);
+    let first = rows
+        .iter()
+        .flat_map(|r| &r.cells)
+        .find_map(|c| c.result.anchor.as_ref())?;
+    let (suite, samples) = (first.suite.clone(), first.samples);
+    let n_tasks = p.tasks.len();
+    let mut md = format!(
+        "\n## Anchor suite\n\n`{suite}`: {samples} samples, {} held-out base emoji of each category that no task trains or evaluates on; Rm within the suite (all {samples} candidates). Mean over the seeds that finished; loss = Rm after task 1 − Rm after task {n_tasks} (positive = the method lost ground on the held-out emoji).\n\n| method | seeds |",
+        p.anchor_per_category
+    );
+    for t in 1..=n_tasks {
+        md.push_str(&format!(" after {t} |"));
+    }
+    md.push_str(" loss 1→last |\n|---|---|");
+    md.push_str(&"---|".repeat(n_tasks + 1));
+    md.push('\n');
+    let mut out = serde_json::Map::new();
+    for row in &rows {
+        let tracks: Vec<(u64, &protocol::AnchorTrack)> = row
+            .cells
+            .iter()
+            .filter_map(|c| c.result.anchor.as_ref().map(|a| (c.knobs.seed, a)))
+            .collect();
+        if tracks.is_empty() {
+            continue;
+        }
+        let joint = row.cells[0].knobs.method.joint;
+        // Joint has one version, trained on all tasks: its value goes under the last task.
+        let at = |a: &protocol::AnchorTrack, t: usize| -> Option<f64> {
+            if joint {
+                (t + 1 == n_tasks).then(|| a.rm.first().copied().flatten())?
+            } else {
+                a.rm.get(t).copied().flatten()
+            }
+        };
+        let per_task: Vec<Option<(f64, Option<f64>)>> = (0..n_tasks)
+            .map(|t| {
+                let xs: Vec<f64> = tracks.iter().filter_map(|(_, a)| at(a, t)).collect();
+                (!xs.is_empty()).then(|| cells::mean_std(&xs))
+            })
+            .collect();
+        let losses: Vec<f64> = if joint {
+            Vec::new()
+        } else {
+            tracks
+                .iter()
+                .filter_map(|(_, a)| Some(at(a, 0)? - at(a, n_tasks - 1)?))
+                .collect()
+        };
+        let loss = (!losses.is_empty()).then(|| cells::mean_std(&losses));
+        md.push_str(&format!("| {} | {} |", row.name, tracks.len()));
+        for v in &per_task {
+            md.push_str(&format!(" {} |", cells::pm(*v)));
+        }
+        md.push_str(&format!(" {} |\n", cells::pm(loss)));
+        out.insert(
+            row.name.to_string(),
+            serde_json::json!({
+                "seeds": tracks.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+                "complete": seeds.iter().all(|s| tracks.iter().any(|(t, _)| t == s)),
+                "rm_after_task": per_task.iter().map(|v| cells::ms(*v)).collect::<Vec<_>>(),
+                "loss_first_to_last": cells::ms(loss),
+                "per_seed": tracks.iter().map(|(s, a)| serde_json::json!({"seed": s, "rm": a.rm})).collect::<Vec<_>>(),
+            }),
+        );
+    }
+    Some((
+        md,
+        serde_json::json!({
+            "suite": suite,
+            "samples": samples,
+            "per_category": p.anchor_per_category,
+            "rows": out,
+        }),
+    ))
 }
 
 #[cfg(test)]
@@ -417,6 +522,107 @@ mod tests {
             rows(&["--methods", "fidelity", "--batch", "16"])[1],
             "CTP, queue 128"
         );
+    }
+
+    /// Cells committed before the anchor slice existed keep their identity: they read back
+    /// with no slice, and a protocol without one serializes exactly as before (no key), so
+    /// `is_done` still finds them and the old tables are reproduced unchanged.
+    #[test]
+    fn anchor_slice_is_off_by_default_and_old_cells_keep_their_knobs() {
+        let cli = Cli::parse_from(["emojicl"]);
+        assert_eq!(cli.args.anchor_per_category, 0);
+        let old: cells::Cell = serde_json::from_str(include_str!(
+            "../../../bench/results/emojicl/cells/CTP--seed0.json"
+        ))
+        .unwrap();
+        assert_eq!(old.knobs.protocol.anchor_per_category, 0);
+        assert!(old.result.anchor.is_none());
+        let text = serde_json::to_string(&old).unwrap();
+        assert!(!text.contains("anchor"), "{text}");
+        let mut with = old.knobs.protocol.clone();
+        with.anchor_per_category = 8;
+        assert_ne!(with, old.knobs.protocol, "a slice is another cell");
+    }
+
+    fn cell(name: &str, joint: bool, seed: u64, rm: Vec<Option<f64>>) -> cells::Cell {
+        let p = protocol::Protocol {
+            preset: "tiny".into(),
+            max_train: Some(8),
+            max_eval: Some(4),
+            epochs: 1,
+            batch: 4,
+            lr: 1e-4,
+            tasks: vec![0, 1, 2],
+            check_every: 1,
+            anchor_per_category: 2,
+        };
+        let cli = Cli::parse_from(["emojicl", "--methods", "seqft"]);
+        let mut m = emojicl_methods(&cli.args).unwrap().remove(0);
+        m.name = name.into();
+        m.joint = joint;
+        cells::Cell {
+            knobs: cells::Knobs::new(&p, &m, seed),
+            device: "cpu".into(),
+            precision: "fp32".into(),
+            threads: 1,
+            machine: "test".into(),
+            finished_at: "now".into(),
+            result: protocol::MethodResult {
+                tasks: vec!["a".into(), "b".into(), "c".into()],
+                matrix: Vec::new(),
+                final_rm: vec![1.0],
+                final_mean_rm: 1.0,
+                average_forgetting: None,
+                bwt: None,
+                momentum_syncs: 0,
+                momentum_steps: 0,
+                steps_per_task: Vec::new(),
+                n_train: Vec::new(),
+                wall_seconds: 1.0,
+                runs: 1,
+                anchor: Some(protocol::AnchorTrack {
+                    suite: "emojicl-anchor".into(),
+                    samples: 18,
+                    rm,
+                }),
+            },
+        }
+    }
+
+    #[test]
+    fn anchor_summary_reports_rm_after_each_task_and_the_loss() {
+        let all = vec![
+            cell("SeqFT", false, 0, vec![Some(30.0), Some(25.0), Some(20.0)]),
+            cell("SeqFT", false, 1, vec![Some(40.0), Some(30.0), Some(24.0)]),
+            cell("Joint", true, 0, vec![Some(33.0)]),
+        ];
+        let order = vec!["SeqFT".to_string(), "Joint".to_string()];
+        let p = all[0].knobs.protocol.clone();
+        let (md, json) = anchor_summary(&all, &p, &[0, 1], &order).unwrap();
+        let seqft = &json["rows"]["SeqFT"];
+        assert_eq!(seqft["rm_after_task"][0]["mean"], 35.0);
+        assert_eq!(seqft["rm_after_task"][2]["mean"], 22.0);
+        // Losses 10 and 16: mean 13.
+        assert_eq!(seqft["loss_first_to_last"]["mean"], 13.0);
+        assert_eq!(seqft["complete"], true);
+        let joint = &json["rows"]["Joint"];
+        assert!(joint["rm_after_task"][0].is_null());
+        assert_eq!(joint["rm_after_task"][2]["mean"], 33.0);
+        assert!(joint["loss_first_to_last"].is_null());
+        assert_eq!(json["samples"], 18);
+        assert!(
+            md.contains(
+                "| SeqFT | 2 | 35.00 ± 7.07 | 27.50 ± 3.54 | 22.00 ± 2.83 | 13.00 ± 4.24 |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| Joint | 1 | - | - | 33.00 | - |"), "{md}");
+        // Without anchor results there is no section.
+        let mut plain = all.clone();
+        for c in &mut plain {
+            c.result.anchor = None;
+        }
+        assert!(anchor_summary(&plain, &p, &[0, 1], &order).is_none());
     }
 
     /// `--queue-size` reaches the CTP rows only; SeqFT has no queue.

@@ -122,14 +122,61 @@ pub async fn embed_rm(
 /// (task name, train samples, eval samples) per task.
 pub type TaskData = Vec<(String, Vec<pb::Sample>, Vec<pb::Sample>)>;
 
-pub fn build_data(p: &Protocol, seed: u64) -> Result<TaskData> {
-    let opts = emojicl::Options {
+fn options(p: &Protocol, seed: u64) -> emojicl::Options {
+    emojicl::Options {
         tasks: p.tasks.clone(),
         max_train: p.max_train,
         max_eval: p.max_eval,
         seed,
+        anchor_per_category: p.anchor_per_category,
         ..Default::default()
-    };
+    }
+}
+
+/// The anchor suite's samples (held-out emoji of all nine categories; the same for every
+/// seed), empty when the protocol has none.
+pub fn build_anchor(p: &Protocol) -> Result<Vec<pb::Sample>> {
+    emojicl::anchor(&emojicl::default_node_modules(), &options(p, 0))?
+        .iter()
+        .map(sample)
+        .collect()
+}
+
+/// Registers the anchor suite on `model` (creating the model with `preset` when it has no
+/// task yet), so that every version is evaluated on it. A suite registered by an earlier run
+/// of a resumed cell (ALREADY_EXISTS) is the same suite: suites are immutable and the
+/// samples are fixed.
+pub async fn register_anchor(
+    c: &mut ContinualTrainerClient<Channel>,
+    model: &str,
+    preset: &str,
+    samples: &[pb::Sample],
+) -> Result<()> {
+    use pb::register_anchor_suite_request::Msg;
+    let mut reqs = vec![pb::RegisterAnchorSuiteRequest {
+        msg: Some(Msg::Header(pb::AnchorSuiteHeader {
+            model: model.into(),
+            name: emojicl::ANCHOR_SUITE.into(),
+            expected_samples: Some(samples.len() as u64),
+            preset: preset.into(),
+        })),
+    }];
+    for chunk in samples.chunks(256) {
+        reqs.push(pb::RegisterAnchorSuiteRequest {
+            msg: Some(Msg::Chunk(pb::SampleChunk {
+                samples: chunk.to_vec(),
+            })),
+        });
+    }
+    match c.register_anchor_suite(tokio_stream::iter(reqs)).await {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
+        Err(s) => Err(s).context("RegisterAnchorSuite"),
+    }
+}
+
+pub fn build_data(p: &Protocol, seed: u64) -> Result<TaskData> {
+    let opts = options(p, seed);
     emojicl::build(&emojicl::default_node_modules(), &opts)?
         .iter()
         .map(|t| {

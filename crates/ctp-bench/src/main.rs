@@ -6,14 +6,21 @@
 //! - `compare`: ctp's `small` step against the same step in eager PyTorch, in one invocation.
 //! - `emojicl`: continual-learning quality through the daemon (module `emojicl`).
 //! - `load` / `ingest`: the control plane under training load, and upload throughput.
+//! - `export-load`: a version's export while a task trains: the task's steps/s with and
+//!   without back-to-back `ExportVersion` streams, and the export's time vs idle (module `export_load`).
 //! - `preempt`: what preemption costs (stop latency, start-up, lost work; module `preempt`).
 //! - `storage`: what object storage costs: submission streamed vs by reference, and the start
 //!   of a resumed task with a cold and a warm object cache (modules `storage`, `storage_resume`).
+//! - `webhooks`: a webhook's delivery latency (p50/p90/p99 from the event's commit to its
+//!   receipt) over 1,000 `head.moved` events, signatures checked, duplicates counted, with a
+//!   receiver that accepts every attempt and one that fails each first attempt (module `webhooks`).
 mod cells;
+mod compare;
 mod ctpd_child;
 mod emojicl;
 mod emojicl_cli;
 mod emojicl_rpc;
+mod export_load;
 mod gpumem;
 // The moto server the tests use (scripts/setup-moto.sh installs it).
 #[path = "../../ctp-storage/tests/support/moto.rs"]
@@ -26,6 +33,7 @@ mod storage;
 mod storage_resume;
 mod summary;
 mod sweep;
+mod webhooks;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -68,8 +76,8 @@ enum Cmd {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
-    /// ctp's step against the same step in eager PyTorch (bench/pytorch_step.py), in one
-    /// invocation, plus ctp with the drift-gated momentum sync.
+    /// ctp's step against its PyTorch peers (bench/pytorch_step.py: eager, eager + TF32,
+    /// torch.compile), median of repetitions, plus ctp drift-gated in the same process.
     Compare(step::CompareSettings),
     /// Continual-learning quality on EmojiCL through the daemon, one resumable cell per
     /// (method, seed): SeqFT, CTP (threshold 0), replay variants, drift-gated CTP, Joint, and
@@ -98,8 +106,16 @@ enum Cmd {
     /// What preemption costs: a high task submitted while a low one trains (stop latency in
     /// steps, the high task's start-up, steps trained twice, resume overhead).
     Preempt(preempt::PreemptArgs),
+    /// A webhook's delivery latency: a local receiver, 1,000 head moves (Rollback RPCs), the
+    /// latency from each event's commit to its receipt, duplicates, and the cost of a retry.
+    Webhooks(webhooks::WebhooksArgs),
+    /// Export while training: a task's steps/s in alternating quiet and export phases
+    /// (back-to-back ExportVersion streams of another version), and each export's time.
+    ExportLoad(export_load::ExportLoadArgs),
     /// One measurement (used by `step`; prints one JSON row).
     StepOne(step::StepSettings),
+    /// ctp's repeated, paired measurement (used by `compare`; prints one JSON row).
+    CompareOne(compare::CompareOne),
 }
 
 fn machine() -> String {
@@ -148,6 +164,17 @@ fn main() -> Result<()> {
             let table = tokio::runtime::Runtime::new()?.block_on(preempt::run(&args))?;
             println!("{}\n{table}", machine());
         }
+        Cmd::Webhooks(args) => {
+            let table = tokio::runtime::Runtime::new()?.block_on(webhooks::run(&args))?;
+            println!("{}\n{table}", machine());
+        }
+        Cmd::ExportLoad(args) => {
+            let (md, report) = tokio::runtime::Runtime::new()?.block_on(export_load::run(&args))?;
+            if let Some(path) = &args.json {
+                std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+            }
+            println!("{}\n\n{md}", machine());
+        }
         Cmd::Emojicl(args) => {
             ctp::telemetry::init_tracing();
             emojicl_cli::run(&args)?;
@@ -155,6 +182,10 @@ fn main() -> Result<()> {
         Cmd::Compare(c) => {
             let md = step::compare(&c)?;
             println!("{}\n\n{md}", machine());
+        }
+        Cmd::CompareOne(a) => {
+            let row = step::measure(&a.step, &a.repeat)?;
+            println!("{}", serde_json::to_string(&row)?);
         }
         Cmd::StepOne(s) => {
             let row = step::step_one(&s)?;

@@ -83,6 +83,25 @@ pub struct Protocol {
     pub lr: f64,
     pub tasks: Vec<usize>,
     pub check_every: u32,
+    /// Base emoji per category held out of every task as the anchor suite (issue #25 §2;
+    /// 0 = none, the split of every cell written before it existed, which omit the key).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub anchor_per_category: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// A cell's results on the EmojiCL anchor suite (held-out emoji of every category).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AnchorTrack {
+    /// The suite's name on the daemon.
+    pub suite: String,
+    /// Samples in the suite.
+    pub samples: u64,
+    /// Rm on the suite of each version, in lineage order (after task 1, 2, …; Joint: one).
+    pub rm: Vec<Option<f64>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,6 +125,9 @@ pub struct MethodResult {
     /// Processes that worked on the cell (1 = it ran uninterrupted; more = resumed).
     #[serde(default = "one")]
     pub runs: u32,
+    /// Results on the anchor suite (`Protocol::anchor_per_category` > 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<AnchorTrack>,
 }
 
 fn one() -> u32 {

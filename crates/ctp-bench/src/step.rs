@@ -10,6 +10,7 @@ use ctp::trainer::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use crate::compare::{compare, CompareSettings};
 use crate::gpumem::GpuPeak;
 
 /// Settings of one measurement (the `step-one` flags; `step` and `compare` pass them on).
@@ -19,7 +20,7 @@ pub struct StepSettings {
     pub preset: String,
     #[arg(long)]
     pub batch: i64,
-    /// Measured steps (after 2 warm-up steps).
+    /// Measured steps (after the warm-up steps), per repetition.
     #[arg(long)]
     pub steps: i64,
     /// Drift threshold (0 = the paper's sync every step).
@@ -38,6 +39,54 @@ pub struct StepSettings {
     /// Time each part of the step (a device sync after each part).
     #[arg(long)]
     pub profile: bool,
+}
+
+/// How `compare-one` repeats a measurement (`step-one` uses the defaults).
+#[derive(Args, Debug, Clone)]
+pub struct Repeat {
+    /// Unmeasured steps at the start of each measured task.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: i64,
+    /// Measured tasks in this process (each `warmup` + `steps` steps); the row's samples/s is
+    /// their median.
+    #[arg(long, default_value_t = 1)]
+    pub reps: i64,
+    /// Also measure this threshold in the same process, each repetition paired with one of
+    /// `--threshold` (alternating which runs first); the result is the row's `paired`.
+    #[arg(long)]
+    pub paired_threshold: Option<f64>,
+    /// Exact fp32 matmuls on CUDA (`engine.tf32 = false`; default: TF32 on, as ctpd).
+    #[arg(long)]
+    pub no_tf32: bool,
+}
+
+impl Default for Repeat {
+    fn default() -> Self {
+        Repeat {
+            warmup: 2,
+            reps: 1,
+            paired_threshold: None,
+            no_tf32: false,
+        }
+    }
+}
+
+impl Repeat {
+    fn args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--warmup".to_string(),
+            self.warmup.to_string(),
+            "--reps".into(),
+            self.reps.to_string(),
+        ];
+        if self.no_tf32 {
+            a.push("--no-tf32".into());
+        }
+        if let Some(t) = self.paired_threshold {
+            a.extend(["--paired-threshold".into(), t.to_string()]);
+        }
+        a
+    }
 }
 
 impl StepSettings {
@@ -73,9 +122,18 @@ impl StepSettings {
 
     /// Runs this measurement in a child process and returns its row.
     pub fn run_child(&self) -> Result<Row> {
-        let out = Command::new(std::env::current_exe()?)
-            .args(self.args())
-            .output()?;
+        self.run_child_repeated(None)
+    }
+
+    /// Runs this measurement in a child process (`compare-one` with `repeat`, else
+    /// `step-one`) and returns its row.
+    pub fn run_child_repeated(&self, repeat: Option<&Repeat>) -> Result<Row> {
+        let mut args = self.args();
+        if let Some(r) = repeat {
+            args[0] = "compare-one".into();
+            args.extend(r.args());
+        }
+        let out = Command::new(std::env::current_exe()?).args(args).output()?;
         if !out.status.success() {
             bail!(
                 "{} / batch {} failed: {}",
@@ -101,11 +159,27 @@ pub struct Row {
     /// Peak GPU memory of this process (CUDA only), and where it was read.
     pub peak_gpu_mib: Option<f64>,
     pub gpu_memory_source: Option<String>,
+    /// Momentum syncs over every step of the measured tasks (warm-up included).
     pub syncs: i64,
+    /// Measured steps per repetition.
     pub measured_steps: i64,
+    /// Unmeasured steps at the start of each measured task.
+    pub warmup_steps: i64,
+    /// Every step of the measured tasks (reps × (warm-up + measured)): the denominator of `syncs`.
+    pub total_steps: i64,
+    /// Whether TF32 was allowed for fp32 matmuls (CUDA with `engine.tf32`; never on a CPU).
+    pub tf32: bool,
+    /// Samples/s of each repetition; `samples_per_sec` is their median.
+    pub rep_samples_per_sec: Vec<f64>,
+    /// Every measured step's wall time, in order.
+    pub step_ms: Vec<f64>,
     /// Whether the parts were timed (`--profile`); else only `times.step_ms` is measured.
     pub profiled: bool,
+    /// Mean times over the measured steps.
     pub times: StepTimes,
+    /// The `--paired-threshold` measurement from the same process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paired: Option<Box<Row>>,
 }
 
 fn peak_rss_mib() -> f64 {
@@ -156,8 +230,27 @@ fn add_times(acc: &mut StepTimes, t: &StepTimes, w: f64) {
     }
 }
 
-/// One measurement in this process.
+/// What the measured tasks of one threshold gave (accumulated over repetitions).
+#[derive(Default)]
+struct Measured {
+    syncs: i64,
+    rep_sps: Vec<f64>,
+    step_ms: Vec<f64>,
+    times: StepTimes,
+}
+
+/// One measurement in this process: a one-step task 0 (the parent), then `reps` measured
+/// tasks ≥ 1 per threshold (two thresholds with `paired_threshold`, alternating which runs
+/// first in each repetition).
 pub fn step_one(s: &StepSettings) -> Result<Row> {
+    measure(s, &Repeat::default())
+}
+
+/// [`step_one`] with repetitions, a paired threshold and the TF32 setting of `r`.
+pub fn measure(s: &StepSettings, r: &Repeat) -> Result<Row> {
+    if s.steps < 1 || r.reps < 1 || r.warmup < 0 {
+        bail!("--steps and --reps must be >= 1 and --warmup >= 0");
+    }
     let preset = Preset::parse(&s.preset).context("unknown preset")?;
     let model = ModelConfig::preset(preset);
     let engine = TrainerHandle::start(EngineConfig {
@@ -166,32 +259,36 @@ pub fn step_one(s: &StepSettings) -> Result<Row> {
         precision: s.precision.clone(),
         profile: s.profile,
         random_weights: s.random_weights,
+        tf32: !r.no_tf32,
         ..Default::default()
     })?;
     let gpu = engine.device.starts_with("cuda").then(GpuPeak::start);
     let dir = tempfile::tempdir()?;
-    let mut train = TrainConfig {
+    let train = TrainConfig {
         batch_size: s.batch,
         epochs: 1,
         ..Default::default()
     };
-    train.momentum.threshold = s.threshold;
-    let req = |n: i64, task_index: i64, parent: Option<VersionRef>, name: &str| TrainRequest {
-        model: model.clone(),
-        train: train.clone(),
-        task_index,
-        parent,
-        resume: None,
-        samples: samples(n, model.image_size),
-        out_version: dir.path().join(format!("{name}.safetensors")),
-        replay: Vec::new(),
-        probe: Vec::new(),
-        resume_path: dir.path().join(format!("{name}.resume")),
-        control: Control::new_flag(),
+    let req = |n: i64, task_index: i64, parent: Option<VersionRef>, threshold: f64, name: &str| {
+        let mut train = train.clone();
+        train.momentum.threshold = threshold;
+        TrainRequest {
+            model: model.clone(),
+            train,
+            task_index,
+            parent,
+            resume: None,
+            samples: samples(n, model.image_size),
+            out_version: dir.path().join(format!("{name}.safetensors")),
+            replay: Vec::new(),
+            probe: Vec::new(),
+            resume_path: dir.path().join(format!("{name}.resume")),
+            control: Control::new_flag(),
+        }
     };
     // A one-step task 0 gives the parent θ_{t−1}, so the measured task runs every CTP term.
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let parent = match engine.train_blocking(req(s.batch, 0, None, "parent"), tx)? {
+    let parent = match engine.train_blocking(req(s.batch, 0, None, 0.0, "parent"), tx)? {
         TrainOutcome::Completed {
             version_path,
             sha256,
@@ -202,39 +299,79 @@ pub fn step_one(s: &StepSettings) -> Result<Row> {
         },
         other => bail!("parent run did not complete: {other:?}"),
     };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let total = s.steps + 2;
-    let outcome = engine.train_blocking(req(s.batch * total, 1, Some(parent), "measured"), tx)?;
-    let syncs = match outcome {
-        TrainOutcome::Completed { syncs, .. } => syncs.len() as i64,
-        other => bail!("measured run did not complete: {other:?}"),
-    };
-    let mut times = StepTimes::default();
-    while let Ok(e) = rx.try_recv() {
-        if let TrainEvent::Step(p) = e {
-            if p.step > 2 {
-                add_times(&mut times, &p.times, 1.0 / s.steps as f64);
+    let total = r.warmup + s.steps;
+    let thresholds: Vec<f64> = std::iter::once(s.threshold)
+        .chain(r.paired_threshold)
+        .collect();
+    let mut measured: Vec<Measured> = thresholds.iter().map(|_| Measured::default()).collect();
+    for rep in 0..r.reps {
+        let mut order: Vec<usize> = (0..thresholds.len()).collect();
+        if rep % 2 == 1 {
+            order.reverse();
+        }
+        for k in order {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let name = format!("measured-{rep}-{k}");
+            let task = req(
+                s.batch * total,
+                1,
+                Some(parent.clone()),
+                thresholds[k],
+                &name,
+            );
+            let m = &mut measured[k];
+            m.syncs += match engine.train_blocking(task, tx)? {
+                TrainOutcome::Completed { syncs, .. } => syncs.len() as i64,
+                other => bail!("measured run did not complete: {other:?}"),
+            };
+            let mut ms = Vec::new();
+            while let Ok(e) = rx.try_recv() {
+                if let TrainEvent::Step(p) = e {
+                    if p.step > r.warmup {
+                        add_times(&mut m.times, &p.times, 1.0 / (s.steps * r.reps) as f64);
+                        ms.push(p.times.step_ms);
+                    }
+                }
             }
+            if ms.len() as i64 != s.steps {
+                bail!("expected {} measured steps, got {}", s.steps, ms.len());
+            }
+            m.rep_sps
+                .push(1e3 * s.batch as f64 * ms.len() as f64 / ms.iter().sum::<f64>());
+            m.step_ms.extend(ms);
         }
     }
-    let sps = 1e3 / times.step_ms;
     let peak_gpu_mib = gpu.and_then(GpuPeak::finish);
-    Ok(Row {
-        preset: preset.as_str().into(),
-        batch: s.batch,
-        device: engine.device.clone(),
-        precision: engine.precision.clone(),
-        threshold: s.threshold,
-        steps_per_sec: sps,
-        samples_per_sec: sps * s.batch as f64,
-        peak_rss_mib: peak_rss_mib(),
-        gpu_memory_source: peak_gpu_mib.map(|_| crate::gpumem::SOURCE.to_string()),
-        peak_gpu_mib,
-        syncs,
-        measured_steps: s.steps,
-        profiled: s.profile,
-        times,
-    })
+    let precision = engine.precision_for(preset.as_str());
+    let tf32 = !r.no_tf32 && engine.device.starts_with("cuda") && precision == "fp32";
+    let mut rows = thresholds.iter().zip(measured).map(|(&threshold, m)| {
+        let samples_per_sec = crate::compare::Spread::of(&m.rep_sps).map_or(f64::NAN, |x| x.median);
+        Row {
+            preset: preset.as_str().into(),
+            batch: s.batch,
+            device: engine.device.clone(),
+            precision: precision.clone(),
+            threshold,
+            steps_per_sec: samples_per_sec / s.batch as f64,
+            samples_per_sec,
+            peak_rss_mib: peak_rss_mib(),
+            gpu_memory_source: peak_gpu_mib.map(|_| crate::gpumem::SOURCE.to_string()),
+            peak_gpu_mib,
+            syncs: m.syncs,
+            measured_steps: s.steps,
+            warmup_steps: r.warmup,
+            total_steps: r.reps * total,
+            tf32,
+            rep_samples_per_sec: m.rep_sps,
+            step_ms: m.step_ms,
+            profiled: s.profile,
+            times: m.times,
+            paired: None,
+        }
+    });
+    let mut first = rows.next().context("no measurement")?;
+    first.paired = rows.next().map(Box::new);
+    Ok(first)
 }
 
 /// Markdown header of [`table_row`].
@@ -270,123 +407,6 @@ pub fn table_row(r: &Row) -> String {
         part(t.optimizer_ms, 0),
         part(share, 1),
         r.syncs,
-        r.measured_steps + 2
+        r.total_steps
     )
-}
-
-/// Settings of `compare`.
-#[derive(Args, Debug)]
-pub struct CompareSettings {
-    /// small or base.
-    #[arg(long, default_value = "small")]
-    pub preset: String,
-    #[arg(long, default_value_t = 32)]
-    pub batch: i64,
-    #[arg(long, default_value_t = 6)]
-    pub steps: i64,
-    #[arg(long, default_value_t = 2)]
-    pub threads: i32,
-    /// cpu, cuda or cuda:N (both implementations run there).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// auto (bf16 on CUDA, fp32 on CPU), bf16 (PyTorch: bf16 autocast) or fp32.
-    #[arg(long, default_value = "auto")]
-    pub precision: String,
-    /// Random weights with the real shapes, in both implementations.
-    #[arg(long)]
-    pub random_weights: bool,
-    /// Drift threshold for the gated run.
-    #[arg(long = "gated-threshold", default_value_t = 0.02)]
-    pub gated: f64,
-    /// Python with torch 2.11 + safetensors + tokenizers.
-    #[arg(long, env = "CTP_PYTHON", default_value = "python3")]
-    pub python: String,
-    #[arg(long)]
-    pub json: Option<std::path::PathBuf>,
-}
-
-/// ctp's step against the same step in eager PyTorch (bench/pytorch_step.py), in one
-/// invocation, plus ctp with the drift-gated momentum sync. Prints a Markdown table.
-pub fn compare(c: &CompareSettings) -> Result<String> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/pytorch_step.py");
-    let script = std::env::var("CTP_PYTORCH_STEP").unwrap_or_else(|_| script.into());
-    let weights = EngineConfig::default().weights_dir;
-    if c.device == "auto" {
-        bail!("compare needs an explicit --device (cpu, cuda or cuda:N)");
-    }
-    let precision = match c.precision.as_str() {
-        "auto" if c.device.starts_with("cuda") => "bf16",
-        "auto" => "fp32",
-        p => p,
-    };
-    let mut cmd = Command::new(&c.python);
-    cmd.arg(&script)
-        .arg(&weights)
-        .args([
-            c.batch.to_string(),
-            c.steps.to_string(),
-            c.threads.to_string(),
-        ])
-        .args(["--preset", &c.preset, "--precision", precision])
-        .args(["--device", &c.device]);
-    if c.random_weights {
-        cmd.arg("--random-weights");
-    }
-    let out = cmd.output().context("running the PyTorch step")?;
-    if !out.status.success() {
-        bail!(
-            "PyTorch step failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let torch: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii())?;
-    let base = StepSettings {
-        preset: c.preset.clone(),
-        batch: c.batch,
-        steps: c.steps,
-        threshold: 0.0,
-        device: c.device.clone(),
-        threads: c.threads,
-        precision: precision.into(),
-        random_weights: c.random_weights,
-        profile: false,
-    };
-    let every = base.run_child()?;
-    let gated_row = StepSettings {
-        threshold: c.gated,
-        ..base
-    }
-    .run_child()?;
-    let torch_sps = torch["samples_per_sec"]
-        .as_f64()
-        .context("no samples_per_sec from PyTorch")?;
-    let mut md = format!(
-        "`{}` preset, batch {}, {} {}, {} measured steps\n\n| implementation | momentum sync | samples/s | step ms | vs PyTorch | syncs |\n|---|---|---|---|---|---|\n",
-        c.preset, c.batch, every.device, precision, c.steps
-    );
-    md += &format!(
-        "| PyTorch eager {} | every step | {:.1} | {:.0} | 1.00x | - |\n",
-        torch["torch"].as_str().unwrap_or(""),
-        torch_sps,
-        1e3 * c.batch as f64 / torch_sps
-    );
-    for (name, r) in [
-        ("every step (threshold 0)".to_string(), &every),
-        (format!("drift-gated (threshold {})", c.gated), &gated_row),
-    ] {
-        md += &format!(
-            "| ctp | {name} | {:.1} | {:.0} | {:.2}x | {}/{} |\n",
-            r.samples_per_sec,
-            1e3 / r.steps_per_sec,
-            r.samples_per_sec / torch_sps,
-            r.syncs,
-            r.measured_steps + 2
-        );
-    }
-    if let Some(path) = &c.json {
-        let v =
-            serde_json::json!({"pytorch": torch, "ctp_every_step": every, "ctp_gated": gated_row});
-        std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
-    }
-    Ok(md)
 }

@@ -437,6 +437,10 @@ pub struct EmojiclExportArgs {
     /// Seed for subsets and caption templates.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Hold this many base emoji of every category out of all tasks and write them to
+    /// `OUT/anchor/`, an anchor suite for `ctpctl anchors add` (0 = none, the classic split).
+    #[arg(long, default_value_t = 0)]
+    pub anchor_per_category: usize,
     /// Folder holding the npm packages (default: $CTP_ASSETS/npm/node_modules).
     #[arg(long)]
     pub node_modules: Option<PathBuf>,

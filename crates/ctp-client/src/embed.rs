@@ -206,6 +206,7 @@ pub async fn health(conn: &Connection, args: &HealthArgs, json: bool) -> CliResu
     if json {
         let details = info.as_ref().map(|i| {
             json!({"version": i.version, "device": i.device, "precision": i.precision,
+                   "precision_rule": i.precision_rule,
                    "backend": i.backend, "storage_problem": i.storage_problem})
         });
         print_json(&json!({"addr": conn.addr, "service": args.service,
@@ -222,6 +223,9 @@ pub async fn health(conn: &Connection, args: &HealthArgs, json: bool) -> CliResu
                     i.precision,
                     i.backend
                 );
+                if !i.precision_rule.is_empty() {
+                    println!("precision: {}", i.precision_rule);
+                }
                 if !i.storage_problem.is_empty() {
                     println!("storage: {}", i.storage_problem);
                 }

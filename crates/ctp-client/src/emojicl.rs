@@ -30,6 +30,7 @@ pub fn options(args: &EmojiclExportArgs) -> CliResult<Options> {
         max_skin_variants: args.max_skin_variants,
         captions_per_image: args.captions_per_image,
         seed: args.seed,
+        anchor_per_category: args.anchor_per_category,
     })
 }
 
@@ -52,11 +53,18 @@ pub fn export(args: &EmojiclExportArgs, json: bool) -> CliResult {
             );
         }
     })?;
+    if let (Some(a), false) = (&index.anchor, json) {
+        eprintln!(
+            "   anchor suite       {:>5} held out ({} per category) -> {}",
+            a.n_samples, a.per_category, a.path
+        );
+    }
     let index_path = args.out.join("index.json");
     if json {
         print_json(&json!({
             "index": index_path.display().to_string(),
             "tasks": serde_json::to_value(&index.tasks).expect("index serializes"),
+            "anchor": serde_json::to_value(&index.anchor).expect("index serializes"),
         }));
     } else {
         println!("{}", index_path.display());

@@ -36,7 +36,7 @@ pub async fn quota(client: &mut Client, json: bool) -> CliResult {
     let q = client.get_quota(pb::GetQuotaRequest {}).await?.into_inner();
     if json {
         let item = |i: &Option<pb::QuotaItem>| {
-            let i = i.clone().unwrap_or_default();
+            let i = (*i).unwrap_or_default();
             json!({"used": i.used, "limit": i.limit})
         };
         print_json(&json!({
@@ -63,7 +63,7 @@ pub fn describe(q: &pb::QuotaUsage) -> String {
             " s",
         ),
     ] {
-        let i = item.clone().unwrap_or_default();
+        let i = (*item).unwrap_or_default();
         let limit = i
             .limit
             .map_or("unlimited".to_string(), |l| format!("{l}{unit}"));

@@ -7,7 +7,7 @@
 use tch::nn;
 use tch::{Kind, Tensor};
 
-use super::mixed;
+use super::mixed::{self, Compute};
 
 fn init_linear(p: nn::Path, i: i64, o: i64) -> nn::Linear {
     // BERT init: N(0, 0.02) weights, zero bias.
@@ -66,7 +66,7 @@ impl Attention {
         kv: &Tensor,
         mask: Option<&Tensor>,
         dropout: f64,
-        c: Kind,
+        c: &Compute,
     ) -> Tensor {
         let (b, l, h) = x.size3().expect("attention input must be [B, L, H]");
         let s = kv.size()[1];
@@ -100,7 +100,7 @@ impl Layer {
         mask: &Tensor,
         image: Option<&Tensor>,
         dropout: f64,
-        c: Kind,
+        c: &Compute,
     ) -> Tensor {
         let mut h = self.attn.forward(x, x, Some(mask), dropout, c);
         if let (Some(cross), Some(img)) = (&self.cross, image) {
@@ -142,8 +142,9 @@ pub struct Bert {
     mlm_dense: nn::Linear,
     mlm_norm: nn::LayerNorm,
     mlm_bias: Tensor,
-    /// Compute kind of matmuls and attention (Float, or BFloat16 under bf16 precision).
-    pub compute: Kind,
+    /// Compute kind of matmuls and attention (Float, or BFloat16 under bf16 precision), and
+    /// the model's cache of cast weights.
+    pub compute: Compute,
 }
 
 impl Bert {
@@ -182,7 +183,7 @@ impl Bert {
             mlm_dense: init_linear(&cls / "transform" / "dense", s.hidden, s.hidden),
             mlm_norm: ln(&cls / "transform" / "LayerNorm", s.hidden),
             mlm_bias: cls.zeros("bias", &[s.vocab]),
-            compute: Kind::Float,
+            compute: Compute::new(Kind::Float),
         }
     }
 
@@ -204,7 +205,7 @@ impl Bert {
         let m = Self::attn_mask(mask);
         let mut x = self.embed(ids, dropout);
         for layer in &self.layers[..self.text_layers] {
-            x = layer.forward(&x, &m, None, dropout, self.compute);
+            x = layer.forward(&x, &m, None, dropout, &self.compute);
         }
         x
     }
@@ -220,20 +221,35 @@ impl Bert {
         let m = Self::attn_mask(mask);
         let mut x = self.embed(ids, dropout);
         for layer in &self.layers {
-            x = layer.forward(&x, &m, Some(image), dropout, self.compute);
+            x = layer.forward(&x, &m, Some(image), dropout, &self.compute);
         }
         x
+    }
+
+    /// Appends every tensor the mixed-precision helpers cast (see `CtpModel::cast_weights`).
+    pub fn cast_weights(&self, out: &mut Vec<Tensor>) {
+        for layer in &self.layers {
+            for a in std::iter::once(&layer.attn).chain(layer.cross.as_ref()) {
+                for l in [&a.query, &a.key, &a.value, &a.out] {
+                    mixed::push_linear(out, l);
+                }
+            }
+            mixed::push_linear(out, &layer.inter);
+            mixed::push_linear(out, &layer.out);
+        }
+        mixed::push_linear(out, &self.mlm_dense);
+        out.push(self.word.ws.shallow_clone());
     }
 
     /// MLM logits for selected hidden states [M, H] → [M, vocab] (decoder tied to word
     /// embeddings), float32.
     pub fn mlm_logits(&self, hidden: &Tensor) -> Tensor {
-        let c = self.compute;
+        let c = &self.compute;
         let h = mixed::layer_norm(
             &mixed::linear(hidden, &self.mlm_dense, c).gelu("none"),
             &self.mlm_norm,
         );
-        mixed::fp32(mixed::matmul(&h, &self.word.ws.tr(), c) + &self.mlm_bias)
+        mixed::fp32(mixed::matmul(&h, &c.weight(&self.word.ws).tr(), c.kind) + &self.mlm_bias)
     }
 }
 

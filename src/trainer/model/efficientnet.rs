@@ -5,7 +5,7 @@
 use tch::nn;
 use tch::{Kind, Tensor};
 
-use super::mixed;
+use super::mixed::{self, Compute};
 
 /// (repeats, kernel, stride, expand, in, out) per stage.
 const STAGES: [(i64, i64, i64, i64, i64, i64); 7] = [
@@ -68,7 +68,7 @@ struct Block {
 }
 
 impl Block {
-    fn forward(&self, x: &Tensor, bn_train: bool, k: Kind) -> Tensor {
+    fn forward(&self, x: &Tensor, bn_train: bool, k: &Compute) -> Tensor {
         let mut h = x.shallow_clone();
         if let Some((c, b)) = &self.expand {
             h = mixed::conv2d(&h, c, 1, k).apply_t(b, bn_train).relu6();
@@ -98,7 +98,9 @@ pub struct EfficientNetLite0 {
     head: nn::Conv2D,
     bn1: nn::BatchNorm,
     /// Compute kind of the convolutions (BatchNorm keeps float32 parameters).
-    pub compute: Kind,
+    pub compute: Compute,
+    /// Run the tower in channels-last memory format (`engine.channels_last`).
+    pub channels_last: bool,
 }
 
 impl EfficientNetLite0 {
@@ -132,13 +134,36 @@ impl EfficientNetLite0 {
             blocks,
             head: conv(p / "_conv_head", 320, FEATURE_DIM, 1, 1, 1),
             bn1: bn(p / "_bn1", FEATURE_DIM),
-            compute: Kind::Float,
+            compute: Compute::new(Kind::Float),
+            channels_last: false,
         }
     }
 
+    /// Appends every tensor the mixed-precision helpers cast (see `CtpModel::cast_weights`).
+    pub fn cast_weights(&self, out: &mut Vec<Tensor>) {
+        mixed::push_conv(out, &self.stem);
+        for b in &self.blocks {
+            if let Some((c, _)) = &b.expand {
+                mixed::push_conv(out, c);
+            }
+            mixed::push_conv(out, &b.dw);
+            mixed::push_conv(out, &b.project);
+        }
+        mixed::push_conv(out, &self.head);
+    }
+
     /// Head feature map [B, 1280, h, w]. `bn_train` selects batch statistics (BN train mode).
+    /// Channels-last input makes libtorch run every convolution, BatchNorm and activation of
+    /// the tower in NHWC (the map comes out channels-last; values are the same up to
+    /// summation order).
     pub fn feature_map(&self, x: &Tensor, bn_train: bool) -> Tensor {
-        let k = self.compute;
+        let k = &self.compute;
+        let x = if self.channels_last {
+            mixed::channels_last(x)
+        } else {
+            x.shallow_clone()
+        };
+        let x = &x;
         let mut h = mixed::conv2d(&same_pad(x, 3, 2), &self.stem, 2, k)
             .apply_t(&self.bn0, bn_train)
             .relu6();

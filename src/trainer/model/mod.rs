@@ -39,8 +39,9 @@ pub struct CtpModel {
     vision_proj: nn::Linear,
     text_proj: nn::Linear,
     pub bert: Bert,
-    /// Compute kind of matmuls/convs/attention (set by [`CtpModel::set_precision`]).
-    compute: Kind,
+    /// Compute kind of matmuls/convs/attention (set by [`CtpModel::set_precision`]) and the
+    /// cache of cast weights, shared with `bert` and `vision`.
+    compute: mixed::Compute,
 }
 
 impl CtpModel {
@@ -93,27 +94,108 @@ impl CtpModel {
             vision,
             cfg: cfg.clone(),
             vs,
-            compute: Kind::Float,
+            compute: mixed::Compute::new(Kind::Float),
         }
     }
 
-    /// Runs matmuls, convolutions and attention in bf16 (weights stay float32) or fp32.
+    /// Runs matmuls, convolutions and attention in bf16 (weights stay float32) or fp32, casting
+    /// weights at every use.
     pub fn set_precision(&mut self, p: Precision) {
-        let k = match p {
-            Precision::Fp32 => Kind::Float,
-            Precision::Bf16 => Kind::BFloat16,
-        };
-        self.compute = k;
-        self.bert.compute = k;
+        self.set_compute(mixed::Compute::new(compute_kind(p)));
+    }
+
+    /// As [`set_precision`](Self::set_precision), with a cache of cast weights
+    /// (`engine.bf16_weight_cache`) that [`refresh_casts`](Self::refresh_casts) or
+    /// [`cache_flat`](Self::cache_flat) fill; under fp32 the cache stays unused.
+    pub fn set_precision_cached(&mut self, p: Precision) {
+        self.set_compute(mixed::Compute::cached_kind(compute_kind(p)));
+    }
+
+    fn set_compute(&mut self, c: mixed::Compute) {
+        self.bert.compute = c.clone();
         match &mut self.vision {
-            Vision::EfficientNet(net) => net.compute = k,
-            Vision::Vit(net) => net.compute = k,
+            Vision::EfficientNet(net) => net.compute = c.clone(),
+            Vision::Vit(net) => net.compute = c.clone(),
         }
+        self.compute = c;
+    }
+
+    /// Channels-last memory format for the convolutional tower (`engine.channels_last`;
+    /// EfficientNet only, a ViT's one patch convolution is left as it is).
+    pub fn set_channels_last(&mut self, on: bool) {
+        if let Vision::EfficientNet(net) = &mut self.vision {
+            net.channels_last = on;
+        }
+    }
+
+    /// The compute settings (kind and cast cache) this model runs with.
+    pub fn compute(&self) -> &mixed::Compute {
+        &self.compute
+    }
+
+    /// Every weight the mixed-precision helpers cast: linear and convolution weights and
+    /// biases, and the word embeddings (the tied MLM decoder).
+    pub fn cast_weights(&self) -> Vec<Tensor> {
+        let mut out = Vec::new();
+        match &self.vision {
+            Vision::EfficientNet(net) => net.cast_weights(&mut out),
+            Vision::Vit(net) => net.cast_weights(&mut out),
+        }
+        for l in [&self.vision_proj, &self.text_proj] {
+            mixed::push_linear(&mut out, l);
+        }
+        self.bert.cast_weights(&mut out);
+        out
+    }
+
+    /// Fills the cache with each cast weight cast once, tracked by autograd (the online
+    /// model, at the start of a step: every use in the step shares one cast, and backward
+    /// sums their gradients before the one cast back). No-op without a cache or under fp32.
+    pub fn refresh_casts(&self) {
+        if !self.compute.caches() {
+            return;
+        }
+        let k = self.compute.kind;
+        self.compute.fill(self.cast_weights().into_iter().map(|w| {
+            let c = w.to_kind(k);
+            (w, c)
+        }));
+    }
+
+    /// Empties the cache (after the optimizer step; uses outside a step cast again).
+    pub fn clear_casts(&self) {
+        self.compute.clear();
+    }
+
+    /// For a frozen model whose trainable parameters `params` are views into `flat`: a
+    /// buffer of `flat` in the compute kind whose views the cache serves for those
+    /// parameters. After `flat` changes, `low.copy_(flat)` refreshes every copy in one
+    /// kernel. `None` without a cache or under fp32.
+    pub fn cache_flat(&self, params: &[Tensor], flat: &Tensor) -> Option<Tensor> {
+        if !self.compute.caches() {
+            return None;
+        }
+        let _guard = tch::no_grad_guard();
+        let low = flat.to_kind(self.compute.kind);
+        let views = super::flat::views(&low, params);
+        let wanted: std::collections::HashSet<usize> = self
+            .cast_weights()
+            .iter()
+            .map(|w| w.data_ptr() as usize)
+            .collect();
+        self.compute.fill(
+            params
+                .iter()
+                .zip(views)
+                .filter(|(p, _)| wanted.contains(&(p.data_ptr() as usize)))
+                .map(|(p, v)| (p.shallow_clone(), v)),
+        );
+        Some(low)
     }
 
     /// A projection head in the compute kind, its output back in float32.
     fn project(&self, x: &Tensor, l: &nn::Linear) -> Tensor {
-        mixed::fp32(mixed::linear(x, l, self.compute))
+        mixed::fp32(mixed::linear(x, l, &self.compute))
     }
 
     /// Image tokens [B, S, D] and the pooled image representation [B, D].
@@ -288,6 +370,13 @@ impl CtpModel {
     }
 }
 
+fn compute_kind(p: Precision) -> Kind {
+    match p {
+        Precision::Fp32 => Kind::Float,
+        Precision::Bf16 => Kind::BFloat16,
+    }
+}
+
 fn layer_index(name: &str) -> Option<usize> {
     let rest = name.strip_prefix("bert.encoder.layer.")?;
     rest.split('.').next()?.parse().ok()
@@ -311,3 +400,6 @@ pub fn images_to_tensor(pixels: &[u8], n: i64, size: i64, device: Device) -> Ten
         .g_sub_scalar(127.0)
         .g_div_scalar(128.0)
 }
+
+#[cfg(test)]
+mod tests;

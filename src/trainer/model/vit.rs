@@ -4,7 +4,7 @@
 use tch::nn;
 use tch::{Kind, Tensor};
 
-use super::mixed;
+use super::mixed::{self, Compute};
 
 #[derive(Debug, Clone, Copy)]
 pub struct VitShape {
@@ -50,7 +50,7 @@ fn lin(p: nn::Path, i: i64, o: i64) -> nn::Linear {
 }
 
 impl Block {
-    fn forward(&self, x: &Tensor, c: Kind) -> Tensor {
+    fn forward(&self, x: &Tensor, c: &Compute) -> Tensor {
         let (b, l, w) = x.size3().expect("ViT tokens must be [B, L, W]");
         let d = w / self.heads;
         let qkv = mixed::linear(&mixed::layer_norm(x, &self.norm1), &self.qkv, c)
@@ -90,7 +90,7 @@ pub struct Vit {
     norm: nn::LayerNorm,
     stride: i64,
     /// Compute kind of the patch conv, matmuls and attention.
-    pub compute: Kind,
+    pub compute: Compute,
 }
 
 impl Vit {
@@ -125,14 +125,24 @@ impl Vit {
             blocks,
             norm: ln(p / "norm", s.width),
             stride: s.patch,
-            compute: Kind::Float,
+            compute: Compute::new(Kind::Float),
+        }
+    }
+
+    /// Appends every tensor the mixed-precision helpers cast (see `CtpModel::cast_weights`).
+    pub fn cast_weights(&self, out: &mut Vec<Tensor>) {
+        mixed::push_conv(out, &self.patch);
+        for b in &self.blocks {
+            for l in [&b.qkv, &b.proj, &b.fc1, &b.fc2] {
+                mixed::push_linear(out, l);
+            }
         }
     }
 
     /// All tokens after the final norm, [B, 1 + patches, W]; token 0 is [CLS].
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let b = x.size()[0];
-        let c = self.compute;
+        let c = &self.compute;
         let patches = mixed::fp32(mixed::conv2d(x, &self.patch, self.stride, c))
             .flatten(2, 3)
             .transpose(1, 2);

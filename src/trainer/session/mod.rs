@@ -24,7 +24,7 @@ mod parts;
 mod persist;
 
 pub(crate) use parts::RunOptions;
-use parts::{feature_drift, frozen_copy, named_params, read_scalars, sync_device};
+use parts::{configure, feature_drift, frozen_copy, named_params, read_scalars, sync_device};
 
 /// Loss terms, per-part timings and the momentum sync (if any) of one step.
 type StepOutput = (BTreeMap<String, f64>, StepTimes, Option<super::SyncRecord>);
@@ -50,6 +50,9 @@ pub(crate) struct Session {
     online_flat: Tensor,
     momentum_flat: Option<Tensor>,
     reference_flat: Option<Tensor>,
+    /// The momentum model's weights cast to the compute kind (`bf16_weight_cache`): its
+    /// cast cache serves views of it; refreshed after every sync.
+    momentum_low: Option<Tensor>,
     opts: RunOptions,
     order_cache: Option<(i64, Vec<i64>)>,
     /// The task's own samples are rows `0..n_task` of `data`; replay pools follow.
@@ -73,7 +76,7 @@ impl Session {
         cfg.validate().map_err(TrainerError::Input)?;
         tch::manual_seed(data::mix(&[cfg.seed, req.task_index as u64, u64::MAX]) as i64);
         let mut online = CtpModel::new(&req.model, vocab, device);
-        online.set_precision(opts.precision);
+        configure(&mut online, opts);
         let mut queue = FeatureQueue::new(cfg.queue_size, req.model.embed_dim, device);
         match &req.parent {
             Some(parent) => {
@@ -109,15 +112,17 @@ impl Session {
         );
         let online_flat = opt.flat.shallow_clone();
         let ctp = cfg.method == Method::Ctp;
-        let copy = |on: bool| -> Result<(Option<CtpModel>, Option<Tensor>), TrainerError> {
+        type Copy = (Option<CtpModel>, Option<Tensor>, Option<Tensor>);
+        let copy = |on: bool| -> Result<Copy, TrainerError> {
             if !on {
-                return Ok((None, None));
+                return Ok((None, None, None));
             }
-            let (m, buf) = frozen_copy(&online, &online_flat, &names, vocab, opts)?;
-            Ok((Some(m), Some(buf)))
+            let (m, buf, low) = frozen_copy(&online, &online_flat, &names, vocab, opts)?;
+            Ok((Some(m), Some(buf), low))
         };
-        let (momentum, momentum_flat) = copy(ctp)?;
-        let (reference, reference_flat) = copy(ctp && req.task_index > 0)?;
+        let (momentum, momentum_flat, momentum_low) = copy(ctp)?;
+        // The reference model never changes: its cast cache (views of the buffer) is filled once.
+        let (reference, reference_flat, _) = copy(ctp && req.task_index > 0)?;
         let n_task = req.samples.len() as i64;
         let spe = data::steps_per_epoch(n_task, cfg.batch_size);
         let gate = ctp.then(|| {
@@ -149,6 +154,7 @@ impl Session {
             online_flat,
             momentum_flat,
             reference_flat,
+            momentum_low,
             opts: *opts,
             order_cache: None,
             n_task,
@@ -158,8 +164,17 @@ impl Session {
         };
         if let Some(resume) = &req.resume {
             s.restore(resume)?;
+            s.refresh_momentum_casts();
         }
         Ok(s)
+    }
+
+    /// Recasts the momentum model's cached weights after its weights changed (one kernel).
+    fn refresh_momentum_casts(&mut self) {
+        if let (Some(low), Some(flat)) = (self.momentum_low.as_mut(), self.momentum_flat.as_ref()) {
+            let _guard = tch::no_grad_guard();
+            low.copy_(flat);
+        }
     }
 
     fn batch_indices(&mut self, step: i64) -> Tensor {
@@ -203,6 +218,8 @@ impl Session {
             }
         };
 
+        // Under `bf16_weight_cache`: every weight cast once for this step (no-op otherwise).
+        self.online.refresh_casts();
         let f = self.online.features(&images, &ids, &mask, true);
         // Masked on the host (the device's queue keeps running), then copied without waiting.
         let (masked, positions, labels) =
@@ -249,6 +266,12 @@ impl Session {
                 };
                 lap(&mut times.drift_ms);
                 sync = gate.check(step, value, &gp);
+                if sync.is_some() {
+                    if let Some(low) = self.momentum_low.as_mut() {
+                        let _guard = tch::no_grad_guard();
+                        low.copy_(mflat);
+                    }
+                }
                 lap(&mut times.sync_ms);
             }
             let (fm, zm) = tch::no_grad(|| {
@@ -289,6 +312,8 @@ impl Session {
         lap(&mut times.backward_ms);
         let lr = cosine_lr(step, self.total_steps, self.cfg.lr, self.cfg.min_lr);
         self.opt.step(lr);
+        // The weights changed: this step's casts are stale.
+        self.online.clear_casts();
         lap(&mut times.optimizer_ms);
         terms.push(("itc", l_ita));
         terms.push(("mlm", l_mlm));
@@ -412,6 +437,7 @@ impl Session {
             },
             syncs: self.syncs().to_vec(),
             resumed_from: self.resumed_from,
+            precision: self.opts.precision.as_str().to_string(),
         })
     }
 }

@@ -16,6 +16,21 @@ pub(crate) struct RunOptions {
     pub profile: bool,
     /// Skip loading pretrained weights (benchmarks: same shapes, random values).
     pub random_weights: bool,
+    /// Cast copies of the weights, refreshed once per optimizer step (bf16 only;
+    /// `engine.bf16_weight_cache`).
+    pub bf16_weight_cache: bool,
+    /// Channels-last convolutional tower (`engine.channels_last`).
+    pub channels_last: bool,
+}
+
+/// Sets a model's precision, cast cache and memory format from the run's options.
+pub(super) fn configure(m: &mut CtpModel, opts: &RunOptions) {
+    if opts.bf16_weight_cache {
+        m.set_precision_cached(opts.precision);
+    } else {
+        m.set_precision(opts.precision);
+    }
+    m.set_channels_last(opts.channels_last);
 }
 
 pub(super) fn named_params(m: &CtpModel, names: &[String]) -> Vec<Tensor> {
@@ -25,18 +40,20 @@ pub(super) fn named_params(m: &CtpModel, names: &[String]) -> Vec<Tensor> {
 
 /// A frozen copy of `src` (momentum or reference model) whose trainable parameters live in one
 /// flat buffer: the copy is one kernel over the parameters plus the few non-trainable buffers
-/// (BatchNorm statistics).
+/// (BatchNorm statistics). Under `bf16_weight_cache` the third value is the copy's cast
+/// buffer ([`CtpModel::cache_flat`]): refresh it after the flat buffer changes.
 pub(super) fn frozen_copy(
     src: &CtpModel,
     src_flat: &Tensor,
     names: &[String],
     vocab: i64,
     opts: &RunOptions,
-) -> Result<(CtpModel, Tensor), TrainerError> {
+) -> Result<(CtpModel, Tensor, Option<Tensor>), TrainerError> {
     let mut m = CtpModel::new(&src.cfg, vocab, src.device());
-    m.set_precision(opts.precision);
+    configure(&mut m, opts);
     m.freeze();
-    let mut buf = flat::flatten(&named_params(&m, names));
+    let params = named_params(&m, names);
+    let mut buf = flat::flatten(&params);
     let _guard = tch::no_grad_guard();
     buf.copy_(src_flat);
     let trainable: std::collections::HashSet<&String> = names.iter().collect();
@@ -49,7 +66,8 @@ pub(super) fn frozen_copy(
             t.copy_(from);
         }
     }
-    Ok((m, buf))
+    let low = m.cache_flat(&params, &buf);
+    Ok((m, buf, low))
 }
 
 pub(super) fn sync_device(d: Device) {

@@ -1,11 +1,13 @@
 //! Writes built EmojiCL tasks as ordinary datasets (`DIR/<nn>-<slug>/…`) plus
 //! `DIR/index.json`, so `ctpctl submit DIR/00-smileys-emotion` needs no EmojiCL knowledge
-//! and any other tool can follow the index.
+//! and any other tool can follow the index. With an anchor slice
+//! (`Options::anchor_per_category` > 0) the held-out samples go to `DIR/anchor/`, in the same
+//! format, for `ctpctl anchors add` (the folder name does not match `<nn>-<slug>`).
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{build, Options, SampleRef, Task};
+use super::{anchor, build, Options, SampleRef, Task};
 use crate::jsonl::JsonlWriter;
 use crate::webdataset::ShardWriter;
 use crate::{DatasetError, DatasetSample};
@@ -37,6 +39,17 @@ pub struct IndexTask {
     pub n_eval: usize,
 }
 
+/// The anchor suite in `index.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexAnchor {
+    /// Folder relative to the index (what to pass to `ctpctl anchors add`): `anchor`.
+    pub path: String,
+    /// Held-out base emoji per category (all nine categories).
+    pub per_category: usize,
+    /// Samples written (9 × `per_category`).
+    pub n_samples: usize,
+}
+
 /// `DIR/index.json`: what was exported and how, for scripts that submit the tasks in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Index {
@@ -60,6 +73,9 @@ pub struct Index {
     pub eval_images: String,
     /// Exported tasks in benchmark order.
     pub tasks: Vec<IndexTask>,
+    /// The held-out anchor suite, when one was carved (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<IndexAnchor>,
 }
 
 fn load(sample: &SampleRef) -> Result<DatasetSample, DatasetError> {
@@ -75,8 +91,16 @@ fn load(sample: &SampleRef) -> Result<DatasetSample, DatasetError> {
 /// Writes one task folder; returns it.
 fn write_task(out: &Path, task: &Task, format: ExportFormat) -> Result<PathBuf, DatasetError> {
     let dir = out.join(format!("{:02}-{}", task.index, task.slug));
-    std::fs::create_dir_all(&dir).map_err(|e| DatasetError::io(&dir, e))?;
-    let samples = task.train.iter().chain(&task.eval);
+    write_samples(&dir, task.train.iter().chain(&task.eval), format)?;
+    Ok(dir)
+}
+
+fn write_samples<'a>(
+    dir: &Path,
+    samples: impl Iterator<Item = &'a SampleRef>,
+    format: ExportFormat,
+) -> Result<(), DatasetError> {
+    std::fs::create_dir_all(dir).map_err(|e| DatasetError::io(dir, e))?;
     match format {
         ExportFormat::WebDataset => {
             let mut w = ShardWriter::create(&dir.join("shard-000000.tar"))?;
@@ -86,14 +110,14 @@ fn write_task(out: &Path, task: &Task, format: ExportFormat) -> Result<PathBuf, 
             w.finish()?;
         }
         ExportFormat::Jsonl => {
-            let mut w = JsonlWriter::create(&dir, "samples.jsonl")?;
+            let mut w = JsonlWriter::create(dir, "samples.jsonl")?;
             for s in samples {
                 w.append(&load(s)?)?;
             }
             w.finish()?;
         }
     }
-    Ok(dir)
+    Ok(())
 }
 
 /// Builds the tasks from `node_modules` and writes them under `out`, calling `progress`
@@ -118,6 +142,7 @@ pub fn export(
         train_images: "Google/Noto (emoji-datasource-google, Apache-2.0)".into(),
         eval_images: "Twitter/Twemoji (emoji-datasource-twitter, CC-BY-4.0)".into(),
         tasks: Vec::with_capacity(tasks.len()),
+        anchor: None,
     };
     for task in &tasks {
         let dir = write_task(out, task, format)?;
@@ -134,6 +159,15 @@ pub fn export(
         };
         progress(&entry);
         index.tasks.push(entry);
+    }
+    let held = anchor(node_modules, opts)?;
+    if !held.is_empty() {
+        write_samples(&out.join("anchor"), held.iter(), format)?;
+        index.anchor = Some(IndexAnchor {
+            path: "anchor".into(),
+            per_category: opts.anchor_per_category,
+            n_samples: held.len(),
+        });
     }
     let path = out.join("index.json");
     let json = serde_json::to_string_pretty(&index).expect("index serializes");

@@ -9,6 +9,14 @@
 //!
 //! Everything is deterministic for a given seed; each task draws from its own random
 //! stream, so exporting a subset of tasks yields the same content for those tasks.
+//!
+//! **Anchor slice** (issue #25 §2, docs/anchors.md): with `anchor_per_category` N > 0, N base
+//! emoji of every category (with their skin variants) are held out of training and evaluation
+//! of every task and form one anchor suite ([`anchor`]): Twemoji art with the CLDR label, like
+//! an eval split. Which emoji are held out depends only on N and the category, not on the
+//! seed or the selected tasks ([`ANCHOR_STREAM`]), so every seed and every cell of a table is
+//! measured on the same suite. N = 0 (the default) builds exactly what it built before.
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::{DatasetError, Split};
@@ -21,7 +29,7 @@ mod export;
 mod tests;
 
 pub use catalog::default_node_modules;
-pub use export::{export, ExportFormat, Index, IndexTask};
+pub use export::{export, ExportFormat, Index, IndexAnchor, IndexTask};
 
 use captions::{CaptionText, Rng};
 
@@ -53,6 +61,8 @@ pub struct Options {
     pub captions_per_image: usize,
     /// Seed for subsets and caption templates.
     pub seed: u64,
+    /// Base emoji per category held out of every task as the anchor suite (0 = none).
+    pub anchor_per_category: usize,
 }
 
 impl Default for Options {
@@ -64,6 +74,7 @@ impl Default for Options {
             max_skin_variants: None,
             captions_per_image: 1,
             seed: 0,
+            anchor_per_category: 0,
         }
     }
 }
@@ -123,20 +134,95 @@ pub fn build(node_modules: &Path, opts: &Options) -> Result<Vec<Task>, DatasetEr
     let twitter = node_modules.join("emoji-datasource-twitter/img/twitter/64");
     let mut tasks = Vec::with_capacity(opts.tasks.len());
     for &index in &opts.tasks {
-        let name = CATEGORIES[index];
-        let emoji: Vec<&catalog::Emoji> = all.iter().filter(|e| e.category == name).collect();
+        let emoji = category(&all, index);
+        let held = held_out(node_modules, &emoji, index, opts.anchor_per_category)?;
         let mut rng = Rng::derive(opts.seed, index as u64);
-        tasks.push(build_task(index, &emoji, &google, &twitter, opts, &mut rng));
+        tasks.push(build_task(
+            index, &emoji, &held, &google, &twitter, opts, &mut rng,
+        ));
     }
     Ok(tasks)
+}
+
+/// The random stream (seed) that picks the anchor slice: fixed, so the suite does not depend
+/// on `Options::seed`.
+pub const ANCHOR_STREAM: u64 = 0x0025_A7C4_0000_0000;
+
+/// Suite name the benchmark and the demo register the anchor slice under.
+pub const ANCHOR_SUITE: &str = "emojicl-anchor";
+
+fn category(all: &[catalog::Emoji], index: usize) -> Vec<&catalog::Emoji> {
+    all.iter()
+        .filter(|e| e.category == CATEGORIES[index])
+        .collect()
+}
+
+/// Indices (into the category's emoji) of the `n` held-out base emoji of category `index`:
+/// the first `n` of a permutation drawn from [`ANCHOR_STREAM`].
+fn held_out(
+    node_modules: &Path,
+    emoji: &[&catalog::Emoji],
+    index: usize,
+    n: usize,
+) -> Result<HashSet<usize>, DatasetError> {
+    if n == 0 {
+        return Ok(HashSet::new());
+    }
+    if 2 * n > emoji.len() {
+        return Err(DatasetError::Invalid {
+            path: node_modules.to_path_buf(),
+            problem: format!(
+                "anchor slice of {n} per category is more than half of {} ({} base emoji)",
+                CATEGORIES[index],
+                emoji.len()
+            ),
+        });
+    }
+    let mut order: Vec<usize> = (0..emoji.len()).collect();
+    Rng::derive(ANCHOR_STREAM, index as u64).shuffle(&mut order);
+    Ok(order.into_iter().take(n).collect())
+}
+
+/// The anchor suite: the `opts.anchor_per_category` held-out base emoji of **every** category
+/// (whatever `opts.tasks` selects), categories in CLDR order, emoji in CLDR order within one;
+/// Twemoji art captioned with the CLDR label (as eval samples), split `Eval`. Empty when
+/// `anchor_per_category` is 0. No task built with the same `anchor_per_category` trains or
+/// evaluates on these emoji or their skin variants.
+pub fn anchor(node_modules: &Path, opts: &Options) -> Result<Vec<SampleRef>, DatasetError> {
+    if opts.anchor_per_category == 0 {
+        return Ok(Vec::new());
+    }
+    let all = catalog::load(node_modules)?;
+    let twitter = node_modules.join("emoji-datasource-twitter/img/twitter/64");
+    let mut out = Vec::new();
+    for index in 0..CATEGORIES.len() {
+        let emoji = category(&all, index);
+        let mut held: Vec<usize> = held_out(node_modules, &emoji, index, opts.anchor_per_category)?
+            .into_iter()
+            .collect();
+        held.sort_unstable();
+        out.extend(held.into_iter().map(|i| eval_sample(emoji[i], &twitter)));
+    }
+    Ok(out)
+}
+
+fn eval_sample(e: &catalog::Emoji, twitter: &Path) -> SampleRef {
+    SampleRef {
+        id: format!("{}.twitter", e.unified.to_lowercase()),
+        image: twitter.join(&e.image),
+        caption: e.label.clone(),
+        split: Split::Eval,
+    }
 }
 
 /// Picks the task's emoji and captions. One seeded permutation of the base emoji decides
 /// both subsets, and eval takes a prefix of the train order, so with `max_eval` ≤ the number
 /// of training base emoji every evaluated concept was also trained on.
+#[allow(clippy::too_many_arguments)]
 fn build_task(
     index: usize,
     emoji: &[&catalog::Emoji],
+    held: &HashSet<usize>,
     google: &Path,
     twitter: &Path,
     opts: &Options,
@@ -144,6 +230,9 @@ fn build_task(
 ) -> Task {
     let mut order: Vec<usize> = (0..emoji.len()).collect();
     rng.shuffle(&mut order);
+    // The anchor slice is neither trained nor evaluated on (its removal after the shuffle
+    // keeps the permutation, so N = 0 builds exactly what it always built).
+    order.retain(|i| !held.contains(i));
     let per_image = opts.captions_per_image.max(1);
 
     // Training candidates: base images first (in permutation order), then skin variants
@@ -213,12 +302,7 @@ fn build_task(
     eval_idx.sort_unstable();
     let eval = eval_idx
         .into_iter()
-        .map(|i| SampleRef {
-            id: format!("{}.twitter", emoji[i].unified.to_lowercase()),
-            image: twitter.join(&emoji[i].image),
-            caption: emoji[i].label.clone(),
-            split: Split::Eval,
-        })
+        .map(|i| eval_sample(emoji[i], twitter))
         .collect();
     Task {
         index,

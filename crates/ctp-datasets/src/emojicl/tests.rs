@@ -103,6 +103,7 @@ fn caps_subsets_and_determinism() {
         max_skin_variants: Some(1),
         captions_per_image: 2,
         seed: 11,
+        anchor_per_category: 0,
     };
     let a = build(&dir, &opts).unwrap();
     assert_eq!(a, build(&dir, &opts).unwrap(), "same seed, same tasks");
@@ -176,6 +177,138 @@ fn export_writes_readable_datasets_and_index() {
             assert!(samples.iter().all(|s| s.image.starts_with(b"\x89PNG")));
         }
     }
+}
+
+#[test]
+fn anchor_slice_is_held_out_of_every_task_and_fixed() {
+    let dir = assets();
+    let opts = Options {
+        anchor_per_category: 4,
+        ..Options::default()
+    };
+    let held = anchor(&dir, &opts).unwrap();
+    assert_eq!(held.len(), 4 * CATEGORIES.len());
+    assert!(held.iter().all(|s| s.split == Split::Eval
+        && s.image.is_file()
+        && s.image.to_string_lossy().contains("/img/twitter/64/")));
+    let ids: HashSet<&str> = held.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids.len(), held.len(), "unique ids");
+    // No task trains or evaluates on a held-out emoji.
+    let tasks = build(&dir, &opts).unwrap();
+    let plain = build(&dir, &Options::default()).unwrap();
+    for (t, p) in tasks.iter().zip(&plain) {
+        for s in t.train.iter().chain(&t.eval) {
+            let unified = s.id.split('.').next().unwrap();
+            assert!(
+                !ids.contains(format!("{unified}.twitter").as_str()),
+                "{}: {} is held out",
+                t.name,
+                s.id
+            );
+        }
+        // Exactly the held-out emoji are gone from eval.
+        let gone: Vec<&SampleRef> = p
+            .eval
+            .iter()
+            .filter(|s| !t.eval.iter().any(|e| e.id == s.id))
+            .collect();
+        assert_eq!(gone.len(), 4, "{}", t.name);
+        assert!(gone.iter().all(|s| ids.contains(s.id.as_str())));
+        assert!(t.train.len() < p.train.len());
+    }
+    // Nor on a skin variant of a held-out emoji (People & Body has them).
+    let catalog = catalog::load(&dir).unwrap();
+    let trained: HashSet<String> = tasks
+        .iter()
+        .flat_map(|t| &t.train)
+        .map(|s| s.id.split('.').next().unwrap().to_string())
+        .collect();
+    let mut variants = 0;
+    for e in catalog
+        .iter()
+        .filter(|e| ids.contains(format!("{}.twitter", e.unified.to_lowercase()).as_str()))
+    {
+        for skin in &e.skins {
+            variants += 1;
+            assert!(
+                !trained.contains(&skin.unified.to_lowercase()),
+                "{} is a variant of a held-out emoji",
+                skin.unified
+            );
+        }
+    }
+    assert_eq!(
+        plain.iter().map(|t| t.train.len()).sum::<usize>()
+            - tasks.iter().map(|t| t.train.len()).sum::<usize>(),
+        held.len() + variants,
+        "exactly the held-out emoji and their variants leave training"
+    );
+    // Fixed: the same for every seed and whichever tasks are built.
+    let other = Options {
+        seed: 5,
+        tasks: vec![2],
+        ..opts.clone()
+    };
+    assert_eq!(anchor(&dir, &other).unwrap(), held);
+    let t2 = build(&dir, &other).unwrap();
+    assert!(t2[0].eval.iter().all(|s| !ids.contains(s.id.as_str())));
+    // 0 = no slice (the default build, whose sizes the first test pins); too large a slice is
+    // refused.
+    assert!(anchor(&dir, &Options::default()).unwrap().is_empty());
+    let err = build(
+        &dir,
+        &Options {
+            anchor_per_category: 43,
+            ..Options::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("more than half"), "{err}");
+}
+
+#[test]
+fn export_writes_the_anchor_folder() {
+    let dir = assets();
+    let out = tempfile::tempdir().unwrap();
+    let opts = Options {
+        tasks: vec![5],
+        max_train: Some(6),
+        max_eval: Some(4),
+        anchor_per_category: 2,
+        ..Options::default()
+    };
+    let index = export(
+        &dir,
+        out.path(),
+        ExportFormat::WebDataset,
+        &opts,
+        &mut |_| {},
+    )
+    .unwrap();
+    let a = index.anchor.clone().expect("anchor in the index");
+    assert_eq!(
+        (a.path.as_str(), a.per_category, a.n_samples),
+        ("anchor", 2, 18)
+    );
+    let samples = read_all(&out.path().join("anchor")).unwrap();
+    assert_eq!(samples.len(), 18);
+    assert!(samples.iter().all(|s| s.split == Some(Split::Eval)));
+    // Without a slice the index has no `anchor` key (old index files stay as they were).
+    let plain = export(
+        &dir,
+        &out.path().join("plain"),
+        ExportFormat::Jsonl,
+        &Options {
+            anchor_per_category: 0,
+            ..opts
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(plain.anchor.is_none());
+    let text = std::fs::read_to_string(out.path().join("plain/index.json")).unwrap();
+    assert!(!text.contains("anchor"), "{text}");
+    assert!(!out.path().join("plain/anchor").exists());
 }
 
 #[test]

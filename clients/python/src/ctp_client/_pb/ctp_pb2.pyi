@@ -77,18 +77,20 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "device", "precision", "backend", "storage_problem")
+    __slots__ = ("version", "device", "precision", "backend", "storage_problem", "precision_rule")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     STORAGE_PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_RULE_FIELD_NUMBER: _ClassVar[int]
     version: str
     device: str
     precision: str
     backend: str
     storage_problem: str
-    def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ..., backend: _Optional[str] = ..., storage_problem: _Optional[str] = ...) -> None: ...
+    precision_rule: str
+    def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., precision: _Optional[str] = ..., backend: _Optional[str] = ..., storage_problem: _Optional[str] = ..., precision_rule: _Optional[str] = ...) -> None: ...
 
 class BackupRequest(_message.Message):
     __slots__ = ("path",)
