@@ -382,7 +382,10 @@ impl Settings {
                 &self.auth.anonymous_quota,
             )])
         {
-            if let Some(s) = q.max_training_seconds_per_day.filter(|s| s.is_nan() || *s < 0.0) {
+            if let Some(s) = q
+                .max_training_seconds_per_day
+                .filter(|s| s.is_nan() || *s < 0.0)
+            {
                 return Err(format!(
                     "{who}: quota.max_training_seconds_per_day must be >= 0 (got {s})"
                 ));

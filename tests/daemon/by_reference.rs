@@ -334,9 +334,12 @@ async fn s3_shards_by_reference_through_the_api_and_ctpctl() {
 
     let mut app = spawn_app_with(Db::Sqlite, env).await;
     let pattern = format!("s3://{bucket}/ctp/shards/shard-{{0..1}}.tar");
-    let task = submit_ref(&mut app, ref_header("m", "from-s3", 1, std::slice::from_ref(&pattern)))
-        .await
-        .unwrap();
+    let task = submit_ref(
+        &mut app,
+        ref_header("m", "from-s3", 1, std::slice::from_ref(&pattern)),
+    )
+    .await
+    .unwrap();
     assert_eq!(task.n_train + task.n_eval, samples.len() as u64);
     let got: Vec<(String, String, u64)> = task
         .sources
