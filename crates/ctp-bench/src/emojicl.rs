@@ -337,15 +337,7 @@ async fn run_cell(
             work.seconds()
         );
     }
-    let versions = c
-        .list_versions(pb::ListVersionsRequest {
-            model: model.into(),
-            page_size: 100,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .versions;
+    let versions = versions_of(c, model).await?;
     let matrix = versions
         .iter()
         .map(|v| {
@@ -376,6 +368,21 @@ async fn run_cell(
     })
 }
 
+/// Every version of `model` (a cell makes at most nine, far below one page).
+async fn versions_of(
+    c: &mut ContinualTrainerClient<Channel>,
+    model: &str,
+) -> Result<Vec<pb::Version>> {
+    Ok(c.list_versions(pb::ListVersionsRequest {
+        model: model.into(),
+        page_size: 100,
+        ..Default::default()
+    })
+    .await?
+    .into_inner()
+    .versions)
+}
+
 /// Rm on the anchor suite of every version of `model`, oldest first (the lineage: a cell's
 /// versions are one chain, and Joint has one version).
 async fn anchor_track(
@@ -383,15 +390,7 @@ async fn anchor_track(
     model: &str,
     samples: usize,
 ) -> Result<AnchorTrack> {
-    let mut versions = c
-        .list_versions(pb::ListVersionsRequest {
-            model: model.into(),
-            page_size: 100,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .versions;
+    let mut versions = versions_of(c, model).await?;
     versions.sort_by_key(|v| v.version);
     let suite = ctp_datasets::emojicl::ANCHOR_SUITE;
     Ok(AnchorTrack {
